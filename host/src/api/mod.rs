@@ -1,0 +1,74 @@
+//! HTTP and WebSocket surface: the mesastream-compatible routes, bearer auth and the event
+//! stream.
+
+mod error;
+mod events;
+mod extract;
+mod players;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+pub use error::ApiError;
+
+use crate::events::EventBus;
+use crate::player::Registry;
+
+/// Largest accepted request body, as the original (actix's default).
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub events: EventBus,
+    pub auth_token: Arc<str>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let players = Router::new()
+        .route("/health", get(health))
+        .route("/players", get(players::list).post(players::create))
+        .route("/players/{id}", get(players::get).delete(players::destroy))
+        .route("/players/{id}/queue", get(players::get_queue).post(players::enqueue))
+        .route("/players/{id}/play", axum::routing::post(players::play))
+        .route("/players/{id}/stop", axum::routing::post(players::stop))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/ws", get(events::stream))
+        .merge(players)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    match presented {
+        None => ApiError::unauthorized().into_response(),
+        Some(token) if !same(token.trim().as_bytes(), state.auth_token.as_bytes()) => ApiError::forbidden().into_response(),
+        Some(_) => next.run(request).await,
+    }
+}

@@ -1,0 +1,192 @@
+//! Demuxing and decoding with symphonia; Opus streams (Ogg, WebM) are demuxed by symphonia
+//! and decoded with libopus. Output is interleaved stereo at the source rate: mono is
+//! duplicated, more than two channels are folded down.
+
+use audiopus::coder::Decoder as LibOpusDecoder;
+use audiopus::{Channels, SampleRate};
+use symphonia::core::codecs::CodecParameters;
+use symphonia::core::codecs::audio::CODEC_ID_NULL_AUDIO;
+use symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader};
+use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::meta::MetadataOptions;
+
+/// Consecutive undecodable packets tolerated before the track is given up.
+const ERROR_BUDGET: u32 = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unrecognised media format: {0}")]
+    Format(String),
+    #[error("no audio track in the media")]
+    NoAudio,
+    #[error("unsupported codec: {0}")]
+    Codec(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("too many undecodable packets ({0})")]
+    Corrupt(String),
+}
+
+enum Codec {
+    Symphonia(Box<dyn AudioDecoder>),
+    Opus { decoder: LibOpusDecoder, skip_frames: usize },
+}
+
+pub struct SourceDecoder {
+    format: Box<dyn FormatReader + 'static>,
+    track_id: u32,
+    codec: Codec,
+    rate: u32,
+    duration_ms: Option<u64>,
+    scratch: Vec<f32>,
+    out: Vec<f32>,
+}
+
+fn io_error(e: SymphoniaError) -> DecodeError {
+    DecodeError::Io(e.to_string())
+}
+
+impl SourceDecoder {
+    /// Probes the container and sets up the decoder for its first audio track.
+    pub fn open(source: Box<dyn MediaSource>, content_type: Option<&str>) -> Result<Self, DecodeError> {
+        let mut hint = Hint::new();
+        if let Some(ct) = content_type {
+            hint.mime_type(ct);
+        }
+        let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
+        let format = symphonia::default::get_probe()
+            .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+            .map_err(|e| match e {
+                SymphoniaError::IoError(io) => DecodeError::Io(io.to_string()),
+                other => DecodeError::Format(other.to_string()),
+            })?;
+        let (track_id, params, delay, duration_ms) = format
+            .tracks()
+            .iter()
+            .find_map(|t| match &t.codec_params {
+                Some(CodecParameters::Audio(p)) if p.codec != CODEC_ID_NULL_AUDIO => {
+                    let rate = p.sample_rate.unwrap_or(48_000).max(1) as u64;
+                    let duration_ms = t.num_frames.map(|n| n * 1000 / rate);
+                    Some((t.id, p.clone(), t.delay.unwrap_or(0), duration_ms))
+                }
+                _ => None,
+            })
+            .ok_or(DecodeError::NoAudio)?;
+        let (codec, rate) = if params.codec == CODEC_ID_OPUS {
+            let decoder = LibOpusDecoder::new(SampleRate::Hz48000, Channels::Stereo).map_err(|e| DecodeError::Codec(e.to_string()))?;
+            (Codec::Opus { decoder, skip_frames: delay as usize }, 48_000)
+        } else {
+            let decoder = symphonia::default::get_codecs()
+                .make_audio_decoder(&params, &AudioDecoderOptions::default())
+                .map_err(|e| DecodeError::Codec(e.to_string()))?;
+            (Codec::Symphonia(decoder), params.sample_rate.unwrap_or(0))
+        };
+        Ok(Self { format, track_id, codec, rate, duration_ms, scratch: Vec::new(), out: Vec::new() })
+    }
+
+    pub fn duration_ms(&self) -> Option<u64> {
+        self.duration_ms
+    }
+
+    /// The next block of interleaved stereo samples with its sample rate, or `None` at the
+    /// end of the track.
+    pub fn next(&mut self) -> Result<Option<(u32, &[f32])>, DecodeError> {
+        let mut failures = 0u32;
+        loop {
+            let packet = match self.format.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(None),
+                Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e @ SymphoniaError::IoError(_)) => return Err(io_error(e)),
+                Err(e) => {
+                    failures += 1;
+                    if failures > ERROR_BUDGET {
+                        return Err(DecodeError::Corrupt(e.to_string()));
+                    }
+                    continue;
+                }
+            };
+            if packet.track_id != self.track_id {
+                continue;
+            }
+            self.out.clear();
+            let decoded = match &mut self.codec {
+                Codec::Symphonia(decoder) => match decoder.decode(&packet) {
+                    Ok(buf) => {
+                        let channels = buf.spec().channels().count().max(1);
+                        self.rate = buf.spec().rate();
+                        buf.copy_to_vec_interleaved(&mut self.scratch);
+                        to_stereo(&self.scratch, channels, &mut self.out);
+                        true
+                    }
+                    Err(SymphoniaError::IoError(e)) => return Err(DecodeError::Io(e.to_string())),
+                    Err(_) => false,
+                },
+                Codec::Opus { decoder, skip_frames } => {
+                    self.scratch.resize(5760 * 2, 0.0);
+                    let result = audiopus::packet::Packet::try_from(&packet.data[..])
+                        .map_err(|e| e.to_string())
+                        .and_then(|p| {
+                            let signals = audiopus::MutSignals::try_from(&mut self.scratch[..]).map_err(|e| e.to_string())?;
+                            decoder.decode_float(Some(p), signals, false).map_err(|e| e.to_string())
+                        });
+                    match result {
+                        Ok(frames) => {
+                            let skip = (*skip_frames).min(frames);
+                            *skip_frames -= skip;
+                            self.out.extend_from_slice(&self.scratch[skip * 2..frames * 2]);
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                }
+            };
+            if !decoded {
+                failures += 1;
+                if failures > ERROR_BUDGET {
+                    return Err(DecodeError::Corrupt("packets do not decode".into()));
+                }
+                continue;
+            }
+            if self.out.is_empty() {
+                continue;
+            }
+            return Ok(Some((self.rate, &self.out)));
+        }
+    }
+}
+
+/// Interleaved `channels`-channel audio to interleaved stereo.
+fn to_stereo(input: &[f32], channels: usize, out: &mut Vec<f32>) {
+    match channels {
+        1 => out.extend(input.iter().flat_map(|s| [*s, *s])),
+        2 => out.extend_from_slice(input),
+        n => {
+            // Fold extra channels into both sides at -3 dB: front pair kept, the rest shared.
+            for frame in input.chunks_exact(n) {
+                let shared: f32 = frame[2..].iter().sum::<f32>() * std::f32::consts::FRAC_1_SQRT_2 / (n - 2) as f32;
+                out.push(frame[0] + shared);
+                out.push(frame[1] + shared);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_stereo;
+
+    #[test]
+    fn mono_is_duplicated_and_surround_folded() {
+        let mut out = Vec::new();
+        to_stereo(&[0.1, 0.2], 1, &mut out);
+        assert_eq!(out, vec![0.1, 0.1, 0.2, 0.2]);
+        out.clear();
+        to_stereo(&[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], 6, &mut out);
+        assert_eq!(out, vec![1.0, 0.0]);
+    }
+}

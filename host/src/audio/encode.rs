@@ -1,0 +1,34 @@
+//! Opus encoding of 20 ms stereo frames at 48 kHz.
+
+use audiopus::coder::Encoder;
+use audiopus::{Application, Bitrate, Channels, SampleRate};
+
+/// Interleaved samples in one 20 ms stereo frame at 48 kHz.
+pub const FRAME_LEN: usize = 1920;
+
+#[derive(Debug, thiserror::Error)]
+#[error("opus: {0}")]
+pub struct EncodeError(String);
+
+pub struct OpusEncoder {
+    encoder: Encoder,
+    out: Vec<u8>,
+}
+
+impl OpusEncoder {
+    /// `bitrate_kbps` must lie within Opus's 6–510 kbps.
+    pub fn new(bitrate_kbps: u32) -> Result<Self, EncodeError> {
+        let mut encoder = Encoder::new(SampleRate::Hz48000, Channels::Stereo, Application::Audio)
+            .map_err(|e| EncodeError(e.to_string()))?;
+        encoder
+            .set_bitrate(Bitrate::BitsPerSecond((bitrate_kbps * 1000) as i32))
+            .map_err(|e| EncodeError(e.to_string()))?;
+        Ok(Self { encoder, out: vec![0; 1500] })
+    }
+
+    /// Encodes exactly one frame of [`FRAME_LEN`] interleaved samples.
+    pub fn encode(&mut self, frame: &[f32]) -> Result<Vec<u8>, EncodeError> {
+        let n = self.encoder.encode_float(frame, &mut self.out).map_err(|e| EncodeError(e.to_string()))?;
+        Ok(self.out[..n].to_vec())
+    }
+}

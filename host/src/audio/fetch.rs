@@ -1,0 +1,212 @@
+//! Streaming HTTP(S) media source. Bytes arrive on the media runtime and are read on a decode
+//! thread, so playback starts with the first chunk. When the server accepts byte ranges the
+//! source is seekable (a new ranged request), which containers with trailing indexes need.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_TYPE, RANGE};
+use symphonia::core::io::MediaSource;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+/// How fetches are made.
+#[derive(Clone)]
+pub struct FetchOptions {
+    pub client: reqwest::Client,
+    pub runtime: Handle,
+    /// Chunks buffered between the network and the decoder.
+    pub channel_capacity: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("server answered HTTP {0}")]
+    Status(u16),
+    #[error("not audio: the server says {0}")]
+    NotAudio(String),
+}
+
+/// What the server told us about a media URL.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub content_type: Option<String>,
+    pub content_length: Option<u64>,
+    pub ranges: bool,
+}
+
+fn header_str(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<String> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn probe_of(response: &reqwest::Response) -> Probe {
+    Probe {
+        content_type: header_str(response, CONTENT_TYPE),
+        content_length: header_str(response, CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+        ranges: header_str(response, ACCEPT_RANGES).is_some_and(|v| v.eq_ignore_ascii_case("bytes")),
+    }
+}
+
+/// Content types that are certainly not media.
+fn is_clearly_not_media(content_type: &str) -> bool {
+    let ct = content_type.to_ascii_lowercase();
+    ct.starts_with("text/") || ct.contains("json") || ct.contains("xml") || ct.starts_with("image/")
+}
+
+/// Checks that `url` answers with something that may be media, without downloading it.
+pub async fn check(client: &reqwest::Client, url: &str) -> Result<Probe, FetchError> {
+    let response = client.get(url).send().await.map_err(|e| FetchError::Request(e.without_url().to_string()))?;
+    if !response.status().is_success() {
+        return Err(FetchError::Status(response.status().as_u16()));
+    }
+    let probe = probe_of(&response);
+    if let Some(ct) = probe.content_type.as_deref().filter(|ct| is_clearly_not_media(ct)) {
+        return Err(FetchError::NotAudio(ct.to_string()));
+    }
+    Ok(probe)
+}
+
+/// A blocking, optionally seekable reader over an HTTP body.
+pub struct HttpSource {
+    url: String,
+    options: FetchOptions,
+    cancel: Arc<AtomicBool>,
+    body: mpsc::Receiver<Result<Bytes, String>>,
+    chunk: Bytes,
+    pos: u64,
+    probe: Probe,
+}
+
+/// Starts a request (from `offset` when non-zero) and pumps its body into a channel.
+fn start(url: &str, options: &FetchOptions, offset: u64) -> Result<(Probe, mpsc::Receiver<Result<Bytes, String>>), FetchError> {
+    let mut request = options.client.get(url);
+    if offset > 0 {
+        request = request.header(RANGE, format!("bytes={offset}-"));
+    }
+    let response = options
+        .runtime
+        .block_on(request.send())
+        .map_err(|e| FetchError::Request(e.without_url().to_string()))?;
+    if !response.status().is_success() {
+        return Err(FetchError::Status(response.status().as_u16()));
+    }
+    let probe = probe_of(&response);
+    let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
+    options.runtime.spawn(async move {
+        let mut response = response;
+        loop {
+            let item = match response.chunk().await {
+                Ok(Some(bytes)) => Ok(bytes),
+                Ok(None) => return,
+                Err(e) => Err(e.without_url().to_string()),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Ok((probe, rx))
+}
+
+impl HttpSource {
+    /// Opens `url`; call from a blocking thread, not from the runtime.
+    pub fn open(url: &str, options: FetchOptions, cancel: Arc<AtomicBool>) -> Result<Self, FetchError> {
+        let (probe, body) = start(url, &options, 0)?;
+        if let Some(ct) = probe.content_type.as_deref().filter(|ct| is_clearly_not_media(ct)) {
+            return Err(FetchError::NotAudio(ct.to_string()));
+        }
+        Ok(Self { url: url.to_string(), options, cancel, body, chunk: Bytes::new(), pos: 0, probe })
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.probe.content_type.as_deref()
+    }
+
+    fn seekable(&self) -> bool {
+        self.probe.ranges && self.probe.content_length.is_some()
+    }
+
+    /// The next chunk, waiting in short slices so a cancelled track stops promptly.
+    fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            if self.cancel.load(Ordering::Acquire) {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "track cancelled"));
+            }
+            let wait = tokio::time::timeout(Duration::from_millis(100), self.body.recv());
+            match self.options.runtime.block_on(wait) {
+                Err(_) => continue,
+                Ok(Some(Ok(bytes))) => return Ok(Some(bytes)),
+                Ok(Some(Err(e))) => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e)),
+                Ok(None) => return Ok(None),
+            }
+        }
+    }
+}
+
+impl Read for HttpSource {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.next_chunk()? {
+                Some(bytes) => self.chunk = bytes,
+                None => {
+                    if let Some(len) = self.probe.content_length.filter(|len| self.pos < *len) {
+                        // A body that ends early is a broken download, not the end of the track.
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            format!("connection closed after {} of {len} bytes", self.pos),
+                        ));
+                    }
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for HttpSource {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let unsupported = || io::Error::new(io::ErrorKind::Unsupported, "source is not seekable");
+        let target = match to {
+            SeekFrom::Start(n) => n,
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d).ok_or_else(unsupported)?,
+            SeekFrom::End(d) => self.probe.content_length.and_then(|len| len.checked_add_signed(d)).ok_or_else(unsupported)?,
+        };
+        if target == self.pos {
+            return Ok(target);
+        }
+        let forward = target > self.pos && target - self.pos <= self.chunk.len() as u64 + 64 * 1024;
+        if forward || !self.seekable() {
+            if target < self.pos {
+                return Err(unsupported());
+            }
+            let skip = target - self.pos;
+            io::copy(&mut self.by_ref().take(skip), &mut io::sink())?;
+            return if self.pos == target { Ok(target) } else { Err(io::ErrorKind::UnexpectedEof.into()) };
+        }
+        let (_, body) = start(&self.url, &self.options, target).map_err(|e| io::Error::other(e.to_string()))?;
+        self.body = body;
+        self.chunk = Bytes::new();
+        self.pos = target;
+        Ok(target)
+    }
+}
+
+impl MediaSource for HttpSource {
+    fn is_seekable(&self) -> bool {
+        self.seekable()
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        self.probe.content_length
+    }
+}

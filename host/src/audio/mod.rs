@@ -1,0 +1,9 @@
+//! From a URL to 20 ms Opus frames: fetch, decode, resample, encode.
+
+pub mod decode;
+pub mod encode;
+pub mod fetch;
+pub mod pipeline;
+pub mod resample;
+
+pub use pipeline::{Frame, Gain, PipelineConfig, TrackInfo};

@@ -1,0 +1,105 @@
+//! Configuration from the environment, with mesastream's variable names and defaults. Bad
+//! values stop startup with a message naming the variable (no silent fallbacks).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{name}={value:?} is invalid: {why}")]
+    Invalid { name: &'static str, value: String, why: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `AUTH_TOKEN`: the bearer token every route but `/ws` requires.
+    pub auth_token: String,
+    /// `PORT` (8080).
+    pub port: u16,
+    /// `BIND_ADDRESS` (0.0.0.0).
+    pub bind: IpAddr,
+    /// `ENCODING_BITRATE` in kbps (128), 6–510.
+    pub bitrate_kbps: u32,
+    /// `SOURCE_STREAM_CHANNEL_CAPACITY` (16): network chunks buffered per track.
+    pub source_channel_capacity: usize,
+    /// `SSL_CERT_FILE`: extra PEM roots trusted for `wss://` voice gateways.
+    pub extra_ca_file: Option<PathBuf>,
+    /// `VOICE_ENCRYPTION_MODE`: preferred transport mode when the server offers it.
+    pub voice_mode: Option<String>,
+    /// `PACKET_CLOCK_THREADS` (number of cores): lanes of the shared 20 ms clock.
+    pub clock_threads: usize,
+    /// `FRAME_BUFFER_MS` (300): audio encoded ahead of the clock per player.
+    pub frame_buffer_ms: u64,
+}
+
+fn parse<T: std::str::FromStr>(name: &'static str, raw: Option<String>, default: T, check: impl Fn(&T) -> Result<(), String>) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let Some(value) = raw.filter(|v| !v.trim().is_empty()) else { return Ok(default) };
+    let parsed = value.trim().parse::<T>().map_err(|e| ConfigError::Invalid { name, value: value.clone(), why: e.to_string() })?;
+    check(&parsed).map_err(|why| ConfigError::Invalid { name, value, why })?;
+    Ok(parsed)
+}
+
+fn ok<T>(_: &T) -> Result<(), String> {
+    Ok(())
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let auth_token = get("AUTH_TOKEN").filter(|t| !t.trim().is_empty()).ok_or(ConfigError::Missing("AUTH_TOKEN"))?;
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Ok(Self {
+            auth_token: auth_token.trim().to_string(),
+            port: parse("PORT", get("PORT"), 8080, ok)?,
+            bind: parse("BIND_ADDRESS", get("BIND_ADDRESS"), IpAddr::from([0, 0, 0, 0]), ok)?,
+            bitrate_kbps: parse("ENCODING_BITRATE", get("ENCODING_BITRATE"), 128, |v| {
+                (6..=510).contains(v).then_some(()).ok_or_else(|| "Opus accepts 6 to 510 kbps".to_string())
+            })?,
+            source_channel_capacity: parse("SOURCE_STREAM_CHANNEL_CAPACITY", get("SOURCE_STREAM_CHANNEL_CAPACITY"), 16, |v| {
+                (*v > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string())
+            })?,
+            extra_ca_file: get("SSL_CERT_FILE").filter(|v| !v.trim().is_empty()).map(PathBuf::from),
+            voice_mode: get("VOICE_ENCRYPTION_MODE").filter(|v| !v.trim().is_empty()),
+            clock_threads: parse("PACKET_CLOCK_THREADS", get("PACKET_CLOCK_THREADS"), cores, |v| {
+                (*v > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string())
+            })?,
+            frame_buffer_ms: parse("FRAME_BUFFER_MS", get("FRAME_BUFFER_MS"), 300, |v| {
+                (40..=5000).contains(v).then_some(()).ok_or_else(|| "must be between 40 and 5000".to_string())
+            })?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let c = with(&[("AUTH_TOKEN", "t")]).unwrap();
+        assert_eq!((c.port, c.bitrate_kbps, c.source_channel_capacity), (8080, 128, 16));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert_eq!(with(&[]).unwrap_err(), ConfigError::Missing("AUTH_TOKEN"));
+        let e = with(&[("AUTH_TOKEN", "t"), ("PORT", "eighty")]).unwrap_err();
+        assert!(e.to_string().starts_with("PORT=\"eighty\" is invalid"), "{e}");
+        assert!(with(&[("AUTH_TOKEN", "t"), ("ENCODING_BITRATE", "1000")]).is_err());
+        assert!(with(&[("AUTH_TOKEN", "t"), ("SOURCE_STREAM_CHANNEL_CAPACITY", "0")]).is_err());
+    }
+}

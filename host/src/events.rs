@@ -1,0 +1,53 @@
+//! The event stream: adjacently tagged (`{"type":…,"data":{…}}`), one bus for all guilds.
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::model::{Id, Track};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    PlayerCreated { guild_id: Id, player_id: Id, restored_queue_len: usize, restored_position_ms: u64 },
+    PlayerDestroyed { guild_id: Id, player_id: Id, was_stopped: bool },
+    TrackStarted { guild_id: Id, player_id: Id, track: Track, position_ms: u64 },
+    TrackEnded { guild_id: Id, player_id: Id, track_id: String },
+    VoiceDisconnected { guild_id: Id, player_id: Id, reason: String },
+    Goodbye,
+}
+
+/// Fan-out of events to every WebSocket client.
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Event>,
+}
+
+impl EventBus {
+    pub fn new(capacity: usize) -> Self {
+        Self { tx: broadcast::channel(capacity.max(16)).0 }
+    }
+
+    pub fn emit(&self, event: Event) {
+        tracing::debug!(?event, "event");
+        let _ = self.tx.send(event);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_adjacently_tagged() {
+        let e = Event::PlayerDestroyed { guild_id: Id(1), player_id: Id(2), was_stopped: true };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"PlayerDestroyed","data":{"guild_id":"1","player_id":"2","was_stopped":true}}"#
+        );
+        assert_eq!(serde_json::to_string(&Event::Goodbye).unwrap(), r#"{"type":"Goodbye"}"#);
+    }
+}

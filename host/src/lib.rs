@@ -1,0 +1,130 @@
+//! mesastream: an audio streaming host for Discord bots.
+//!
+//! The data flow follows the modules: `api` → `player` → `audio` → `voice`.
+
+pub mod api;
+pub mod audio;
+pub mod config;
+pub mod events;
+pub mod model;
+pub mod player;
+pub mod voice;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::audio::PipelineConfig;
+use crate::audio::fetch::FetchOptions;
+use crate::config::Config;
+use crate::events::{Event, EventBus};
+use crate::player::{Context, Registry};
+use crate::voice::{Scheduler, VoiceOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start worker threads: {0}")]
+    Threads(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] voice::tls::TlsConfigError),
+    #[error("http client: {0}")]
+    Http(String),
+}
+
+/// A running server. The HTTP side runs on the caller's runtime; audio, fetches and voice on
+/// their own threads and runtime.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub registry: Arc<Registry>,
+    pub events: EventBus,
+    pub scheduler: Arc<Scheduler>,
+    media: Option<tokio::runtime::Runtime>,
+    shutdown: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let media = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("media")
+            .enable_all()
+            .build()
+            .map_err(StartError::Threads)?;
+        let extra: Vec<&Path> = config.extra_ca_file.as_deref().into_iter().collect();
+        let tls = voice::tls::client_config(&extra)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Duration::from_secs(30))
+            .user_agent(concat!("mesastream/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| StartError::Http(e.to_string()))?;
+        let scheduler = Scheduler::start(config.clock_threads).map_err(StartError::Threads)?;
+        let events = EventBus::new(1024);
+        let ctx = Arc::new(Context {
+            events: events.clone(),
+            pipeline: PipelineConfig {
+                fetch: FetchOptions { client: http.clone(), runtime: media.handle().clone(), channel_capacity: config.source_channel_capacity },
+                bitrate_kbps: config.bitrate_kbps,
+                frames_ahead: (config.frame_buffer_ms / 20) as usize,
+            },
+            voice: VoiceOptions {
+                tls,
+                preferred_mode: config.voice_mode.clone(),
+                step_timeout: Duration::from_secs(5),
+                dave_ready_timeout: Duration::from_secs(3),
+                resume_attempts: 5,
+            },
+            scheduler: scheduler.clone(),
+            media: media.handle().clone(),
+            http,
+        });
+        let registry = Registry::new(ctx);
+        let state = api::AppState { registry: registry.clone(), events: events.clone(), auth_token: config.auth_token.clone().into() };
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let app = api::router(state);
+        let served = tokio::spawn(async move {
+            let graceful = async move {
+                let _ = shutdown_rx.await;
+            };
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        });
+        Ok(Self { addr, registry, events, scheduler, media: Some(media), shutdown: Some(shutdown_tx), served: Some(served) })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Says goodbye on the event stream, stops accepting requests and waits for them to end.
+    pub async fn shut_down(mut self) {
+        self.events.emit(Event::Goodbye);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(served) = self.served.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(media) = self.media.take() {
+            media.shutdown_background();
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The wire types of the mesastream contract: ids as strings (accepted as strings or integers),
+//! lowercase enums, and field order as the original emits them.
+
+use std::fmt;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A Discord snowflake: written as a JSON string, read from a string or an unsigned integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(pub u64);
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+        impl Visitor<'_> for IdVisitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a snowflake id as a string or unsigned integer")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Id, E> {
+                Ok(Id(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Id, E> {
+                u64::try_from(v).map(Id).map_err(|_| E::custom("id must not be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
+                v.parse().map(Id).map_err(|_| E::custom(format!("invalid id {v:?}")))
+            }
+        }
+        d.deserialize_any(IdVisitor)
+    }
+}
+
+/// What the bot sends to create a player or move its connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoiceBridgePayload {
+    pub guild_id: Id,
+    pub player_id: Id,
+    pub channel_id: Id,
+    pub user_id: Id,
+    pub session_id: String,
+    pub token: String,
+    pub endpoint: String,
+    pub gateway_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlayerStatus {
+    Idle,
+    Playing,
+    Paused,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Equalizer {
+    pub bass: f32,
+    pub mid: f32,
+    pub treble: f32,
+}
+
+impl Default for Equalizer {
+    fn default() -> Self {
+        Self { bass: 1.0, mid: 1.0, treble: 1.0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackMetadata {
+    pub artist: String,
+    pub title: String,
+    pub duration_ms: u64,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Track {
+    pub id: String,
+    /// `youtube`, `soundcloud`, or `http` for a direct media link.
+    pub source: String,
+    pub source_url: String,
+    pub stream_url: String,
+    pub metadata: TrackMetadata,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlayerSnapshot {
+    pub player_id: Id,
+    pub connection: VoiceBridgePayload,
+    pub status: PlayerStatus,
+    pub queue: Vec<Track>,
+    pub current_track: Option<Track>,
+    pub position_ms: u64,
+    pub volume: f32,
+    pub equalizer: Equalizer,
+    pub voice_connected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback_session_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnqueueRequest {
+    pub url: String,
+}

@@ -1,0 +1,199 @@
+//! All players, keyed by player id, one per guild; creation connects voice before anything
+//! else changes (an old player is replaced only once the new connection works).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::mpsc;
+
+use super::{Advance, OutputSignal, Player, PlayerOutput, State};
+use crate::audio::{Gain, PipelineConfig, TrackInfo};
+use crate::events::{Event, EventBus};
+use crate::model::{Equalizer, Id, PlayerSnapshot, PlayerStatus, VoiceBridgePayload};
+use crate::voice::{Scheduler, Tickable, VoiceConnection, VoiceError, VoiceEvent, VoiceOptions, VoiceParams};
+
+/// What every player shares.
+pub struct Context {
+    pub events: EventBus,
+    pub pipeline: PipelineConfig,
+    pub voice: VoiceOptions,
+    pub scheduler: Arc<Scheduler>,
+    /// The runtime for network and voice work, apart from the API's.
+    pub media: tokio::runtime::Handle,
+    pub http: reqwest::Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlayerError {
+    #[error("player {0} not found")]
+    NotFound(Id),
+    #[error(transparent)]
+    Voice(#[from] VoiceError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub struct Registry {
+    pub ctx: Arc<Context>,
+    players: Mutex<HashMap<Id, Arc<Player>>>,
+}
+
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Registry {
+    pub fn new(ctx: Arc<Context>) -> Arc<Self> {
+        Arc::new(Self { ctx, players: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn get(&self, id: Id) -> Result<Arc<Player>, PlayerError> {
+        guard(&self.players).get(&id).cloned().ok_or(PlayerError::NotFound(id))
+    }
+
+    pub fn list(&self) -> Vec<Arc<Player>> {
+        let mut all: Vec<_> = guard(&self.players).values().cloned().collect();
+        all.sort_by_key(|p| p.id);
+        all
+    }
+
+    /// Connects voice on the media runtime.
+    pub async fn connect_voice(
+        &self,
+        payload: &VoiceBridgePayload,
+        events: mpsc::UnboundedSender<VoiceEvent>,
+    ) -> Result<VoiceConnection, PlayerError> {
+        let params = VoiceParams {
+            server_id: payload.guild_id.to_string(),
+            user_id: payload.user_id.0,
+            channel_id: payload.channel_id.0,
+            session_id: payload.session_id.clone(),
+            token: payload.token.clone(),
+            gateway_url: payload.gateway_url.clone(),
+        };
+        let options = self.ctx.voice.clone();
+        let connecting = self.ctx.media.spawn(VoiceConnection::connect(params, options, events));
+        connecting.await.map_err(|e| PlayerError::Internal(e.to_string()))?.map_err(PlayerError::from)
+    }
+
+    /// `POST /players`: connect, then replace any player of the same id or guild.
+    pub async fn create(self: &Arc<Self>, payload: VoiceBridgePayload) -> Result<PlayerSnapshot, PlayerError> {
+        let (voice_tx, voice_rx) = mpsc::unbounded_channel();
+        let voice = self.connect_voice(&payload, voice_tx).await?;
+
+        let replaced: Vec<Arc<Player>> = {
+            let mut players = guard(&self.players);
+            let ids: Vec<Id> = players
+                .values()
+                .filter(|p| p.id == payload.player_id || p.guild_id == payload.guild_id)
+                .map(|p| p.id)
+                .collect();
+            ids.iter().filter_map(|id| players.remove(id)).collect()
+        };
+        for old in replaced {
+            old.shut_down(&mut *old.state.lock().await);
+            self.ctx.events.emit(Event::PlayerDestroyed { guild_id: old.guild_id, player_id: old.id, was_stopped: true });
+        }
+
+        let (signal_tx, signal_rx) = mpsc::unbounded_channel();
+        let (opened_tx, opened_rx) = mpsc::unbounded_channel();
+        let output = Arc::new(PlayerOutput::new(signal_tx));
+        output.set_sender(Some(voice.sender()));
+        let on_clock: Arc<dyn Tickable> = output.clone();
+        let registration = self.ctx.scheduler.register(&on_clock);
+        let player = Arc::new(Player {
+            id: payload.player_id,
+            guild_id: payload.guild_id,
+            state: tokio::sync::Mutex::new(State {
+                connection: payload.clone(),
+                voice: Some(voice),
+                status: PlayerStatus::Idle,
+                queue: VecDeque::new(),
+                current: None,
+                volume: 1.0,
+                equalizer: Equalizer::default(),
+                playback_session_id: None,
+                token: 0,
+                cancel: None,
+                played_any: false,
+            }),
+            output,
+            gain: Arc::new(Gain::new(1.0)),
+            ctx: self.ctx.clone(),
+            opened: opened_tx,
+            _clock: registration,
+        });
+        guard(&self.players).insert(player.id, player.clone());
+        tokio::spawn(watch_player(Arc::downgrade(self), Arc::downgrade(&player), signal_rx, opened_rx, voice_rx));
+        self.ctx.events.emit(Event::PlayerCreated {
+            guild_id: player.guild_id,
+            player_id: player.id,
+            restored_queue_len: 0,
+            restored_position_ms: 0,
+        });
+        Ok(player.snapshot().await)
+    }
+
+    /// Removes a player; `was_stopped` says whether it was asked to go (true) or ran out of
+    /// tracks (false).
+    pub async fn destroy(&self, id: Id, was_stopped: bool) -> Result<(), PlayerError> {
+        let player = guard(&self.players).remove(&id).ok_or(PlayerError::NotFound(id))?;
+        player.shut_down(&mut *player.state.lock().await);
+        self.ctx.events.emit(Event::PlayerDestroyed { guild_id: player.guild_id, player_id: player.id, was_stopped });
+        Ok(())
+    }
+
+    /// Removes `player` if it is still the registered one (used for auto-destroy).
+    async fn retire(&self, player: &Arc<Player>) {
+        let removed = {
+            let mut players = guard(&self.players);
+            match players.get(&player.id) {
+                Some(p) if Arc::ptr_eq(p, player) => players.remove(&player.id),
+                _ => None,
+            }
+        };
+        if removed.is_some() {
+            player.shut_down(&mut *player.state.lock().await);
+            self.ctx.events.emit(Event::PlayerDestroyed { guild_id: player.guild_id, player_id: player.id, was_stopped: false });
+        }
+    }
+}
+
+/// Applies what the clock and the voice transport report to one player, for its lifetime.
+async fn watch_player(
+    registry: Weak<Registry>,
+    player: Weak<Player>,
+    mut signals: mpsc::UnboundedReceiver<OutputSignal>,
+    mut opened: mpsc::UnboundedReceiver<(u64, TrackInfo)>,
+    mut voice: mpsc::UnboundedReceiver<VoiceEvent>,
+) {
+    loop {
+        tokio::select! {
+            Some(signal) = signals.recv() => {
+                let Some(p) = player.upgrade() else { return };
+                let OutputSignal::TrackFinished { token, result } = signal;
+                let outcome = p.on_track_finished(&mut *p.state.lock().await, token, result);
+                if outcome == Some(Advance::Drained)
+                    && let Some(r) = registry.upgrade()
+                {
+                    r.retire(&p).await;
+                }
+            }
+            Some((token, info)) = opened.recv() => {
+                let Some(p) = player.upgrade() else { return };
+                p.on_track_opened(&mut *p.state.lock().await, token, info);
+            }
+            Some(event) = voice.recv() => {
+                let Some(p) = player.upgrade() else { return };
+                match event {
+                    VoiceEvent::Disconnected { reason, .. } => {
+                        tracing::warn!(player = %p.id, %reason, "voice disconnected");
+                        p.ctx.events.emit(Event::VoiceDisconnected { guild_id: p.guild_id, player_id: p.id, reason });
+                    }
+                    VoiceEvent::Resumed => tracing::info!(player = %p.id, "voice session resumed"),
+                }
+            }
+            else => return,
+        }
+    }
+}

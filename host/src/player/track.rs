@@ -1,0 +1,81 @@
+//! Turning an enqueued URL into a track: validation and the metadata the contract carries.
+
+use url::Url;
+use uuid::Uuid;
+
+use crate::model::{Track, TrackMetadata};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TrackUrlError {
+    #[error("invalid URL: {0}")]
+    Invalid(String),
+}
+
+/// Parses an enqueued URL; only absolute http(s) URLs are playable.
+pub fn parse_url(raw: &str) -> Result<Url, TrackUrlError> {
+    let trimmed = raw.trim();
+    let url = Url::parse(trimmed).map_err(|e| TrackUrlError::Invalid(format!("{trimmed:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(TrackUrlError::Invalid(format!("{trimmed:?}: only http and https URLs can be played")));
+    }
+    Ok(url)
+}
+
+/// The contract's source kind for a URL.
+pub fn source_kind(url: &Url) -> &'static str {
+    match url.domain() {
+        Some("youtube.com" | "www.youtube.com" | "youtu.be" | "music.youtube.com") => "youtube",
+        Some("soundcloud.com" | "www.soundcloud.com" | "on.soundcloud.com") => "soundcloud",
+        _ => "http",
+    }
+}
+
+/// A track for a direct media link; the title is the file name until the source says more.
+pub fn direct_track(url: &Url, raw: &str) -> Track {
+    let title = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode(s))
+        .unwrap_or_else(|| url.host_str().unwrap_or("stream").to_string());
+    let raw = raw.trim().to_string();
+    Track {
+        id: Uuid::new_v4().to_string(),
+        source: source_kind(url).to_string(),
+        source_url: raw.clone(),
+        stream_url: raw.clone(),
+        metadata: TrackMetadata { artist: "Unknown".into(), title, duration_ms: 0, url: raw },
+        error: None,
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_what_cannot_be_played() {
+        for bad in ["", "true", "false", "ftp://x/y.mp3", "file:///etc/passwd", "not a url", "http://"] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+        assert!(parse_url(" https://example.com/a.mp3 ").is_ok());
+    }
+
+    #[test]
+    fn names_the_source_and_title() {
+        let url = parse_url("https://youtu.be/abc").unwrap();
+        assert_eq!(source_kind(&url), "youtube");
+        let url = parse_url("http://127.0.0.1:8000/my%20song.mp3").unwrap();
+        let track = direct_track(&url, "http://127.0.0.1:8000/my%20song.mp3");
+        assert_eq!(track.source, "http");
+        assert_eq!(track.metadata.title, "my song.mp3");
+        assert_eq!(track.stream_url, track.source_url);
+    }
+}

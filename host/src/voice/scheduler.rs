@@ -1,0 +1,183 @@
+//! The shared packet clock. A few threads (one per core by default) wake on one 20 ms grid
+//! anchored at a common start instant; each tick they ask every registered stream to send its
+//! next frame. Deadlines are absolute (start + n·20 ms), so the clock never drifts, and the
+//! tick number doubles as the RTP timestamp schedule (960 samples per tick).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+pub const TICK: Duration = Duration::from_millis(20);
+/// Behind by more than this many ticks, the clock jumps ahead instead of bursting.
+const MAX_CATCH_UP_TICKS: u64 = 5;
+
+/// What a stream did with its tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickOutcome {
+    Done,
+    /// The stream could not take a lock without waiting; call it again at the end of the tick
+    /// (then allowed to wait) so it delays nobody else.
+    Retry,
+}
+
+/// Something the clock drives every 20 ms.
+pub trait Tickable: Send + Sync {
+    /// `wait` is false on the first attempt in a tick and true on the retry.
+    fn on_tick(&self, tick: u64, wait: bool) -> TickOutcome;
+}
+
+struct Lane {
+    streams: Mutex<Vec<Weak<dyn Tickable>>>,
+    load: AtomicU64,
+}
+
+/// Figures about the clock itself.
+#[derive(Debug, Default)]
+pub struct ClockStats {
+    pub ticks: AtomicU64,
+    /// Ticks that started more than 5 ms after their deadline.
+    pub late_ticks: AtomicU64,
+    /// Ticks dropped because a lane fell more than MAX_CATCH_UP_TICKS behind.
+    pub skipped_ticks: AtomicU64,
+}
+
+pub struct Scheduler {
+    lanes: Vec<Arc<Lane>>,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    pub stats: Arc<ClockStats>,
+}
+
+/// Keeps a stream on the clock; dropping it takes the stream off.
+pub struct Registration {
+    lane: Arc<Lane>,
+    stream: Weak<dyn Tickable>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut streams = self.lane.streams.lock();
+        streams.retain(|s| !s.ptr_eq(&self.stream));
+        self.lane.load.store(streams.len() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Scheduler {
+    /// Starts `lanes` clock threads (at least one).
+    pub fn start(lanes: usize) -> std::io::Result<Arc<Self>> {
+        let start = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(ClockStats::default());
+        let lanes: Vec<Arc<Lane>> =
+            (0..lanes.max(1)).map(|_| Arc::new(Lane { streams: Mutex::new(Vec::new()), load: AtomicU64::new(0) })).collect();
+        let mut threads = Vec::new();
+        for (i, lane) in lanes.iter().enumerate() {
+            let (lane, stop, stats) = (lane.clone(), stop.clone(), stats.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("packet-clock-{i}"))
+                    .spawn(move || run_lane(&lane, start, &stop, &stats))?,
+            );
+        }
+        Ok(Arc::new(Self { lanes, start, stop, threads: Mutex::new(threads), stats }))
+    }
+
+    /// The tick whose deadline is the most recent one passed.
+    pub fn current_tick(&self) -> u64 {
+        (self.start.elapsed().as_nanos() / TICK.as_nanos()) as u64
+    }
+
+    /// Puts a stream on the least busy lane.
+    pub fn register(&self, stream: &Arc<dyn Tickable>) -> Registration {
+        let lane = self.lanes.iter().min_by_key(|l| l.load.load(Ordering::Relaxed)).cloned().unwrap_or_else(|| self.lanes[0].clone());
+        let weak = Arc::downgrade(stream);
+        let mut streams = lane.streams.lock();
+        streams.push(weak.clone());
+        lane.load.store(streams.len() as u64, Ordering::Relaxed);
+        drop(streams);
+        Registration { lane, stream: weak }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_lane(lane: &Lane, start: Instant, stop: &AtomicBool, stats: &ClockStats) {
+    let mut next_tick: u64 = (start.elapsed().as_nanos() / TICK.as_nanos()) as u64 + 1;
+    let mut batch: Vec<Arc<dyn Tickable>> = Vec::new();
+    let mut retry: Vec<Arc<dyn Tickable>> = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        let deadline = start + TICK * next_tick as u32;
+        let now = Instant::now();
+        if deadline > now {
+            std::thread::sleep(deadline - now);
+        }
+        let now_tick = (start.elapsed().as_nanos() / TICK.as_nanos()) as u64;
+        if now_tick > next_tick + MAX_CATCH_UP_TICKS {
+            stats.skipped_ticks.fetch_add(now_tick - next_tick, Ordering::Relaxed);
+            next_tick = now_tick;
+        }
+        let lateness = Instant::now().saturating_duration_since(start + TICK * next_tick as u32);
+        if lateness > Duration::from_millis(5) {
+            stats.late_ticks.fetch_add(1, Ordering::Relaxed);
+        }
+        batch.clear();
+        batch.extend(lane.streams.lock().iter().filter_map(Weak::upgrade));
+        retry.clear();
+        for stream in &batch {
+            if stream.on_tick(next_tick, false) == TickOutcome::Retry {
+                retry.push(stream.clone());
+            }
+        }
+        for stream in &retry {
+            stream.on_tick(next_tick, true);
+        }
+        stats.ticks.fetch_add(1, Ordering::Relaxed);
+        next_tick += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    struct Recorder(Mutex<Vec<u64>>, mpsc::Sender<()>);
+    impl Tickable for Recorder {
+        fn on_tick(&self, tick: u64, _wait: bool) -> TickOutcome {
+            let mut ticks = self.0.lock();
+            ticks.push(tick);
+            if ticks.len() == 10 {
+                let _ = self.1.send(());
+            }
+            TickOutcome::Done
+        }
+    }
+
+    #[test]
+    fn ticks_are_consecutive_and_stop_after_deregistration() {
+        let clock = Scheduler::start(2).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let recorder = Arc::new(Recorder(Mutex::new(Vec::new()), tx));
+        let as_dyn: Arc<dyn Tickable> = recorder.clone();
+        let registration = clock.register(&as_dyn);
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        drop(registration);
+        let ticks = recorder.0.lock().clone();
+        assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{ticks:?}");
+        let count = ticks.len();
+        // After deregistration the lane no longer holds the stream.
+        assert!(clock.lanes.iter().all(|l| l.streams.lock().is_empty()));
+        assert!(count >= 10);
+    }
+}

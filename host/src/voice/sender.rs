@@ -1,0 +1,170 @@
+//! The per-connection packet path the clock drives: DAVE frame encryption, the RTP header on
+//! the scheduler's timestamp grid, transport encryption, and a non-blocking UDP send from the
+//! same socket that did IP discovery.
+
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use davey::{Codec, DaveSession, MediaType};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::crypto::{TransportCipher, rtp_header};
+
+/// The Opus frame that means "nothing to play"; DAVE leaves it unencrypted by design.
+pub const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
+
+/// What happened to a frame handed to [`PacketSender::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    Sent,
+    /// The E2EE state is being updated right now; try again later in this tick.
+    Busy,
+    /// No key to encrypt with yet (DAVE group not formed); the frame was not consumed.
+    NotReady,
+    /// The connection is gone or the socket refused the packet.
+    Failed,
+}
+
+struct SendState {
+    sequence: u16,
+    nonce: u32,
+    packet: Vec<u8>,
+    e2ee: Vec<u8>,
+}
+
+/// Requests the gateway task acts on.
+#[derive(Debug)]
+pub(crate) enum GatewayCommand {
+    Speaking(bool),
+    Close,
+}
+
+pub struct PacketSender {
+    socket: UdpSocket,
+    ssrc: u32,
+    timestamp_base: u32,
+    cipher: TransportCipher,
+    dave: Option<Arc<Mutex<DaveSession>>>,
+    state: Mutex<SendState>,
+    alive: AtomicBool,
+    speaking: AtomicBool,
+    commands: mpsc::UnboundedSender<GatewayCommand>,
+    pub(crate) sent: AtomicU64,
+    pub(crate) send_errors: AtomicU64,
+}
+
+impl PacketSender {
+    pub(crate) fn new(
+        socket: UdpSocket,
+        ssrc: u32,
+        cipher: TransportCipher,
+        dave: Option<Arc<Mutex<DaveSession>>>,
+        commands: mpsc::UnboundedSender<GatewayCommand>,
+    ) -> Self {
+        Self {
+            socket,
+            ssrc,
+            timestamp_base: rand::random(),
+            cipher,
+            dave,
+            state: Mutex::new(SendState { sequence: rand::random(), nonce: 0, packet: Vec::with_capacity(1500), e2ee: Vec::with_capacity(1500) }),
+            alive: AtomicBool::new(true),
+            speaking: AtomicBool::new(false),
+            commands,
+            sent: AtomicU64::new(0),
+            send_errors: AtomicU64::new(0),
+        }
+    }
+
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_dead(&self) {
+        self.alive.store(false, Ordering::Release);
+    }
+
+    pub fn e2ee(&self) -> bool {
+        self.dave.is_some()
+    }
+
+    /// Whether audio can go out now. `None` when the E2EE state is locked by a gateway step.
+    pub fn ready(&self) -> Option<bool> {
+        if !self.is_alive() {
+            return Some(false);
+        }
+        match &self.dave {
+            None => Some(true),
+            Some(dave) => dave.try_lock().map(|s| s.can_encrypt()),
+        }
+    }
+
+    /// Tells the gateway whether we are speaking (opcode 5), once per change.
+    pub fn set_speaking(&self, speaking: bool) {
+        if self.speaking.swap(speaking, Ordering::AcqRel) != speaking {
+            let _ = self.commands.send(GatewayCommand::Speaking(speaking));
+        }
+    }
+
+    /// Encrypts and sends one Opus frame for scheduler tick `tick`. With `wait` false a busy
+    /// E2EE state returns [`SendOutcome::Busy`] instead of blocking the clock.
+    pub fn send(&self, tick: u64, opus: &[u8], wait: bool) -> SendOutcome {
+        if !self.is_alive() {
+            return SendOutcome::Failed;
+        }
+        let mut state = self.state.lock();
+        let SendState { sequence, nonce, packet, e2ee } = &mut *state;
+        let payload: &[u8] = match &self.dave {
+            None => opus,
+            Some(dave) => {
+                let mut session = if wait {
+                    dave.lock()
+                } else {
+                    match dave.try_lock() {
+                        Some(s) => s,
+                        None => return SendOutcome::Busy,
+                    }
+                };
+                if !session.can_encrypt() {
+                    if opus != OPUS_SILENCE {
+                        return SendOutcome::NotReady;
+                    }
+                    e2ee.clear();
+                    e2ee.extend_from_slice(opus);
+                } else if session.encrypt_into(MediaType::AUDIO, Codec::OPUS, opus, e2ee).is_err() {
+                    return SendOutcome::NotReady;
+                }
+                e2ee
+            }
+        };
+        let timestamp = self.timestamp_base.wrapping_add((tick as u32).wrapping_mul(960));
+        let header = rtp_header(*sequence, timestamp, self.ssrc);
+        packet.clear();
+        if !self.cipher.seal(&header, payload, *nonce, packet) {
+            return SendOutcome::Failed;
+        }
+        *nonce = nonce.wrapping_add(1);
+        *sequence = sequence.wrapping_add(1);
+        match self.socket.send(packet) {
+            Ok(_) => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+                SendOutcome::Sent
+            }
+            Err(_) => {
+                self.send_errors.fetch_add(1, Ordering::Relaxed);
+                SendOutcome::Failed
+            }
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.mark_dead();
+        let _ = self.commands.send(GatewayCommand::Close);
+    }
+}
