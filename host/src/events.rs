@@ -11,7 +11,14 @@ pub enum Event {
     PlayerCreated { guild_id: Id, player_id: Id, restored_queue_len: usize, restored_position_ms: u64 },
     PlayerDestroyed { guild_id: Id, player_id: Id, was_stopped: bool },
     TrackStarted { guild_id: Id, player_id: Id, track: Track, position_ms: u64 },
-    TrackEnded { guild_id: Id, player_id: Id, track_id: String },
+    TrackEnded {
+        guild_id: Id,
+        player_id: Id,
+        track_id: String,
+        /// Why the track ended early, when it did (an addition to the original's payload).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     VoiceDisconnected { guild_id: Id, player_id: Id, reason: String },
     Goodbye,
 }

@@ -90,7 +90,7 @@ fn start(url: &str, options: &FetchOptions, offset: u64) -> Result<(Probe, mpsc:
     }
     let response = options
         .runtime
-        .block_on(request.send())
+        .block_on(async move { request.send().await })
         .map_err(|e| FetchError::Request(e.without_url().to_string()))?;
     if !response.status().is_success() {
         return Err(FetchError::Status(response.status().as_u16()));
@@ -138,7 +138,8 @@ impl HttpSource {
             if self.cancel.load(Ordering::Acquire) {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "track cancelled"));
             }
-            let wait = tokio::time::timeout(Duration::from_millis(100), self.body.recv());
+            let body = &mut self.body;
+            let wait = async { tokio::time::timeout(Duration::from_millis(100), body.recv()).await };
             match self.options.runtime.block_on(wait) {
                 Err(_) => continue,
                 Ok(Some(Ok(bytes))) => return Ok(Some(bytes)),

@@ -120,7 +120,12 @@ impl Player {
                 // Could not even start a thread: report the track as failed right away.
                 let mut failed = track;
                 failed.error = Some(format!("could not start decoding: {e}"));
-                self.ctx.events.emit(Event::TrackEnded { guild_id: self.guild_id, player_id: self.id, track_id: failed.id.clone() });
+                self.ctx.events.emit(Event::TrackEnded {
+                    guild_id: self.guild_id,
+                    player_id: self.id,
+                    track_id: failed.id.clone(),
+                    error: failed.error.clone(),
+                });
             }
         }
     }
@@ -145,7 +150,12 @@ impl Player {
             tracing::warn!(player = %self.id, track = %track.id, error = %e, "track ended early");
             track.error = Some(e);
         }
-        self.ctx.events.emit(Event::TrackEnded { guild_id: self.guild_id, player_id: self.id, track_id: track.id.clone() });
+        self.ctx.events.emit(Event::TrackEnded {
+            guild_id: self.guild_id,
+            player_id: self.id,
+            track_id: track.id.clone(),
+            error: track.error.clone(),
+        });
         Some(self.advance(state))
     }
 
@@ -197,11 +207,17 @@ impl Player {
         self.gain.set(volume);
     }
 
-    /// Tears the player down: its track work and its voice connection.
-    pub fn shut_down(&self, state: &mut State) {
+    /// Tears the player down: its track work now, its voice connection once the silence
+    /// tail is out (bounded), so listeners hear a clean stop.
+    pub fn shut_down(self: &Arc<Self>, state: &mut State) {
         self.end_current(state);
-        self.output.set_sender(None);
-        state.voice = None;
         state.status = PlayerStatus::Stopped;
+        let Some(voice) = state.voice.take() else { return };
+        let player = self.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), player.output.wait_quiet()).await;
+            player.output.set_sender(None);
+            drop(voice);
+        });
     }
 }

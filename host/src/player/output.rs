@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::audio::Frame;
 use crate::voice::{OPUS_SILENCE, PacketSender, SendOutcome, TickOutcome, Tickable};
@@ -35,6 +35,8 @@ pub struct PlayerOutput {
     position_frames: AtomicU64,
     silence_left: AtomicU8,
     signals: mpsc::UnboundedSender<OutputSignal>,
+    /// True while nothing is left to send (no audio, silence tail done).
+    quiet: watch::Sender<bool>,
     pub underruns: AtomicU64,
     pub frames_sent: AtomicU64,
 }
@@ -48,6 +50,7 @@ impl PlayerOutput {
             position_frames: AtomicU64::new(0),
             silence_left: AtomicU8::new(0),
             signals,
+            quiet: watch::channel(true).0,
             underruns: AtomicU64::new(0),
             frames_sent: AtomicU64::new(0),
         }
@@ -75,6 +78,12 @@ impl PlayerOutput {
 
     pub fn set_sender(&self, sender: Option<Arc<PacketSender>>) {
         *self.sender.lock() = sender;
+    }
+
+    /// Resolves once the silence tail after the last audio has gone out.
+    pub async fn wait_quiet(&self) {
+        let mut rx = self.quiet.subscribe();
+        let _ = rx.wait_for(|quiet| *quiet).await;
     }
 
     pub fn position_ms(&self) -> u64 {
@@ -115,6 +124,7 @@ impl PlayerOutput {
                 self.position_frames.fetch_add(1, Ordering::AcqRel);
                 self.frames_sent.fetch_add(1, Ordering::Relaxed);
                 self.silence_left.store(SILENCE_FRAMES, Ordering::Release);
+                self.quiet.send_if_modified(|q| std::mem::replace(q, false));
                 Ok(true)
             }
             SendOutcome::Busy => {
@@ -140,6 +150,7 @@ impl PlayerOutput {
         self.silence_left.store(left - 1, Ordering::Release);
         if left == 1 {
             sender.set_speaking(false);
+            self.quiet.send_replace(true);
         }
         TickOutcome::Done
     }

@@ -1,0 +1,209 @@
+//! Shared test harness: the real server, the fake voice server, a media server and a client.
+#![allow(dead_code)]
+
+pub mod media;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fake_voice::{FakeVoiceConfig, FakeVoiceServer, Session};
+use futures_util::StreamExt;
+use mesastream::Server;
+use mesastream::config::Config;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+pub use media::MediaServer;
+
+pub const TOKEN: &str = "test-token";
+pub const BOT_USER: u64 = 700_000_000_000_000_001;
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+static NEXT_GUILD: AtomicU64 = AtomicU64::new(100_000_000_000_000_001);
+
+pub struct Harness {
+    pub server: Server,
+    pub fake: FakeVoiceServer,
+    pub media: MediaServer,
+    pub http: reqwest::Client,
+    _ca_file: Option<tempfile::NamedTempFile>,
+}
+
+/// A JSON response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Harness {
+    pub async fn start(voice: FakeVoiceConfig) -> Self {
+        Self::start_with(voice, |_| {}).await
+    }
+
+    pub async fn start_with(voice: FakeVoiceConfig, tweak: impl FnOnce(&mut Config)) -> Self {
+        let fake = FakeVoiceServer::start(voice).await.expect("fake voice server");
+        let ca_file = fake.ca_pem().map(|pem| {
+            let mut f = tempfile::NamedTempFile::new().expect("ca file");
+            std::io::Write::write_all(&mut f, pem.as_bytes()).expect("write ca");
+            f
+        });
+        let mut config = Config::from_lookup(|k| match k {
+            "AUTH_TOKEN" => Some(TOKEN.to_string()),
+            "PORT" => Some("0".to_string()),
+            "BIND_ADDRESS" => Some("127.0.0.1".to_string()),
+            _ => None,
+        })
+        .expect("config");
+        config.extra_ca_file = ca_file.as_ref().map(|f| f.path().to_path_buf());
+        tweak(&mut config);
+        let server = Server::start(config).await.expect("server starts");
+        let media = MediaServer::start().await;
+        Self { server, fake, media, http: reqwest::Client::new(), _ca_file: ca_file }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.server.base_url(), path)
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Reply { status, body }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// A fresh guild whose call the fake knows, and the bot's payload for it.
+    pub fn new_call(&self) -> (u64, Value) {
+        let guild = NEXT_GUILD.fetch_add(1, Ordering::Relaxed);
+        let channel = guild + 1_000;
+        self.fake.register_call(&guild.to_string(), channel);
+        let payload = json!({
+            "guild_id": guild.to_string(),
+            "player_id": guild.to_string(),
+            "channel_id": channel.to_string(),
+            "user_id": BOT_USER.to_string(),
+            "session_id": format!("session-{guild}"),
+            "token": format!("token-{guild}"),
+            "endpoint": self.fake.endpoint(),
+            "gateway_url": self.fake.gateway_url(),
+        });
+        (guild, payload)
+    }
+
+    /// Creates a player for a new call and returns its guild and fake session.
+    pub async fn new_player(&self) -> (u64, Arc<Session>) {
+        let (guild, payload) = self.new_call();
+        let reply = self.post("/players", payload).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        assert_eq!(reply.body["voice_connected"], true, "{reply:?}");
+        let session = self.fake.session(&guild.to_string()).expect("session identified");
+        (guild, session)
+    }
+
+    pub async fn enqueue(&self, guild: u64, url: &str) -> Reply {
+        self.post(&format!("/players/{guild}/queue"), json!({ "url": url })).await
+    }
+
+    pub async fn events(&self) -> Events {
+        let url = format!("ws://{}/ws", self.server.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connects");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (_, mut read) = ws.split();
+            while let Some(Ok(msg)) = read.next().await {
+                if let Ok(text) = msg.to_text()
+                    && let Ok(v) = serde_json::from_str::<Value>(text)
+                {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Events { rx, seen: Vec::new() }
+    }
+}
+
+/// The event stream as a client sees it.
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<Value>,
+    pub seen: Vec<Value>,
+}
+
+impl Events {
+    /// Waits for the first event (seen or new) matching `pred`.
+    pub async fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(v)) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                _ => panic!("no {what} event; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    pub async fn track_ended(&mut self, guild: u64, track_id: &str) -> Value {
+        let (g, t) = (guild.to_string(), track_id.to_string());
+        self.wait("TrackEnded", move |v| v["type"] == "TrackEnded" && v["data"]["player_id"] == g && v["data"]["track_id"] == t).await
+    }
+}
+
+/// The id of the track a snapshot shows as current (or last in the queue).
+pub fn enqueued_track_id(snapshot: &Value) -> String {
+    let queue = snapshot["queue"].as_array().cloned().unwrap_or_default();
+    queue
+        .last()
+        .or(snapshot.get("current_track").filter(|c| !c.is_null()))
+        .and_then(|t| t["id"].as_str())
+        .expect("a track id")
+        .to_string()
+}
+
+/// Plays one fixture to the end on a new player and returns what the listener heard.
+pub async fn play_to_end(h: &Harness, file: &str) -> (u64, Arc<Session>, fake_voice::Report) {
+    let mut events = h.events().await;
+    let (guild, session) = h.new_player().await;
+    let reply = h.enqueue(guild, &h.media.url(file)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let track_id = enqueued_track_id(&reply.body);
+    let ended = events.track_ended(guild, &track_id).await;
+    assert!(ended["data"].get("error").is_none(), "{ended}");
+    session.wait(LIMIT, |c| c.silence_packets >= 5).await.expect("silence after the track");
+    (guild, session.clone(), session.report())
+}
+
+/// Checks the listener heard `tone` whole: right pitch in every window, nothing lost,
+/// nothing undecryptable or in clear.
+pub fn assert_heard(report: &fake_voice::Report, freq_hz: f64, seconds: f64) {
+    assert_eq!(report.undecryptable, 0, "undecryptable frames: {report:?}");
+    assert_eq!(report.plaintext, 0, "plaintext frames: {report:?}");
+    assert_eq!(report.transport_failures, 0, "{report:?}");
+    assert_eq!(report.lost_packets, 0, "{report:?}");
+    assert_eq!(report.skipped_ticks, 0, "gaps in the audio: {}", report.timing_line());
+    assert!(!report.windows.is_empty(), "no audio heard: {report:?}");
+    let off = report.windows_off_frequency(freq_hz, 2.0);
+    assert!(off.is_empty(), "windows off {freq_hz} Hz: {off:?}");
+    let expected_ms = (seconds * 1000.0) as i64;
+    assert!((report.audible_ms as i64 - expected_ms).abs() <= 60, "heard {} ms of {expected_ms} ms", report.audible_ms);
+}
