@@ -86,11 +86,7 @@ pub struct Report {
 impl Report {
     /// Windows whose dominant frequency is more than `tolerance_hz` away from `expected_hz`.
     pub fn windows_off_frequency(&self, expected_hz: f64, tolerance_hz: f64) -> Vec<Window> {
-        self.windows
-            .iter()
-            .filter(|w| (w.freq_hz - expected_hz).abs() > tolerance_hz)
-            .copied()
-            .collect()
+        self.windows.iter().filter(|w| (w.freq_hz - expected_hz).abs() > tolerance_hz).copied().collect()
     }
 
     /// One line of the timing figures, for test output and benchmarks.
@@ -168,7 +164,7 @@ impl Analyzer {
             self.interarrival_ms.push(arrival.duration_since(prev_arrival).as_secs_f64() * 1000.0);
             let seq_step = sequence.wrapping_sub(prev_seq) as u64;
             let ts_step = timestamp.wrapping_sub(prev_ts) as u64;
-            if seq_step == 0 || seq_step > 30_000 || ts_step > u32::MAX as u64 / 2 || ts_step % 960 != 0 {
+            if seq_step == 0 || seq_step > 30_000 || ts_step > u32::MAX as u64 / 2 || !ts_step.is_multiple_of(960) {
                 self.report.timestamp_errors += 1;
             } else {
                 self.report.lost_packets += seq_step - 1;
@@ -213,12 +209,10 @@ impl Analyzer {
             return;
         }
         let Some(decoder) = self.decoder.as_mut() else { return };
-        let decoded = audiopus::packet::Packet::try_from(opus)
-            .ok()
-            .and_then(|packet| {
-                let out = audiopus::MutSignals::try_from(&mut self.scratch[..]).ok()?;
-                decoder.decode_float(Some(packet), out, false).ok()
-            });
+        let decoded = audiopus::packet::Packet::try_from(opus).ok().and_then(|packet| {
+            let out = audiopus::MutSignals::try_from(&mut self.scratch[..]).ok()?;
+            decoder.decode_float(Some(packet), out, false).ok()
+        });
         match decoded {
             Some(samples) => self.pcm.extend_from_slice(&self.scratch[..samples * 2]),
             None => {

@@ -35,10 +35,8 @@ impl ExternalSenderRole {
     pub fn new(channel_id: u64) -> Result<Self, FakeError> {
         let ciphersuite = Ciphersuite::MLS_128_DHKEMP256_AES128GCM_SHA256_P256;
         let signer = SignatureKeyPair::new(ciphersuite.signature_algorithm()).map_err(mls("signer"))?;
-        let external_sender = ExternalSender::new(
-            signer.public().into(),
-            BasicCredential::new(vec![0x00, 0x01, 0x01, 0x00]).into(),
-        );
+        let external_sender =
+            ExternalSender::new(signer.public().into(), BasicCredential::new(vec![0x00, 0x01, 0x01, 0x00]).into());
         Ok(Self {
             provider: OpenMlsRustCrypto::default(),
             group_id: GroupId::from_slice(&channel_id.to_be_bytes()),
@@ -148,10 +146,7 @@ impl Member {
     /// The leaf index of `user_id` in this member's view of the group.
     pub fn leaf_of(&self, user_id: u64) -> Option<LeafNodeIndex> {
         let group = self.session.group()?;
-        group
-            .members()
-            .find(|m| m.credential.serialized_content() == user_id.to_be_bytes())
-            .map(|m| m.index)
+        group.members().find(|m| m.credential.serialized_content() == user_id.to_be_bytes()).map(|m| m.index)
     }
 }
 

@@ -159,7 +159,8 @@ impl FakeVoiceServer {
 
     /// All sessions a guild ever had, oldest first.
     pub fn sessions(&self, guild_id: &str) -> Vec<Arc<Session>> {
-        let mut all: Vec<_> = lock(&self.shared.sessions).values().filter(|s| s.guild_id == guild_id).cloned().collect();
+        let mut all: Vec<_> =
+            lock(&self.shared.sessions).values().filter(|s| s.guild_id == guild_id).cloned().collect();
         all.sort_by_key(|s| s.ssrc);
         all
     }
@@ -305,7 +306,9 @@ fn on_text(
             shared.identified.send_modify(|n| *n += 1);
         }
         7 => {
-            let (Some(session_id), Some(token)) = (str_field("session_id"), str_field("token")) else { return Err(4002) };
+            let (Some(session_id), Some(token)) = (str_field("session_id"), str_field("token")) else {
+                return Err(4002);
+            };
             let found = lock(&shared.sessions).get(&session_id).cloned();
             let Some(session) = found.filter(|s| s.token == token) else { return Err(4006) };
             session.record_op(7);

@@ -331,6 +331,9 @@ impl Session {
     }
 }
 
+/// Completion of a test's request to change the call.
+type Done = oneshot::Sender<Result<(), FakeError>>;
+
 /// A membership change waiting for a commit.
 enum Change {
     Establish,
@@ -354,7 +357,7 @@ pub(crate) struct DaveDriver {
     member_delay: Duration,
     established: bool,
     client_key_package: Option<Vec<u8>>,
-    awaiting_commit: Option<(Change, Vec<oneshot::Sender<Result<(), FakeError>>>)>,
+    awaiting_commit: Option<(Change, Vec<Done>)>,
     pending: Option<Pending>,
     waiting_recovery: Vec<oneshot::Sender<Result<(), FakeError>>>,
     backlog: VecDeque<DaveEvent>,
@@ -401,7 +404,10 @@ impl DaveDriver {
         while let Some(event) = rx.recv().await {
             let member_change = matches!(
                 event,
-                DaveEvent::AddMember(..) | DaveEvent::RemoveMember(..) | DaveEvent::PrepareEpoch(_) | DaveEvent::BadCommit(_)
+                DaveEvent::AddMember(..)
+                    | DaveEvent::RemoveMember(..)
+                    | DaveEvent::PrepareEpoch(_)
+                    | DaveEvent::BadCommit(_)
             );
             if member_change && self.busy() {
                 self.backlog.push_back(event);
@@ -502,7 +508,8 @@ impl DaveDriver {
                 self.send_proposals(&proposals);
             }
             Committer::Listener => {
-                let client_kp = self.client_key_package.clone().ok_or_else(|| FakeError::Dave("no key package".into()))?;
+                let client_kp =
+                    self.client_key_package.clone().ok_or_else(|| FakeError::Dave("no key package".into()))?;
                 let proposals = self.external.propose_add(0, &[client_kp])?;
                 let tid = self.next_tid();
                 let welcome = self.with_roster(|r| {
@@ -526,7 +533,11 @@ impl DaveDriver {
         self.session.send_binary(27, &payload);
     }
 
-    async fn add_member(&mut self, user_id: u64, done: oneshot::Sender<Result<(), FakeError>>) -> Result<(), FakeError> {
+    async fn add_member(
+        &mut self,
+        user_id: u64,
+        done: oneshot::Sender<Result<(), FakeError>>,
+    ) -> Result<(), FakeError> {
         let package = self.external.package()?;
         let mut member = Member::new(user_id, self.session.channel_id, &package)?;
         let kp = member.key_package()?;
@@ -539,9 +550,14 @@ impl DaveDriver {
         self.membership_change(Change::Add(user_id), proposals, done).await
     }
 
-    async fn remove_member(&mut self, user_id: u64, done: oneshot::Sender<Result<(), FakeError>>) -> Result<(), FakeError> {
-        let leaf = self
-            .with_roster(|r| r.listener()?.leaf_of(user_id).ok_or_else(|| FakeError::Dave(format!("{user_id} is not a member"))))?;
+    async fn remove_member(
+        &mut self,
+        user_id: u64,
+        done: oneshot::Sender<Result<(), FakeError>>,
+    ) -> Result<(), FakeError> {
+        let leaf = self.with_roster(|r| {
+            r.listener()?.leaf_of(user_id).ok_or_else(|| FakeError::Dave(format!("{user_id} is not a member")))
+        })?;
         let proposals = self.external.propose_remove(self.epoch()?, leaf)?;
         self.session.send_json(13, json!({"user_id": user_id.to_string()}));
         self.membership_change(Change::Remove(user_id), proposals, done).await
@@ -554,16 +570,17 @@ impl DaveDriver {
         done: oneshot::Sender<Result<(), FakeError>>,
     ) -> Result<(), FakeError> {
         self.send_proposals(&proposals);
-        let joining = match change {
-            Change::Add(id) => Some(id),
-            _ => None,
+        // The member joining or leaving takes no part in the commit.
+        let subject = match change {
+            Change::Add(id) | Change::Remove(id) => Some(id),
+            Change::Establish => None,
         };
         let listener_commits = self.committer == Committer::Listener;
-        // Every existing member queues the proposals so it can apply whichever commit wins.
+        // Every other member queues the proposals so it can apply whichever commit wins.
         self.with_roster(|r| {
             let listener_id = r.listener_id;
             for (id, m) in r.members.iter_mut() {
-                if Some(*id) != joining && !(listener_commits && *id == listener_id) {
+                if Some(*id) != subject && !(listener_commits && *id == listener_id) {
                     m.queue(&proposals)?;
                 }
             }
@@ -583,7 +600,8 @@ impl DaveDriver {
                 let mut payload = tid.to_be_bytes().to_vec();
                 payload.extend_from_slice(&cw.commit);
                 self.session.send_binary(29, &payload);
-                self.pending = Some(Pending { transition_id: tid, client_ready: false, members_ready: false, done: vec![done] });
+                self.pending =
+                    Some(Pending { transition_id: tid, client_ready: false, members_ready: false, done: vec![done] });
                 tokio::time::sleep(self.member_delay).await;
                 self.members_apply(&change, &cw.commit, cw.welcome.as_deref(), tid)?;
             }
@@ -605,7 +623,8 @@ impl DaveDriver {
             }
             let listener_id = r.listener_id;
             for (id, m) in r.members.iter_mut() {
-                let joining = matches!(change, Change::Add(j) if j == id) || (matches!(change, Change::Establish) && *id == listener_id);
+                let joining = matches!(change, Change::Add(j) if j == id)
+                    || (matches!(change, Change::Establish) && *id == listener_id);
                 if joining {
                     let welcome = welcome.ok_or_else(|| FakeError::Dave("commit without welcome".into()))?;
                     m.apply_welcome(welcome, tid)?;

@@ -26,14 +26,11 @@ impl TestCa {
 
         let server_key = KeyPair::generate().map_err(tls)?;
         let server_params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .map_err(tls)?;
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).map_err(tls)?;
         let server_cert = server_params.signed_by(&server_key, &issuer).map_err(tls)?;
 
-        let chain = vec![
-            CertificateDer::from(server_cert.der().to_vec()),
-            CertificateDer::from(ca_cert.der().to_vec()),
-        ];
+        let chain =
+            vec![CertificateDer::from(server_cert.der().to_vec()), CertificateDer::from(ca_cert.der().to_vec())];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -42,9 +39,6 @@ impl TestCa {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| FakeError::Tls(e.to_string()))?;
-        Ok(Self {
-            ca_pem: ca_cert.pem(),
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        })
+        Ok(Self { ca_pem: ca_cert.pem(), acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) })
     }
 }

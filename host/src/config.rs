@@ -34,12 +34,21 @@ pub struct Config {
     pub frame_buffer_ms: u64,
 }
 
-fn parse<T: std::str::FromStr>(name: &'static str, raw: Option<String>, default: T, check: impl Fn(&T) -> Result<(), String>) -> Result<T, ConfigError>
+fn parse<T: std::str::FromStr>(
+    name: &'static str,
+    raw: Option<String>,
+    default: T,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
     let Some(value) = raw.filter(|v| !v.trim().is_empty()) else { return Ok(default) };
-    let parsed = value.trim().parse::<T>().map_err(|e| ConfigError::Invalid { name, value: value.clone(), why: e.to_string() })?;
+    let parsed = value.trim().parse::<T>().map_err(|e| ConfigError::Invalid {
+        name,
+        value: value.clone(),
+        why: e.to_string(),
+    })?;
     check(&parsed).map_err(|why| ConfigError::Invalid { name, value, why })?;
     Ok(parsed)
 }
@@ -54,7 +63,8 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let auth_token = get("AUTH_TOKEN").filter(|t| !t.trim().is_empty()).ok_or(ConfigError::Missing("AUTH_TOKEN"))?;
+        let auth_token =
+            get("AUTH_TOKEN").filter(|t| !t.trim().is_empty()).ok_or(ConfigError::Missing("AUTH_TOKEN"))?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Ok(Self {
             auth_token: auth_token.trim().to_string(),
@@ -63,9 +73,12 @@ impl Config {
             bitrate_kbps: parse("ENCODING_BITRATE", get("ENCODING_BITRATE"), 128, |v| {
                 (6..=510).contains(v).then_some(()).ok_or_else(|| "Opus accepts 6 to 510 kbps".to_string())
             })?,
-            source_channel_capacity: parse("SOURCE_STREAM_CHANNEL_CAPACITY", get("SOURCE_STREAM_CHANNEL_CAPACITY"), 16, |v| {
-                (*v > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string())
-            })?,
+            source_channel_capacity: parse(
+                "SOURCE_STREAM_CHANNEL_CAPACITY",
+                get("SOURCE_STREAM_CHANNEL_CAPACITY"),
+                16,
+                |v| (*v > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string()),
+            )?,
             extra_ca_file: get("SSL_CERT_FILE").filter(|v| !v.trim().is_empty()).map(PathBuf::from),
             voice_mode: get("VOICE_ENCRYPTION_MODE").filter(|v| !v.trim().is_empty()),
             clock_threads: parse("PACKET_CLOCK_THREADS", get("PACKET_CLOCK_THREADS"), cores, |v| {

@@ -8,9 +8,23 @@ use crate::model::{Id, Track};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", content = "data")]
 pub enum Event {
-    PlayerCreated { guild_id: Id, player_id: Id, restored_queue_len: usize, restored_position_ms: u64 },
-    PlayerDestroyed { guild_id: Id, player_id: Id, was_stopped: bool },
-    TrackStarted { guild_id: Id, player_id: Id, track: Track, position_ms: u64 },
+    PlayerCreated {
+        guild_id: Id,
+        player_id: Id,
+        restored_queue_len: usize,
+        restored_position_ms: u64,
+    },
+    PlayerDestroyed {
+        guild_id: Id,
+        player_id: Id,
+        was_stopped: bool,
+    },
+    TrackStarted {
+        guild_id: Id,
+        player_id: Id,
+        track: Track,
+        position_ms: u64,
+    },
     TrackEnded {
         guild_id: Id,
         player_id: Id,
@@ -19,7 +33,11 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
-    VoiceDisconnected { guild_id: Id, player_id: Id, reason: String },
+    VoiceDisconnected {
+        guild_id: Id,
+        player_id: Id,
+        reason: String,
+    },
     Goodbye,
 }
 

@@ -69,7 +69,11 @@ impl Server {
         let ctx = Arc::new(Context {
             events: events.clone(),
             pipeline: PipelineConfig {
-                fetch: FetchOptions { client: http.clone(), runtime: media.handle().clone(), channel_capacity: config.source_channel_capacity },
+                fetch: FetchOptions {
+                    client: http.clone(),
+                    runtime: media.handle().clone(),
+                    channel_capacity: config.source_channel_capacity,
+                },
                 bitrate_kbps: config.bitrate_kbps,
                 frames_ahead: (config.frame_buffer_ms / 20) as usize,
             },
@@ -85,7 +89,11 @@ impl Server {
             http,
         });
         let registry = Registry::new(ctx);
-        let state = api::AppState { registry: registry.clone(), events: events.clone(), auth_token: config.auth_token.clone().into() };
+        let state = api::AppState {
+            registry: registry.clone(),
+            events: events.clone(),
+            auth_token: config.auth_token.clone().into(),
+        };
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
@@ -99,7 +107,15 @@ impl Server {
                 tracing::error!(error = %e, "http server stopped");
             }
         });
-        Ok(Self { addr, registry, events, scheduler, media: Some(media), shutdown: Some(shutdown_tx), served: Some(served) })
+        Ok(Self {
+            addr,
+            registry,
+            events,
+            scheduler,
+            media: Some(media),
+            shutdown: Some(shutdown_tx),
+            served: Some(served),
+        })
     }
 
     pub fn base_url(&self) -> String {

@@ -40,10 +40,18 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error", detail)
     }
     pub fn unauthorized() -> Self {
-        Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: "unauthorized: a bearer token is required".into() }
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "unauthorized: a bearer token is required".into(),
+        }
     }
     pub fn forbidden() -> Self {
-        Self { status: StatusCode::FORBIDDEN, code: "forbidden", message: "forbidden: the bearer token is not valid".into() }
+        Self {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: "forbidden: the bearer token is not valid".into(),
+        }
     }
     pub fn payload_too_large(detail: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "payload too large", detail)

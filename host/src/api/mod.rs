@@ -68,7 +68,9 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     match presented {
         None => ApiError::unauthorized().into_response(),
-        Some(token) if !same(token.trim().as_bytes(), state.auth_token.as_bytes()) => ApiError::forbidden().into_response(),
+        Some(token) if !same(token.trim().as_bytes(), state.auth_token.as_bytes()) => {
+            ApiError::forbidden().into_response()
+        }
         Some(_) => next.run(request).await,
     }
 }

@@ -14,7 +14,10 @@ use crate::player::track;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-pub async fn create(State(app): State<AppState>, JsonBody(payload): JsonBody<VoiceBridgePayload>) -> ApiResult<impl IntoResponse> {
+pub async fn create(
+    State(app): State<AppState>,
+    JsonBody(payload): JsonBody<VoiceBridgePayload>,
+) -> ApiResult<impl IntoResponse> {
     if payload.gateway_url.trim().is_empty() {
         return Err(ApiError::bad_request("gateway_url must not be empty"));
     }
@@ -50,10 +53,7 @@ pub async fn enqueue(
     let client = app.registry.ctx.http.clone();
     let target = url.to_string();
     let checked = app.registry.ctx.media.spawn(async move { fetch::check(&client, &target).await });
-    checked
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::source_unavailable(format!("{url}: {e}")))?;
+    checked.await.map_err(ApiError::internal)?.map_err(|e| ApiError::source_unavailable(format!("{url}: {e}")))?;
     let track: Track = track::direct_track(&url, &request.url);
     let mut state = player.state.lock().await;
     tracing::info!(player = %id, track = %track.id, url = %track.source_url, "track_enqueued");

@@ -77,7 +77,8 @@ impl SourceDecoder {
             })
             .ok_or(DecodeError::NoAudio)?;
         let (codec, rate) = if params.codec == CODEC_ID_OPUS {
-            let decoder = LibOpusDecoder::new(SampleRate::Hz48000, Channels::Stereo).map_err(|e| DecodeError::Codec(e.to_string()))?;
+            let decoder = LibOpusDecoder::new(SampleRate::Hz48000, Channels::Stereo)
+                .map_err(|e| DecodeError::Codec(e.to_string()))?;
             (Codec::Opus { decoder, skip_frames: delay as usize }, 48_000)
         } else {
             let decoder = symphonia::default::get_codecs()
@@ -94,7 +95,7 @@ impl SourceDecoder {
 
     /// The next block of interleaved stereo samples with its sample rate, or `None` at the
     /// end of the track.
-    pub fn next(&mut self) -> Result<Option<(u32, &[f32])>, DecodeError> {
+    pub fn next_block(&mut self) -> Result<Option<(u32, &[f32])>, DecodeError> {
         let mut failures = 0u32;
         loop {
             let packet = match self.format.next_packet() {
@@ -128,10 +129,10 @@ impl SourceDecoder {
                 },
                 Codec::Opus { decoder, skip_frames } => {
                     self.scratch.resize(5760 * 2, 0.0);
-                    let result = audiopus::packet::Packet::try_from(&packet.data[..])
-                        .map_err(|e| e.to_string())
-                        .and_then(|p| {
-                            let signals = audiopus::MutSignals::try_from(&mut self.scratch[..]).map_err(|e| e.to_string())?;
+                    let result =
+                        audiopus::packet::Packet::try_from(&packet.data[..]).map_err(|e| e.to_string()).and_then(|p| {
+                            let signals =
+                                audiopus::MutSignals::try_from(&mut self.scratch[..]).map_err(|e| e.to_string())?;
                             decoder.decode_float(Some(p), signals, false).map_err(|e| e.to_string())
                         });
                     match result {

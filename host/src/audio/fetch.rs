@@ -83,7 +83,11 @@ pub struct HttpSource {
 }
 
 /// Starts a request (from `offset` when non-zero) and pumps its body into a channel.
-fn start(url: &str, options: &FetchOptions, offset: u64) -> Result<(Probe, mpsc::Receiver<Result<Bytes, String>>), FetchError> {
+fn start(
+    url: &str,
+    options: &FetchOptions,
+    offset: u64,
+) -> Result<(Probe, mpsc::Receiver<Result<Bytes, String>>), FetchError> {
     let mut request = options.client.get(url);
     if offset > 0 {
         request = request.header(RANGE, format!("bytes={offset}-"));
@@ -153,7 +157,13 @@ impl HttpSource {
 impl Read for HttpSource {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.chunk.is_empty() {
-            match self.next_chunk()? {
+            let next = self.next_chunk().map_err(|e| match (e.kind(), self.probe.content_length) {
+                (io::ErrorKind::ConnectionAborted, Some(len)) => {
+                    io::Error::new(e.kind(), format!("connection closed after {} of {len} bytes ({e})", self.pos))
+                }
+                _ => e,
+            })?;
+            match next {
                 Some(bytes) => self.chunk = bytes,
                 None => {
                     if let Some(len) = self.probe.content_length.filter(|len| self.pos < *len) {
@@ -180,7 +190,9 @@ impl Seek for HttpSource {
         let target = match to {
             SeekFrom::Start(n) => n,
             SeekFrom::Current(d) => self.pos.checked_add_signed(d).ok_or_else(unsupported)?,
-            SeekFrom::End(d) => self.probe.content_length.and_then(|len| len.checked_add_signed(d)).ok_or_else(unsupported)?,
+            SeekFrom::End(d) => {
+                self.probe.content_length.and_then(|len| len.checked_add_signed(d)).ok_or_else(unsupported)?
+            }
         };
         if target == self.pos {
             return Ok(target);

@@ -86,7 +86,7 @@ fn produce(
     let mut pcm: Vec<f32> = Vec::with_capacity(FRAME_LEN * 8);
 
     let mut emit = |pcm: &mut Vec<f32>, flush: bool| -> Result<bool, String> {
-        if flush && pcm.len() % FRAME_LEN != 0 {
+        if flush && !pcm.len().is_multiple_of(FRAME_LEN) {
             // The tail shorter than a frame is played, padded with silence.
             let padded = pcm.len().next_multiple_of(FRAME_LEN);
             pcm.resize(padded, 0.0);
@@ -112,7 +112,7 @@ fn produce(
         if cancel.load(Ordering::Acquire) {
             return Ok(());
         }
-        let Some((rate, block)) = decoder.next().map_err(|e| e.to_string())? else { break };
+        let Some((rate, block)) = decoder.next_block().map_err(|e| e.to_string())? else { break };
         let resampler = match resampler.as_mut() {
             Some(r) => r,
             None => resampler.insert(To48k::new(rate).map_err(|e| e.to_string())?),

@@ -38,8 +38,8 @@ impl To48k {
     }
 
     fn emit(&mut self, planar: &[Vec<f32>], out: &mut Vec<f32>, limit: Option<u64>) {
-        let frames = planar.first().map_or(0, Vec::len);
-        for i in 0..frames {
+        let [left, right] = planar else { return };
+        for (l, r) in left.iter().zip(right) {
             if self.to_trim > 0 {
                 self.to_trim -= 1;
                 continue;
@@ -47,8 +47,8 @@ impl To48k {
             if limit.is_some_and(|l| self.frames_out >= l) {
                 return;
             }
-            out.push(planar[0][i]);
-            out.push(planar[1][i]);
+            out.push(*l);
+            out.push(*r);
             self.frames_out += 1;
         }
     }

@@ -81,7 +81,8 @@ impl Player {
     pub fn advance(&self, state: &mut State) -> Advance {
         self.end_current(state);
         let Some(track) = state.queue.pop_front() else {
-            state.status = if state.status == PlayerStatus::Stopped { PlayerStatus::Stopped } else { PlayerStatus::Idle };
+            state.status =
+                if state.status == PlayerStatus::Stopped { PlayerStatus::Stopped } else { PlayerStatus::Idle };
             return if state.played_any { Advance::Drained } else { Advance::Idle };
         };
         self.start(state, track);
@@ -96,7 +97,13 @@ impl Player {
         let on_open = move |info: TrackInfo| {
             let _ = signals.send((token, info));
         };
-        let spawned = pipeline::spawn(track.stream_url.clone(), self.ctx.pipeline.clone(), self.gain.clone(), cancel.clone(), on_open);
+        let spawned = pipeline::spawn(
+            track.stream_url.clone(),
+            self.ctx.pipeline.clone(),
+            self.gain.clone(),
+            cancel.clone(),
+            on_open,
+        );
         state.played_any = true;
         state.playback_session_id = Some(uuid::Uuid::new_v4().to_string());
         match spawned {
@@ -163,10 +170,10 @@ impl Player {
         if token != state.token {
             return;
         }
-        if let (Some(track), Some(ms)) = (state.current.as_mut(), info.duration_ms) {
-            if track.metadata.duration_ms == 0 {
-                track.metadata.duration_ms = ms;
-            }
+        if let (Some(track), Some(ms)) = (state.current.as_mut(), info.duration_ms)
+            && track.metadata.duration_ms == 0
+        {
+            track.metadata.duration_ms = ms;
         }
     }
 

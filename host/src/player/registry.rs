@@ -92,7 +92,11 @@ impl Registry {
         };
         for old in replaced {
             old.shut_down(&mut *old.state.lock().await);
-            self.ctx.events.emit(Event::PlayerDestroyed { guild_id: old.guild_id, player_id: old.id, was_stopped: true });
+            self.ctx.events.emit(Event::PlayerDestroyed {
+                guild_id: old.guild_id,
+                player_id: old.id,
+                was_stopped: true,
+            });
         }
 
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
@@ -154,7 +158,11 @@ impl Registry {
         };
         if removed.is_some() {
             player.shut_down(&mut *player.state.lock().await);
-            self.ctx.events.emit(Event::PlayerDestroyed { guild_id: player.guild_id, player_id: player.id, was_stopped: false });
+            self.ctx.events.emit(Event::PlayerDestroyed {
+                guild_id: player.guild_id,
+                player_id: player.id,
+                was_stopped: false,
+            });
         }
     }
 }

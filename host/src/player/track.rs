@@ -36,7 +36,7 @@ pub fn direct_track(url: &Url, raw: &str) -> Track {
         .path_segments()
         .and_then(|mut s| s.next_back())
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode(s))
+        .map(percent_decode)
         .unwrap_or_else(|| url.host_str().unwrap_or("stream").to_string());
     let raw = raw.trim().to_string();
     Track {

@@ -94,7 +94,8 @@ impl DaveState {
             }
             24 => {
                 let epoch = d.get("epoch").and_then(Value::as_u64).unwrap_or(0);
-                let version = d.get("protocol_version").and_then(Value::as_u64).unwrap_or(self.protocol_version as u64) as u16;
+                let version =
+                    d.get("protocol_version").and_then(Value::as_u64).unwrap_or(self.protocol_version as u64) as u16;
                 if epoch == 1 {
                     // A new group: start over with a fresh key package, keeping the current keys
                     // until the new group's transition executes.

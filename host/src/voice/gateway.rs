@@ -104,9 +104,8 @@ impl Link {
                     return Incoming::Binary { op: data[2], body: data[3..].to_vec() };
                 }
                 Message::Close(frame) => {
-                    let (code, reason) = frame
-                        .map(|f| (Some(u16::from(f.code)), f.reason.to_string()))
-                        .unwrap_or((None, String::new()));
+                    let (code, reason) =
+                        frame.map(|f| (Some(u16::from(f.code)), f.reason.to_string())).unwrap_or((None, String::new()));
                     return Incoming::Closed { code, reason };
                 }
                 _ => continue,
@@ -124,7 +123,8 @@ impl Link {
     ) -> Result<Value, VoiceError> {
         let deadline = Instant::now() + limit;
         loop {
-            let incoming = tokio::time::timeout_at(deadline, self.next()).await.map_err(|_| VoiceError::Timeout(what))?;
+            let incoming =
+                tokio::time::timeout_at(deadline, self.next()).await.map_err(|_| VoiceError::Timeout(what))?;
             match incoming {
                 Incoming::Json { op, d } if op == wanted => return Ok(d),
                 Incoming::Closed { code, reason } => {
@@ -263,7 +263,11 @@ pub(crate) async fn run(
             Err((code, reason)) => {
                 sender.mark_dead();
                 let reason = match code {
-                    Some(c) => format!("voice gateway closed: code {c} ({}){}", describe(c), if reason.is_empty() { String::new() } else { format!(": {reason}") }),
+                    Some(c) => format!(
+                        "voice gateway closed: code {c} ({}){}",
+                        describe(c),
+                        if reason.is_empty() { String::new() } else { format!(": {reason}") }
+                    ),
                     None => format!("voice gateway lost: {reason}"),
                 };
                 let _ = events.send(VoiceEvent::Disconnected { code, reason });
@@ -295,7 +299,9 @@ async fn handshake(
     )
     .await?;
     let ready = link.expect(2, "Ready", options.step_timeout, |_| {}).await?;
-    let ssrc = ready.get("ssrc").and_then(Value::as_u64).ok_or_else(|| VoiceError::Protocol("Ready without ssrc".into()))? as u32;
+    let ssrc =
+        ready.get("ssrc").and_then(Value::as_u64).ok_or_else(|| VoiceError::Protocol("Ready without ssrc".into()))?
+            as u32;
     let ip = ready.get("ip").and_then(Value::as_str).unwrap_or_default().to_string();
     let port = ready.get("port").and_then(Value::as_u64).unwrap_or(0) as u16;
     let modes: Vec<String> = ready
@@ -317,12 +323,13 @@ async fn handshake(
     udp.connect(server).await.map_err(VoiceError::Udp)?;
     let (external_ip, external_port) = discover(&udp, ssrc, options.step_timeout.min(Duration::from_secs(5))).await?;
 
-    link.send_json(1, json!({"protocol": "udp", "data": {"address": external_ip, "port": external_port, "mode": mode}}))
-        .await?;
+    link.send_json(
+        1,
+        json!({"protocol": "udp", "data": {"address": external_ip, "port": external_port, "mode": mode}}),
+    )
+    .await?;
     let mut early = Vec::new();
-    let description = link
-        .expect(4, "Session Description", options.step_timeout, |other| early.push(other))
-        .await?;
+    let description = link.expect(4, "Session Description", options.step_timeout, |other| early.push(other)).await?;
     let key: [u8; 32] = description
         .get("secret_key")
         .and_then(Value::as_array)
@@ -438,7 +445,9 @@ async fn resume(
                 }
                 return Ok(link);
             }
-            Err(VoiceError::Closed { code: Some(c), reason, .. }) if !can_resume(Some(c)) => return Err((Some(c), reason)),
+            Err(VoiceError::Closed { code: Some(c), reason, .. }) if !can_resume(Some(c)) => {
+                return Err((Some(c), reason));
+            }
             Err(e) => last = (code, e.to_string()),
         }
     }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub const TICK: Duration = Duration::from_millis(20);
-/// Behind by more than this many ticks, the clock jumps ahead instead of bursting.
-const MAX_CATCH_UP_TICKS: u64 = 5;
+/// Behind by more than this many ticks (a stalled machine), the clock jumps ahead instead of
+/// bursting; below it, late frames go out at once and the listener's jitter buffer absorbs them.
+const MAX_CATCH_UP_TICKS: u64 = 15;
 
 /// What a stream did with its tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +73,9 @@ impl Scheduler {
         let start = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ClockStats::default());
-        let lanes: Vec<Arc<Lane>> =
-            (0..lanes.max(1)).map(|_| Arc::new(Lane { streams: Mutex::new(Vec::new()), load: AtomicU64::new(0) })).collect();
+        let lanes: Vec<Arc<Lane>> = (0..lanes.max(1))
+            .map(|_| Arc::new(Lane { streams: Mutex::new(Vec::new()), load: AtomicU64::new(0) }))
+            .collect();
         let mut threads = Vec::new();
         for (i, lane) in lanes.iter().enumerate() {
             let (lane, stop, stats) = (lane.clone(), stop.clone(), stats.clone());
@@ -93,7 +95,12 @@ impl Scheduler {
 
     /// Puts a stream on the least busy lane.
     pub fn register(&self, stream: &Arc<dyn Tickable>) -> Registration {
-        let lane = self.lanes.iter().min_by_key(|l| l.load.load(Ordering::Relaxed)).cloned().unwrap_or_else(|| self.lanes[0].clone());
+        let lane = self
+            .lanes
+            .iter()
+            .min_by_key(|l| l.load.load(Ordering::Relaxed))
+            .cloned()
+            .unwrap_or_else(|| self.lanes[0].clone());
         let weak = Arc::downgrade(stream);
         let mut streams = lane.streams.lock();
         streams.push(weak.clone());

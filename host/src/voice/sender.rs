@@ -69,7 +69,12 @@ impl PacketSender {
             timestamp_base: rand::random(),
             cipher,
             dave,
-            state: Mutex::new(SendState { sequence: rand::random(), nonce: 0, packet: Vec::with_capacity(1500), e2ee: Vec::with_capacity(1500) }),
+            state: Mutex::new(SendState {
+                sequence: rand::random(),
+                nonce: 0,
+                packet: Vec::with_capacity(1500),
+                e2ee: Vec::with_capacity(1500),
+            }),
             alive: AtomicBool::new(true),
             speaking: AtomicBool::new(false),
             commands,

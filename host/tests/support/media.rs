@@ -7,11 +7,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use tower_http::services::ServeDir;
 
 /// One generated fixture.
@@ -27,14 +22,70 @@ pub struct Tone {
 
 /// Every container/codec the first-sound issue lists; different tones, rates and layouts.
 pub const TONES: &[Tone] = &[
-    Tone { file: "tone-440.mp3", freq_hz: 440.0, rate: 44_100, channels: 2, seconds: 2.0, codec_args: &["-c:a", "libmp3lame", "-b:a", "192k"] },
-    Tone { file: "tone-550.m4a", freq_hz: 550.0, rate: 48_000, channels: 2, seconds: 2.0, codec_args: &["-c:a", "aac", "-b:a", "192k"] },
-    Tone { file: "tone-660.flac", freq_hz: 660.0, rate: 44_100, channels: 2, seconds: 2.0, codec_args: &["-c:a", "flac"] },
-    Tone { file: "tone-770.ogg", freq_hz: 770.0, rate: 32_000, channels: 2, seconds: 2.0, codec_args: &["-c:a", "libvorbis", "-q:a", "6"] },
-    Tone { file: "tone-880.opus", freq_hz: 880.0, rate: 48_000, channels: 2, seconds: 2.0, codec_args: &["-c:a", "libopus", "-b:a", "128k"] },
-    Tone { file: "tone-990.webm", freq_hz: 990.0, rate: 48_000, channels: 2, seconds: 2.0, codec_args: &["-c:a", "libopus", "-b:a", "128k"] },
-    Tone { file: "tone-330-mono.wav", freq_hz: 330.0, rate: 22_050, channels: 1, seconds: 2.0, codec_args: &["-c:a", "pcm_s16le"] },
-    Tone { file: "tone-523-long.mp3", freq_hz: 523.0, rate: 48_000, channels: 2, seconds: 6.0, codec_args: &["-c:a", "libmp3lame", "-b:a", "192k"] },
+    Tone {
+        file: "tone-440.mp3",
+        freq_hz: 440.0,
+        rate: 44_100,
+        channels: 2,
+        seconds: 2.0,
+        codec_args: &["-c:a", "libmp3lame", "-b:a", "192k"],
+    },
+    Tone {
+        file: "tone-550.m4a",
+        freq_hz: 550.0,
+        rate: 48_000,
+        channels: 2,
+        seconds: 2.0,
+        codec_args: &["-c:a", "aac", "-b:a", "192k"],
+    },
+    Tone {
+        file: "tone-660.flac",
+        freq_hz: 660.0,
+        rate: 44_100,
+        channels: 2,
+        seconds: 2.0,
+        codec_args: &["-c:a", "flac"],
+    },
+    Tone {
+        file: "tone-770.ogg",
+        freq_hz: 770.0,
+        rate: 32_000,
+        channels: 2,
+        seconds: 2.0,
+        codec_args: &["-c:a", "libvorbis", "-q:a", "6"],
+    },
+    Tone {
+        file: "tone-880.opus",
+        freq_hz: 880.0,
+        rate: 48_000,
+        channels: 2,
+        seconds: 2.0,
+        codec_args: &["-c:a", "libopus", "-b:a", "128k"],
+    },
+    Tone {
+        file: "tone-990.webm",
+        freq_hz: 990.0,
+        rate: 48_000,
+        channels: 2,
+        seconds: 2.0,
+        codec_args: &["-c:a", "libopus", "-b:a", "128k"],
+    },
+    Tone {
+        file: "tone-330-mono.wav",
+        freq_hz: 330.0,
+        rate: 22_050,
+        channels: 1,
+        seconds: 2.0,
+        codec_args: &["-c:a", "pcm_s16le"],
+    },
+    Tone {
+        file: "tone-523-long.mp3",
+        freq_hz: 523.0,
+        rate: 48_000,
+        channels: 2,
+        seconds: 6.0,
+        codec_args: &["-c:a", "libmp3lame", "-b:a", "192k"],
+    },
 ];
 
 pub fn tone(file: &str) -> Tone {
@@ -43,6 +94,16 @@ pub fn tone(file: &str) -> Tone {
 
 fn generate(dir: &Path, tone: &Tone) {
     let out = dir.join(tone.file);
+    if out.exists() {
+        return;
+    }
+    // Written under a private name and renamed, so parallel test processes share the result.
+    let partial = dir.join(format!(
+        "{}.{}.partial.{}",
+        tone.file,
+        std::process::id(),
+        tone.file.rsplit('.').next().unwrap_or("bin")
+    ));
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("sine=frequency={}:sample_rate={}:duration={}", tone.freq_hz, tone.rate, tone.seconds))
@@ -50,17 +111,18 @@ fn generate(dir: &Path, tone: &Tone) {
         .arg(tone.channels.to_string())
         .args(tone.codec_args)
         .args(["-movflags", "+faststart"])
-        .arg(&out)
+        .arg(&partial)
         .status()
         .expect("ffmpeg runs (scripts/setup.sh installs it)");
     assert!(status.success(), "ffmpeg failed for {}", tone.file);
+    std::fs::rename(&partial, &out).expect("publish fixture");
 }
 
 /// The fixture directory, generated once per test binary.
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("mesastream-fixtures-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures-v1");
         std::fs::create_dir_all(&dir).expect("fixture dir");
         std::thread::scope(|s| {
             for t in TONES {
@@ -69,8 +131,11 @@ pub fn fixtures() -> &'static Path {
             }
         });
         std::fs::write(dir.join("page.html"), "<html><body>not audio</body></html>").expect("html fixture");
-        std::fs::write(dir.join("noise.bin"), (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>())
-            .expect("binary fixture");
+        std::fs::write(
+            dir.join("noise.bin"),
+            (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>(),
+        )
+        .expect("binary fixture");
         dir
     })
 }
@@ -78,37 +143,56 @@ pub fn fixtures() -> &'static Path {
 /// A local HTTP server for the fixtures.
 pub struct MediaServer {
     pub addr: SocketAddr,
+    truncating: SocketAddr,
 }
 
-async fn truncated(State(dir): State<PathBuf>, UrlPath(name): UrlPath<String>) -> Response {
-    let Ok(bytes) = std::fs::read(dir.join(&name)) else { return StatusCode::NOT_FOUND.into_response() };
-    let full = bytes.len();
-    let half = bytes[..full / 2].to_vec();
-    // Announce the whole length, send half, then end the body: a download cut off mid-way.
-    let stream = futures_util::stream::iter(vec![
-        Ok::<_, std::io::Error>(axum::body::Bytes::from(half)),
-        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut")),
-    ]);
-    Response::builder()
-        .header(header::CONTENT_LENGTH, full)
-        .header(header::CONTENT_TYPE, "audio/mpeg")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+/// Serves `/<name>` by announcing the whole length, sending half, and closing the socket:
+/// a download cut off mid-way. Raw TCP, because an HTTP framework would refuse to do this.
+async fn serve_truncated(listener: tokio::net::TcpListener, dir: PathBuf) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((mut socket, _)) = listener.accept().await {
+        let dir = dir.clone();
+        tokio::spawn(async move {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&request);
+            let path = text.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+            let Ok(bytes) = std::fs::read(dir.join(&path)) else { return };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                bytes.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&bytes[..bytes.len() / 2]).await;
+            let _ = socket.shutdown().await;
+        });
+    }
 }
 
 impl MediaServer {
     pub async fn start() -> Self {
         let dir = fixtures().to_path_buf();
-        let app = Router::new()
-            .route("/truncated/{name}", get(truncated))
-            .with_state(dir.clone())
-            .fallback_service(ServeDir::new(dir));
+        let truncating = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind truncating server");
+        let truncating_addr = truncating.local_addr().expect("truncating addr");
+        tokio::spawn(serve_truncated(truncating, dir.clone()));
+        let app = Router::new().fallback_service(ServeDir::new(dir));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind media server");
         let addr = listener.local_addr().expect("media addr");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr }
+        Self { addr, truncating: truncating_addr }
+    }
+
+    /// A URL whose download stops half-way.
+    pub fn truncated_url(&self, file: &str) -> String {
+        format!("http://{}/{file}", self.truncating)
     }
 
     pub fn url(&self, path: &str) -> String {

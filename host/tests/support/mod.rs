@@ -75,7 +75,8 @@ impl Harness {
         let response = request.send().await.expect("request");
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         Reply { status, body }
     }
 
@@ -165,7 +166,10 @@ impl Events {
 
     pub async fn track_ended(&mut self, guild: u64, track_id: &str) -> Value {
         let (g, t) = (guild.to_string(), track_id.to_string());
-        self.wait("TrackEnded", move |v| v["type"] == "TrackEnded" && v["data"]["player_id"] == g && v["data"]["track_id"] == t).await
+        self.wait("TrackEnded", move |v| {
+            v["type"] == "TrackEnded" && v["data"]["player_id"] == g && v["data"]["track_id"] == t
+        })
+        .await
     }
 }
 
@@ -176,7 +180,7 @@ pub fn enqueued_track_id(snapshot: &Value) -> String {
         .last()
         .or(snapshot.get("current_track").filter(|c| !c.is_null()))
         .and_then(|t| t["id"].as_str())
-        .expect("a track id")
+        .unwrap_or_else(|| panic!("a track id in {snapshot}"))
         .to_string()
 }
 

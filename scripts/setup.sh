@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building and testing mesastream needs on a bare Debian/Ubuntu machine:
+# libopus (through pkg-config), cmake, ffmpeg (test fixtures), redis-server, the
+# wasm32-wasip2 target and yt-dlp. Safe to run again; skips what is already there.
+set -euo pipefail
+
+need_apt=()
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+pkg-config --exists opus 2>/dev/null || need_apt+=(libopus-dev)
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  echo "setup: installing ${need_apt[*]}"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -q '^wasm32-wasip2$'; then
+  echo "setup: adding the wasm32-wasip2 target"
+  rustup target add wasm32-wasip2 >/dev/null
+fi
+
+if ! command -v yt-dlp >/dev/null; then
+  echo "setup: installing yt-dlp from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check yt-dlp || \
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages yt-dlp
+fi
