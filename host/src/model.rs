@@ -118,3 +118,30 @@ pub struct PlayerSnapshot {
 pub struct EnqueueRequest {
     pub url: String,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurrentTrackResponse {
+    pub track: Track,
+    pub position_ms: u64,
+    pub duration_ms: u64,
+    pub position: String,
+    pub duration: String,
+    pub remaining: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeekRequest {
+    pub position_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeRequest {
+    pub volume: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaylistSnapshot {
+    pub player_id: Id,
+    pub name: String,
+    pub tracks: Vec<Track>,
+}

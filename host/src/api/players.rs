@@ -9,8 +9,11 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, PlayerId};
 use crate::audio::fetch;
-use crate::model::{EnqueueRequest, PlayerSnapshot, Track, VoiceBridgePayload};
-use crate::player::track;
+use crate::model::{
+    CurrentTrackResponse, EnqueueRequest, Equalizer, PlayerSnapshot, SeekRequest, Track, VoiceBridgePayload,
+    VolumeRequest,
+};
+use crate::player::{Player, State as PlayerState, format_ms, track};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -57,7 +60,7 @@ pub async fn enqueue(
     let track: Track = track::direct_track(&url, &request.url);
     let mut state = player.state.lock().await;
     tracing::info!(player = %id, track = %track.id, url = %track.source_url, "track_enqueued");
-    player.enqueue(&mut state, track);
+    player.enqueue(&mut state, [track]);
     Ok(Json(player.snapshot_of(&state)))
 }
 
@@ -69,6 +72,7 @@ pub async fn get_queue(State(app): State<AppState>, PlayerId(id): PlayerId) -> A
 
 pub async fn play(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
     let player = app.registry.get(id)?;
+    app.registry.ensure_voice(&player).await?;
     let mut state = player.state.lock().await;
     player.play(&mut state);
     Ok(Json(player.snapshot_of(&state)))
@@ -79,4 +83,111 @@ pub async fn stop(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiRes
     let mut state = player.state.lock().await;
     player.stop(&mut state);
     Ok(Json(player.snapshot_of(&state)))
+}
+
+/// Runs a control that cannot fail on the player's state and answers with the snapshot.
+async fn control(
+    app: &AppState,
+    id: crate::model::Id,
+    act: impl FnOnce(&Player, &mut PlayerState),
+) -> ApiResult<Json<PlayerSnapshot>> {
+    let player = app.registry.get(id)?;
+    let mut state = player.state.lock().await;
+    act(&player, &mut state);
+    Ok(Json(player.snapshot_of(&state)))
+}
+
+pub async fn clear_queue(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
+    control(&app, id, |_, state| state.queue.clear()).await
+}
+
+pub async fn pause(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
+    control(&app, id, |p, state| p.set_paused(state, true)).await
+}
+
+pub async fn resume(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
+    control(&app, id, |p, state| p.set_paused(state, false)).await
+}
+
+pub async fn skip(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
+    let player = app.registry.get(id)?;
+    let mut state = player.state.lock().await;
+    // As in the original, the answer shows the player before the skip.
+    let before = player.snapshot_of(&state);
+    let advance = player.skip(&mut state);
+    drop(state);
+    app.registry.after(&player, advance).await;
+    Ok(Json(before))
+}
+
+pub async fn seek(
+    State(app): State<AppState>,
+    PlayerId(id): PlayerId,
+    JsonBody(request): JsonBody<SeekRequest>,
+) -> ApiResult<Json<PlayerSnapshot>> {
+    let player = app.registry.get(id)?;
+    let mut state = player.state.lock().await;
+    let Some(current) = state.current.as_ref() else {
+        return Err(ApiError::bad_request("no track is playing"));
+    };
+    let duration = current.metadata.duration_ms;
+    if duration > 0 && request.position_ms > duration {
+        return Err(ApiError::bad_request(format!(
+            "seek position {} exceeds track duration {}",
+            format_ms(request.position_ms),
+            format_ms(duration)
+        )));
+    }
+    tracing::info!(player = %id, position_ms = request.position_ms, "seek_started");
+    player.seek(&mut state, request.position_ms);
+    Ok(Json(player.snapshot_of(&state)))
+}
+
+pub async fn volume(
+    State(app): State<AppState>,
+    PlayerId(id): PlayerId,
+    JsonBody(request): JsonBody<VolumeRequest>,
+) -> ApiResult<Json<PlayerSnapshot>> {
+    if !(0.0..=2.0).contains(&request.volume) {
+        return Err(ApiError::bad_request("volume must be between 0.0 and 2.0"));
+    }
+    control(&app, id, |p, state| p.set_volume(state, request.volume)).await
+}
+
+pub async fn equalizer(
+    State(app): State<AppState>,
+    PlayerId(id): PlayerId,
+    JsonBody(request): JsonBody<Equalizer>,
+) -> ApiResult<Json<PlayerSnapshot>> {
+    if ![request.bass, request.mid, request.treble].iter().all(|b| (0.0..=2.0).contains(b)) {
+        return Err(ApiError::bad_request("equalizer bands must be between 0.0 and 2.0"));
+    }
+    control(&app, id, |p, state| p.set_equalizer(state, request)).await
+}
+
+pub async fn current(
+    State(app): State<AppState>,
+    PlayerId(id): PlayerId,
+) -> ApiResult<Json<Option<CurrentTrackResponse>>> {
+    let player = app.registry.get(id)?;
+    let state = player.state.lock().await;
+    let Some(track) = state.current.clone() else { return Ok(Json(None)) };
+    let position_ms = player.position_ms(&state);
+    let duration_ms = track.metadata.duration_ms;
+    Ok(Json(Some(CurrentTrackResponse {
+        track,
+        position_ms,
+        duration_ms,
+        position: format_ms(position_ms),
+        duration: format_ms(duration_ms),
+        remaining: format_ms(duration_ms.saturating_sub(position_ms)),
+    })))
+}
+
+pub async fn update_connection(
+    State(app): State<AppState>,
+    PlayerId(id): PlayerId,
+    JsonBody(payload): JsonBody<VoiceBridgePayload>,
+) -> ApiResult<Json<PlayerSnapshot>> {
+    Ok(Json(app.registry.update_connection(id, payload).await?))
 }

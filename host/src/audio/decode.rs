@@ -10,9 +10,10 @@ use symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
 use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, FormatReader};
+use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo};
 use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
+use symphonia::core::units::{Time, TimeBase};
 
 /// Consecutive undecodable packets tolerated before the track is given up.
 const ERROR_BUDGET: u32 = 20;
@@ -42,6 +43,11 @@ pub struct SourceDecoder {
     codec: Codec,
     rate: u32,
     duration_ms: Option<u64>,
+    time_base: Option<TimeBase>,
+    /// Output frames still to drop so playback starts exactly at a seek target.
+    skip_frames: u64,
+    /// A seek target the container could not seek to: decode and drop up to it.
+    skip_ms: Option<u64>,
     scratch: Vec<f32>,
     out: Vec<f32>,
 }
@@ -64,14 +70,14 @@ impl SourceDecoder {
                 SymphoniaError::IoError(io) => DecodeError::Io(io.to_string()),
                 other => DecodeError::Format(other.to_string()),
             })?;
-        let (track_id, params, delay, duration_ms) = format
+        let (track_id, params, delay, duration_ms, time_base) = format
             .tracks()
             .iter()
             .find_map(|t| match &t.codec_params {
                 Some(CodecParameters::Audio(p)) if p.codec != CODEC_ID_NULL_AUDIO => {
                     let rate = p.sample_rate.unwrap_or(48_000).max(1) as u64;
                     let duration_ms = t.num_frames.map(|n| n * 1000 / rate);
-                    Some((t.id, p.clone(), t.delay.unwrap_or(0), duration_ms))
+                    Some((t.id, p.clone(), t.delay.unwrap_or(0), duration_ms, t.time_base))
                 }
                 _ => None,
             })
@@ -86,7 +92,48 @@ impl SourceDecoder {
                 .map_err(|e| DecodeError::Codec(e.to_string()))?;
             (Codec::Symphonia(decoder), params.sample_rate.unwrap_or(0))
         };
-        Ok(Self { format, track_id, codec, rate, duration_ms, scratch: Vec::new(), out: Vec::new() })
+        Ok(Self {
+            format,
+            track_id,
+            codec,
+            rate,
+            duration_ms,
+            time_base,
+            skip_frames: 0,
+            skip_ms: None,
+            scratch: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// Positions the decoder so the next block starts at `ms`. Containers that can seek do;
+    /// otherwise the audio before `ms` is decoded and dropped.
+    pub fn seek_ms(&mut self, ms: u64) {
+        let to = SeekTo::Time { time: Time::from_millis_u64(ms), track_id: Some(self.track_id) };
+        match self.format.seek(SeekMode::Accurate, to) {
+            Ok(seeked) => {
+                let behind = seeked.required_ts.get().saturating_sub(seeked.actual_ts.get()).max(0) as u64;
+                // Timestamps are in the track's time base; turn the difference into frames.
+                let seconds = self
+                    .time_base
+                    .map(|tb| behind as f64 * f64::from(tb.numer.get()) / f64::from(tb.denom.get()))
+                    .unwrap_or(behind as f64 / f64::from(self.rate.max(1)));
+                self.skip_ms = Some((seconds * 1000.0).round() as u64);
+                match &mut self.codec {
+                    Codec::Symphonia(decoder) => decoder.reset(),
+                    Codec::Opus { decoder, skip_frames } => {
+                        *skip_frames = 0;
+                        if let Ok(fresh) = LibOpusDecoder::new(SampleRate::Hz48000, Channels::Stereo) {
+                            *decoder = fresh;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "container cannot seek; decoding up to the target");
+                self.skip_ms = Some(ms);
+            }
+        }
     }
 
     pub fn duration_ms(&self) -> Option<u64> {
@@ -153,6 +200,12 @@ impl SourceDecoder {
                 }
                 continue;
             }
+            if let Some(ms) = self.skip_ms.take() {
+                self.skip_frames += ms * u64::from(self.rate) / 1000;
+            }
+            let drop = (self.skip_frames as usize).min(self.out.len() / 2);
+            self.skip_frames -= drop as u64;
+            self.out.drain(..drop * 2);
             if self.out.is_empty() {
                 continue;
             }

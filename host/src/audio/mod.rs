@@ -2,8 +2,9 @@
 
 pub mod decode;
 pub mod encode;
+pub mod equalizer;
 pub mod fetch;
 pub mod pipeline;
 pub mod resample;
 
-pub use pipeline::{Frame, Gain, PipelineConfig, TrackInfo};
+pub use pipeline::{Controls, Frame, Gain, PipelineConfig, TrackInfo, TrackRequest};

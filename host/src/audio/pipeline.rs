@@ -9,6 +9,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::decode::SourceDecoder;
 use super::encode::{FRAME_LEN, OpusEncoder};
+use super::equalizer::{EqualizerControl, ThreeBand};
 use super::fetch::{FetchOptions, HttpSource};
 use super::resample::To48k;
 
@@ -51,17 +52,36 @@ impl Gain {
     }
 }
 
-/// Starts producing frames for `url`. `on_open` runs once the source is probed.
+/// What a player lets its track pipeline read while it runs.
+#[derive(Debug, Default)]
+pub struct Controls {
+    pub gain: Gain,
+    pub equalizer: EqualizerControl,
+}
+
+impl Default for Gain {
+    fn default() -> Self {
+        Self::new(1.0)
+    }
+}
+
+/// Where to start and what to play.
+pub struct TrackRequest {
+    pub url: String,
+    pub start_ms: u64,
+}
+
+/// Starts producing frames. `on_open` runs once the source is probed.
 pub fn spawn(
-    url: String,
+    request: TrackRequest,
     config: PipelineConfig,
-    gain: Arc<Gain>,
+    controls: Arc<Controls>,
     cancel: Arc<AtomicBool>,
     on_open: impl FnOnce(TrackInfo) + Send + 'static,
 ) -> std::io::Result<Receiver<Frame>> {
     let (tx, rx) = bounded(config.frames_ahead.max(2));
     std::thread::Builder::new().name("track-pipeline".into()).spawn(move || {
-        let result = produce(&url, &config, &gain, &cancel, &tx, on_open);
+        let result = produce(&request, &config, &controls, &cancel, &tx, on_open);
         if !cancel.load(Ordering::Acquire) {
             let _ = tx.send(Frame::End(result));
         }
@@ -70,17 +90,21 @@ pub fn spawn(
 }
 
 fn produce(
-    url: &str,
+    request: &TrackRequest,
     config: &PipelineConfig,
-    gain: &Gain,
+    controls: &Controls,
     cancel: &Arc<AtomicBool>,
     tx: &Sender<Frame>,
     on_open: impl FnOnce(TrackInfo),
 ) -> Result<(), String> {
-    let source = HttpSource::open(url, config.fetch.clone(), cancel.clone()).map_err(|e| e.to_string())?;
+    let source = HttpSource::open(&request.url, config.fetch.clone(), cancel.clone()).map_err(|e| e.to_string())?;
     let content_type = source.content_type().map(str::to_string);
     let mut decoder = SourceDecoder::open(Box::new(source), content_type.as_deref()).map_err(|e| e.to_string())?;
     on_open(TrackInfo { duration_ms: decoder.duration_ms() });
+    if request.start_ms > 0 {
+        decoder.seek_ms(request.start_ms);
+    }
+    let mut equalizer = ThreeBand::default();
     let mut encoder = OpusEncoder::new(config.bitrate_kbps).map_err(|e| e.to_string())?;
     let mut resampler: Option<To48k> = None;
     let mut pcm: Vec<f32> = Vec::with_capacity(FRAME_LEN * 8);
@@ -94,7 +118,8 @@ fn produce(
         let mut start = 0;
         while pcm.len() - start >= FRAME_LEN {
             let frame = &mut pcm[start..start + FRAME_LEN];
-            let g = gain.get();
+            equalizer.process(&controls.equalizer, frame);
+            let g = controls.gain.get();
             if (g - 1.0).abs() > f32::EPSILON {
                 frame.iter_mut().for_each(|s| *s = (*s * g).clamp(-1.0, 1.0));
             }

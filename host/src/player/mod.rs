@@ -1,5 +1,6 @@
 //! Players: one per guild, each with its queue, current track and voice connection, driven by
-//! API calls and by signals from the packet clock and the voice transport.
+//! API calls and by signals from the packet clock and the voice transport. Every control acts
+//! at once and the status always says what the listener hears.
 
 mod output;
 pub mod registry;
@@ -9,16 +10,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 
 pub use output::{OutputSignal, PlayerOutput};
 pub use registry::{Context, PlayerError, Registry};
 
-use crate::audio::{Gain, TrackInfo, pipeline};
+use crate::audio::{Controls, TrackInfo, TrackRequest, pipeline};
 use crate::events::Event;
 use crate::model::{Equalizer, Id, PlayerSnapshot, PlayerStatus, Track, VoiceBridgePayload};
-use crate::voice::VoiceConnection;
 use crate::voice::scheduler::Registration;
+use crate::voice::{VoiceConnection, VoiceEvent};
 
 /// Mutable state of one player.
 pub struct State {
@@ -35,14 +36,38 @@ pub struct State {
     played_any: bool,
 }
 
+impl State {
+    pub fn new(connection: VoiceBridgePayload, voice: VoiceConnection) -> Self {
+        Self {
+            connection,
+            voice: Some(voice),
+            status: PlayerStatus::Idle,
+            queue: VecDeque::new(),
+            current: None,
+            volume: 1.0,
+            equalizer: Equalizer::default(),
+            playback_session_id: None,
+            token: 0,
+            cancel: None,
+            played_any: false,
+        }
+    }
+
+    pub fn voice_connected(&self) -> bool {
+        self.voice.as_ref().is_some_and(VoiceConnection::is_connected)
+    }
+}
+
 pub struct Player {
     pub id: Id,
     pub guild_id: Id,
     pub state: Mutex<State>,
     pub output: Arc<PlayerOutput>,
-    gain: Arc<Gain>,
+    controls: Arc<Controls>,
     ctx: Arc<Context>,
-    opened: tokio::sync::mpsc::UnboundedSender<(u64, TrackInfo)>,
+    opened: mpsc::UnboundedSender<(u64, TrackInfo)>,
+    /// Where every voice connection of this player reports (kept across PUT /connection).
+    pub(crate) voice_events: mpsc::UnboundedSender<VoiceEvent>,
     _clock: Registration,
 }
 
@@ -56,6 +81,12 @@ pub enum Advance {
     Drained,
 }
 
+/// `{mins}:{secs:02}` with unbounded minutes, as the contract formats positions.
+pub fn format_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!("{}:{:02}", secs / 60, secs % 60)
+}
+
 impl Player {
     pub fn snapshot_of(&self, state: &State) -> PlayerSnapshot {
         PlayerSnapshot {
@@ -64,10 +95,10 @@ impl Player {
             status: state.status,
             queue: state.queue.iter().cloned().collect(),
             current_track: state.current.clone(),
-            position_ms: if state.current.is_some() { self.output.position_ms() } else { 0 },
+            position_ms: self.position_ms(state),
             volume: state.volume,
             equalizer: state.equalizer,
-            voice_connected: state.voice.as_ref().is_some_and(VoiceConnection::is_connected),
+            voice_connected: state.voice_connected(),
             playback_session_id: state.playback_session_id.clone(),
         }
     }
@@ -77,19 +108,25 @@ impl Player {
         self.snapshot_of(&state)
     }
 
+    pub fn position_ms(&self, state: &State) -> u64 {
+        if state.current.is_some() { self.output.position_ms() } else { 0 }
+    }
+
     /// Starts the next queued track if there is one.
     pub fn advance(&self, state: &mut State) -> Advance {
         self.end_current(state);
         let Some(track) = state.queue.pop_front() else {
-            state.status =
-                if state.status == PlayerStatus::Stopped { PlayerStatus::Stopped } else { PlayerStatus::Idle };
+            if state.status != PlayerStatus::Stopped {
+                state.status = PlayerStatus::Idle;
+            }
             return if state.played_any { Advance::Drained } else { Advance::Idle };
         };
-        self.start(state, track);
+        self.start(state, track, 0);
         Advance::Started
     }
 
-    fn start(&self, state: &mut State, track: Track) {
+    /// Starts `track` at `start_ms`, keeping the paused state.
+    fn start(&self, state: &mut State, track: Track, start_ms: u64) {
         state.token += 1;
         let token = state.token;
         let cancel = Arc::new(AtomicBool::new(false));
@@ -97,41 +134,39 @@ impl Player {
         let on_open = move |info: TrackInfo| {
             let _ = signals.send((token, info));
         };
-        let spawned = pipeline::spawn(
-            track.stream_url.clone(),
-            self.ctx.pipeline.clone(),
-            self.gain.clone(),
-            cancel.clone(),
-            on_open,
-        );
+        let request = TrackRequest { url: track.stream_url.clone(), start_ms };
+        let spawned =
+            pipeline::spawn(request, self.ctx.pipeline.clone(), self.controls.clone(), cancel.clone(), on_open);
         state.played_any = true;
-        state.playback_session_id = Some(uuid::Uuid::new_v4().to_string());
         match spawned {
             Ok(frames) => {
-                self.output.play(token, frames, 0);
-                self.output.set_paused(false);
+                self.output.play(token, frames, start_ms / 20);
                 state.cancel = Some(cancel);
-                state.status = PlayerStatus::Playing;
-                if let Some(voice) = state.voice.as_ref() {
-                    voice.sender().set_speaking(true);
+                let paused = state.status == PlayerStatus::Paused;
+                self.output.set_paused(paused);
+                state.status = if paused { PlayerStatus::Paused } else { PlayerStatus::Playing };
+                if start_ms == 0 || state.current.as_ref().is_none_or(|c| c.id != track.id) {
+                    state.playback_session_id = Some(uuid::Uuid::new_v4().to_string());
+                    if let Some(voice) = state.voice.as_ref().filter(|_| !paused) {
+                        voice.sender().set_speaking(true);
+                    }
+                    self.ctx.events.emit(Event::TrackStarted {
+                        guild_id: self.guild_id,
+                        player_id: self.id,
+                        track: track.clone(),
+                        position_ms: start_ms,
+                    });
                 }
-                self.ctx.events.emit(Event::TrackStarted {
-                    guild_id: self.guild_id,
-                    player_id: self.id,
-                    track: track.clone(),
-                    position_ms: 0,
-                });
                 state.current = Some(track);
             }
             Err(e) => {
-                // Could not even start a thread: report the track as failed right away.
-                let mut failed = track;
-                failed.error = Some(format!("could not start decoding: {e}"));
+                // Could not even start a thread: the track fails, the queue goes on later.
+                tracing::error!(player = %self.id, error = %e, "cannot start a track pipeline");
                 self.ctx.events.emit(Event::TrackEnded {
                     guild_id: self.guild_id,
                     player_id: self.id,
-                    track_id: failed.id.clone(),
-                    error: failed.error.clone(),
+                    track_id: track.id.clone(),
+                    error: Some(format!("could not start decoding: {e}")),
                 });
             }
         }
@@ -146,6 +181,15 @@ impl Player {
         state.current = None;
     }
 
+    fn emit_ended(&self, track: &Track) {
+        self.ctx.events.emit(Event::TrackEnded {
+            guild_id: self.guild_id,
+            player_id: self.id,
+            track_id: track.id.clone(),
+            error: track.error.clone(),
+        });
+    }
+
     /// The packet clock reports the end of a track.
     pub fn on_track_finished(&self, state: &mut State, token: u64, result: Result<(), String>) -> Option<Advance> {
         if token != state.token {
@@ -157,12 +201,7 @@ impl Player {
             tracing::warn!(player = %self.id, track = %track.id, error = %e, "track ended early");
             track.error = Some(e);
         }
-        self.ctx.events.emit(Event::TrackEnded {
-            guild_id: self.guild_id,
-            player_id: self.id,
-            track_id: track.id.clone(),
-            error: track.error.clone(),
-        });
+        self.emit_ended(&track);
         Some(self.advance(state))
     }
 
@@ -177,21 +216,20 @@ impl Player {
         }
     }
 
-    pub fn enqueue(&self, state: &mut State, track: Track) {
-        state.queue.push_back(track);
+    /// Appends tracks; an idle player starts playing.
+    pub fn enqueue(&self, state: &mut State, tracks: impl IntoIterator<Item = Track>) {
+        state.queue.extend(tracks);
         if state.current.is_none() && state.status == PlayerStatus::Idle {
             self.advance(state);
         }
     }
 
     pub fn play(&self, state: &mut State) {
-        match (state.current.is_some(), state.status) {
-            (true, PlayerStatus::Paused) => self.set_paused(state, false),
-            (false, _) => {
-                state.status = PlayerStatus::Idle;
-                self.advance(state);
-            }
-            _ => {}
+        if state.current.is_some() {
+            self.set_paused(state, false);
+        } else {
+            state.status = PlayerStatus::Idle;
+            self.advance(state);
         }
     }
 
@@ -209,9 +247,43 @@ impl Player {
         state.status = if paused { PlayerStatus::Paused } else { PlayerStatus::Playing };
     }
 
+    /// Ends the current track (emitting `TrackEnded`) and starts the next.
+    pub fn skip(&self, state: &mut State) -> Option<Advance> {
+        let track = state.current.clone()?;
+        self.emit_ended(&track);
+        Some(self.advance(state))
+    }
+
+    /// Restarts the current track's decoding at `ms`.
+    pub fn seek(&self, state: &mut State, ms: u64) -> bool {
+        let Some(track) = state.current.clone() else { return false };
+        if let Some(cancel) = state.cancel.take() {
+            cancel.store(true, Ordering::Release);
+        }
+        self.start(state, track, ms);
+        true
+    }
+
     pub fn set_volume(&self, state: &mut State, volume: f32) {
         state.volume = volume;
-        self.gain.set(volume);
+        self.controls.gain.set(volume);
+    }
+
+    pub fn set_equalizer(&self, state: &mut State, equalizer: Equalizer) {
+        state.equalizer = equalizer;
+        self.controls.equalizer.set(equalizer);
+    }
+
+    /// Swaps in a connected voice session at the next frame; the old one closes afterwards.
+    pub fn replace_voice(&self, state: &mut State, connection: VoiceBridgePayload, voice: VoiceConnection) {
+        let speaking = state.status == PlayerStatus::Playing;
+        let sender = voice.sender();
+        if speaking {
+            sender.set_speaking(true);
+        }
+        self.output.set_sender(Some(sender));
+        state.voice = Some(voice);
+        state.connection = connection;
     }
 
     /// Tears the player down: its track work now, its voice connection once the silence
@@ -226,5 +298,17 @@ impl Player {
             player.output.set_sender(None);
             drop(voice);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_ms;
+
+    #[test]
+    fn positions_have_unbounded_minutes() {
+        assert_eq!(format_ms(0), "0:00");
+        assert_eq!(format_ms(63_999), "1:03");
+        assert_eq!(format_ms(75 * 60_000 + 3_000), "75:03");
     }
 }

@@ -1,15 +1,15 @@
 //! All players, keyed by player id, one per guild; creation connects voice before anything
 //! else changes (an old player is replaced only once the new connection works).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::mpsc;
 
 use super::{Advance, OutputSignal, Player, PlayerOutput, State};
-use crate::audio::{Gain, PipelineConfig, TrackInfo};
+use crate::audio::{Controls, PipelineConfig, TrackInfo};
 use crate::events::{Event, EventBus};
-use crate::model::{Equalizer, Id, PlayerSnapshot, PlayerStatus, VoiceBridgePayload};
+use crate::model::{Id, PlayerSnapshot, VoiceBridgePayload};
 use crate::voice::{Scheduler, Tickable, VoiceConnection, VoiceError, VoiceEvent, VoiceOptions, VoiceParams};
 
 /// What every player shares.
@@ -79,7 +79,7 @@ impl Registry {
     /// `POST /players`: connect, then replace any player of the same id or guild.
     pub async fn create(self: &Arc<Self>, payload: VoiceBridgePayload) -> Result<PlayerSnapshot, PlayerError> {
         let (voice_tx, voice_rx) = mpsc::unbounded_channel();
-        let voice = self.connect_voice(&payload, voice_tx).await?;
+        let voice = self.connect_voice(&payload, voice_tx.clone()).await?;
 
         let replaced: Vec<Arc<Player>> = {
             let mut players = guard(&self.players);
@@ -108,23 +108,12 @@ impl Registry {
         let player = Arc::new(Player {
             id: payload.player_id,
             guild_id: payload.guild_id,
-            state: tokio::sync::Mutex::new(State {
-                connection: payload.clone(),
-                voice: Some(voice),
-                status: PlayerStatus::Idle,
-                queue: VecDeque::new(),
-                current: None,
-                volume: 1.0,
-                equalizer: Equalizer::default(),
-                playback_session_id: None,
-                token: 0,
-                cancel: None,
-                played_any: false,
-            }),
+            state: tokio::sync::Mutex::new(State::new(payload.clone(), voice)),
             output,
-            gain: Arc::new(Gain::new(1.0)),
+            controls: Arc::new(Controls::default()),
             ctx: self.ctx.clone(),
             opened: opened_tx,
+            voice_events: voice_tx,
             _clock: registration,
         });
         guard(&self.players).insert(player.id, player.clone());
@@ -136,6 +125,39 @@ impl Registry {
             restored_position_ms: 0,
         });
         Ok(player.snapshot().await)
+    }
+
+    /// `PUT /players/{id}/connection`: connects the new session first (DAVE ready), then
+    /// switches the player to it at a frame boundary; on failure nothing changes.
+    pub async fn update_connection(&self, id: Id, payload: VoiceBridgePayload) -> Result<PlayerSnapshot, PlayerError> {
+        let player = self.get(id)?;
+        let voice = self.connect_voice(&payload, player.voice_events.clone()).await?;
+        let mut state = player.state.lock().await;
+        player.replace_voice(&mut state, payload, voice);
+        Ok(player.snapshot_of(&state))
+    }
+
+    /// Reconnects with the stored credentials when the voice session is gone (what `/play`
+    /// does, so a stale session surfaces as the 503 the bot retries on).
+    pub async fn ensure_voice(&self, player: &Arc<Player>) -> Result<(), PlayerError> {
+        let payload = {
+            let state = player.state.lock().await;
+            if state.voice_connected() {
+                return Ok(());
+            }
+            state.connection.clone()
+        };
+        let voice = self.connect_voice(&payload, player.voice_events.clone()).await?;
+        let mut state = player.state.lock().await;
+        player.replace_voice(&mut state, payload, voice);
+        Ok(())
+    }
+
+    /// Auto-destroys `player` when a control drained its queue.
+    pub async fn after(&self, player: &Arc<Player>, advance: Option<Advance>) {
+        if advance == Some(Advance::Drained) {
+            self.retire(player).await;
+        }
     }
 
     /// Removes a player; `was_stopped` says whether it was asked to go (true) or ran out of

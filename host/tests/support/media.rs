@@ -79,6 +79,14 @@ pub const TONES: &[Tone] = &[
         codec_args: &["-c:a", "pcm_s16le"],
     },
     Tone {
+        file: "tone-100.wav",
+        freq_hz: 100.0,
+        rate: 48_000,
+        channels: 2,
+        seconds: 4.0,
+        codec_args: &["-c:a", "pcm_s16le"],
+    },
+    Tone {
         file: "tone-523-long.mp3",
         freq_hz: 523.0,
         rate: 48_000,
@@ -122,7 +130,7 @@ fn generate(dir: &Path, tone: &Tone) {
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures-v1");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures-v2");
         std::fs::create_dir_all(&dir).expect("fixture dir");
         std::thread::scope(|s| {
             for t in TONES {
