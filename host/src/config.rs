@@ -32,6 +32,12 @@ pub struct Config {
     pub clock_threads: usize,
     /// `FRAME_BUFFER_MS` (300): audio encoded ahead of the clock per player.
     pub frame_buffer_ms: u64,
+    /// `REDIS_URI`: keep guild state in Redis instead of the embedded store.
+    pub redis_uri: Option<String>,
+    /// `REDIS_PREFIX` (mesastream): key prefix, a `:` is appended.
+    pub redis_prefix: String,
+    /// `DATA_DIR` (data): where the embedded store (`state.redb`) lives.
+    pub data_dir: PathBuf,
 }
 
 fn parse<T: std::str::FromStr>(
@@ -87,6 +93,9 @@ impl Config {
             frame_buffer_ms: parse("FRAME_BUFFER_MS", get("FRAME_BUFFER_MS"), 300, |v| {
                 (40..=5000).contains(v).then_some(()).ok_or_else(|| "must be between 40 and 5000".to_string())
             })?,
+            redis_uri: get("REDIS_URI").filter(|v| !v.trim().is_empty()),
+            redis_prefix: get("REDIS_PREFIX").filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "mesastream".into()),
+            data_dir: PathBuf::from(get("DATA_DIR").filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "data".into())),
         })
     }
 }

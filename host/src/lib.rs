@@ -8,6 +8,7 @@ pub mod config;
 pub mod events;
 pub mod model;
 pub mod player;
+pub mod store;
 pub mod voice;
 
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub enum StartError {
     Tls(#[from] voice::tls::TlsConfigError),
     #[error("http client: {0}")]
     Http(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
 }
 
 /// A running server. The HTTP side runs on the caller's runtime; audio, fetches and voice on
@@ -64,6 +67,11 @@ impl Server {
             .user_agent(concat!("mesastream/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| StartError::Http(e.to_string()))?;
+        let store = match &config.redis_uri {
+            Some(uri) => store::StateStore::redis(uri, &config.redis_prefix).await?,
+            None => store::StateStore::embedded(&config.data_dir.join("state.redb"), &config.redis_prefix)?,
+        };
+        tracing::info!(store = store.kind(), "state store ready");
         let scheduler = Scheduler::start(config.clock_threads).map_err(StartError::Threads)?;
         let events = EventBus::new(1024);
         let ctx = Arc::new(Context {
@@ -87,6 +95,7 @@ impl Server {
             scheduler: scheduler.clone(),
             media: media.handle().clone(),
             http,
+            store,
         });
         let registry = Registry::new(ctx);
         let state = api::AppState {

@@ -47,6 +47,9 @@ pub fn router(state: AppState) -> Router {
         .route("/players/{id}/volume", post(players::volume))
         .route("/players/{id}/equalizer", post(players::equalizer))
         .route("/players/{id}/current", get(players::current))
+        .route("/players/{id}/playlists/{name}", post(players::save_playlist))
+        .route("/players/{id}/playlists/{name}/enqueue", post(players::enqueue_playlist))
+        .route("/ready", get(ready))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -58,6 +61,18 @@ pub fn router(state: AppState) -> Router {
 
 async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// 200 `{"status":"ready"}` when the state store answers, else 503 `{"status":"degraded"}`.
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.registry.ctx.store.ping().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "degraded"})))
+                .into_response()
+        }
+    }
 }
 
 async fn not_found(request: Request) -> ApiError {

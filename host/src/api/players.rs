@@ -10,8 +10,8 @@ use super::error::ApiError;
 use super::extract::{JsonBody, PlayerId};
 use crate::audio::fetch;
 use crate::model::{
-    CurrentTrackResponse, EnqueueRequest, Equalizer, PlayerSnapshot, SeekRequest, Track, VoiceBridgePayload,
-    VolumeRequest,
+    CurrentTrackResponse, EnqueueRequest, Equalizer, PlayerSnapshot, PlaylistSnapshot, SeekRequest, Track,
+    VoiceBridgePayload, VolumeRequest,
 };
 use crate::player::{Player, State as PlayerState, format_ms, track};
 
@@ -61,6 +61,7 @@ pub async fn enqueue(
     let mut state = player.state.lock().await;
     tracing::info!(player = %id, track = %track.id, url = %track.source_url, "track_enqueued");
     player.enqueue(&mut state, [track]);
+    player.persist(&state);
     Ok(Json(player.snapshot_of(&state)))
 }
 
@@ -75,6 +76,7 @@ pub async fn play(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiRes
     app.registry.ensure_voice(&player).await?;
     let mut state = player.state.lock().await;
     player.play(&mut state);
+    player.persist(&state);
     Ok(Json(player.snapshot_of(&state)))
 }
 
@@ -82,6 +84,7 @@ pub async fn stop(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiRes
     let player = app.registry.get(id)?;
     let mut state = player.state.lock().await;
     player.stop(&mut state);
+    player.persist(&state);
     Ok(Json(player.snapshot_of(&state)))
 }
 
@@ -94,6 +97,7 @@ async fn control(
     let player = app.registry.get(id)?;
     let mut state = player.state.lock().await;
     act(&player, &mut state);
+    player.persist(&state);
     Ok(Json(player.snapshot_of(&state)))
 }
 
@@ -115,6 +119,7 @@ pub async fn skip(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiRes
     // As in the original, the answer shows the player before the skip.
     let before = player.snapshot_of(&state);
     let advance = player.skip(&mut state);
+    player.persist(&state);
     drop(state);
     app.registry.after(&player, advance).await;
     Ok(Json(before))
@@ -140,6 +145,7 @@ pub async fn seek(
     }
     tracing::info!(player = %id, position_ms = request.position_ms, "seek_started");
     player.seek(&mut state, request.position_ms);
+    player.persist(&state);
     Ok(Json(player.snapshot_of(&state)))
 }
 
@@ -190,4 +196,42 @@ pub async fn update_connection(
     JsonBody(payload): JsonBody<VoiceBridgePayload>,
 ) -> ApiResult<Json<PlayerSnapshot>> {
     Ok(Json(app.registry.update_connection(id, payload).await?))
+}
+
+/// A playlist name from the path: what the original accepts, within reason.
+fn playlist_name(raw: &str) -> ApiResult<String> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("playlist names are 1 to 100 printable characters"));
+    }
+    Ok(name.to_string())
+}
+
+pub async fn save_playlist(
+    State(app): State<AppState>,
+    PlayerId(id): PlayerId,
+    axum::extract::Path((_, raw)): axum::extract::Path<(String, String)>,
+) -> ApiResult<Json<PlaylistSnapshot>> {
+    let name = playlist_name(&raw)?;
+    let player = app.registry.get(id)?;
+    let tracks: Vec<Track> = player.state.lock().await.queue.iter().cloned().collect();
+    let playlist = PlaylistSnapshot { player_id: id, name, tracks };
+    app.registry.ctx.store.save_playlist(player.guild_id, &playlist).await;
+    Ok(Json(playlist))
+}
+
+pub async fn enqueue_playlist(
+    State(app): State<AppState>,
+    PlayerId(id): PlayerId,
+    axum::extract::Path((_, raw)): axum::extract::Path<(String, String)>,
+) -> ApiResult<Json<PlayerSnapshot>> {
+    let name = playlist_name(&raw)?;
+    let player = app.registry.get(id)?;
+    let Some(playlist) = app.registry.ctx.store.playlist(player.guild_id, &name).await else {
+        return Err(ApiError::not_found(format!("playlist {name} not found")));
+    };
+    let mut state = player.state.lock().await;
+    player.enqueue(&mut state, playlist.tracks);
+    player.persist(&state);
+    Ok(Json(player.snapshot_of(&state)))
 }

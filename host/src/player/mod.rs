@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 
 pub use output::{OutputSignal, PlayerOutput};
 pub use registry::{Context, PlayerError, Registry};
@@ -68,7 +68,18 @@ pub struct Player {
     opened: mpsc::UnboundedSender<(u64, TrackInfo)>,
     /// Where every voice connection of this player reports (kept across PUT /connection).
     pub(crate) voice_events: mpsc::UnboundedSender<VoiceEvent>,
+    /// The latest state to persist; a writer task stores it, newest wins.
+    persist_tx: watch::Sender<Option<PersistView>>,
     _clock: Registration,
+}
+
+/// What the store keeps of a player: the queue with the playing track at its head, the
+/// position in that track, and the last snapshot.
+#[derive(Debug, Clone)]
+pub struct PersistView {
+    pub queue: Vec<Track>,
+    pub position_ms: u64,
+    pub snapshot: PlayerSnapshot,
 }
 
 /// What happened when the player looked for its next track.
@@ -108,6 +119,25 @@ impl Player {
         self.snapshot_of(&state)
     }
 
+    /// Hands the current state to the store writer.
+    pub fn persist(&self, state: &State) {
+        self.persist_tx.send_replace(Some(self.persist_view(state)));
+    }
+
+    pub fn persist_view(&self, state: &State) -> PersistView {
+        let queue = state.current.iter().chain(state.queue.iter()).cloned().collect();
+        PersistView { queue, position_ms: self.position_ms(state), snapshot: self.snapshot_of(state) }
+    }
+
+    /// Starts the head of a restored queue at `position_ms`.
+    pub fn resume_restored(&self, state: &mut State, position_ms: u64) {
+        if let Some(track) = state.queue.pop_front() {
+            let duration = track.metadata.duration_ms;
+            let start = if duration > 0 && position_ms >= duration { 0 } else { position_ms };
+            self.start(state, track, start);
+        }
+    }
+
     pub fn position_ms(&self, state: &State) -> u64 {
         if state.current.is_some() { self.output.position_ms() } else { 0 }
     }
@@ -145,7 +175,8 @@ impl Player {
                 let paused = state.status == PlayerStatus::Paused;
                 self.output.set_paused(paused);
                 state.status = if paused { PlayerStatus::Paused } else { PlayerStatus::Playing };
-                if start_ms == 0 || state.current.as_ref().is_none_or(|c| c.id != track.id) {
+                let same_track = state.current.as_ref().is_some_and(|c| c.id == track.id);
+                if !same_track {
                     state.playback_session_id = Some(uuid::Uuid::new_v4().to_string());
                     if let Some(voice) = state.voice.as_ref().filter(|_| !paused) {
                         voice.sender().set_speaking(true);

@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::{Advance, OutputSignal, Player, PlayerOutput, State};
+use super::{Advance, OutputSignal, PersistView, Player, PlayerOutput, State};
 use crate::audio::{Controls, PipelineConfig, TrackInfo};
 use crate::events::{Event, EventBus};
-use crate::model::{Id, PlayerSnapshot, VoiceBridgePayload};
+use crate::model::{Id, PlayerSnapshot, PlayerStatus, VoiceBridgePayload};
+use crate::store::StateStore;
 use crate::voice::{Scheduler, Tickable, VoiceConnection, VoiceError, VoiceEvent, VoiceOptions, VoiceParams};
 
 /// What every player shares.
@@ -21,6 +22,7 @@ pub struct Context {
     /// The runtime for network and voice work, apart from the API's.
     pub media: tokio::runtime::Handle,
     pub http: reqwest::Client,
+    pub store: StateStore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,17 +92,34 @@ impl Registry {
                 .collect();
             ids.iter().filter_map(|id| players.remove(id)).collect()
         };
+        // What to restore: a replaced player's state in memory, else the stored guild state.
+        let mut restored: Option<PersistView> = None;
         for old in replaced {
-            old.shut_down(&mut *old.state.lock().await);
+            let mut state = old.state.lock().await;
+            if old.guild_id == payload.guild_id && restored.is_none() {
+                restored = Some(old.persist_view(&state));
+            }
+            old.shut_down(&mut state);
+            drop(state);
             self.ctx.events.emit(Event::PlayerDestroyed {
                 guild_id: old.guild_id,
                 player_id: old.id,
                 was_stopped: true,
             });
         }
+        let (queue, position_ms) = match restored {
+            Some(view) => (view.queue, view.position_ms),
+            None => {
+                let queue = self.ctx.store.queue(payload.guild_id).await;
+                let position =
+                    if queue.is_empty() { 0 } else { self.ctx.store.position(payload.guild_id).await.unwrap_or(0) };
+                (queue, position)
+            }
+        };
 
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         let (opened_tx, opened_rx) = mpsc::unbounded_channel();
+        let (persist_tx, persist_rx) = watch::channel(None);
         let output = Arc::new(PlayerOutput::new(signal_tx));
         output.set_sender(Some(voice.sender()));
         let on_clock: Arc<dyn Tickable> = output.clone();
@@ -114,17 +133,25 @@ impl Registry {
             ctx: self.ctx.clone(),
             opened: opened_tx,
             voice_events: voice_tx,
+            persist_tx,
             _clock: registration,
         });
         guard(&self.players).insert(player.id, player.clone());
+        tokio::spawn(write_state(self.ctx.store.clone(), player.guild_id, persist_rx));
         tokio::spawn(watch_player(Arc::downgrade(self), Arc::downgrade(&player), signal_rx, opened_rx, voice_rx));
+        let restored_queue_len = queue.len();
+        let mut state = player.state.lock().await;
+        state.queue.extend(queue);
+        // As the original, a restored queue starts playing at once, at the saved position.
+        player.resume_restored(&mut state, position_ms);
         self.ctx.events.emit(Event::PlayerCreated {
             guild_id: player.guild_id,
             player_id: player.id,
-            restored_queue_len: 0,
-            restored_position_ms: 0,
+            restored_queue_len,
+            restored_position_ms: position_ms,
         });
-        Ok(player.snapshot().await)
+        player.persist(&state);
+        Ok(player.snapshot_of(&state))
     }
 
     /// `PUT /players/{id}/connection`: connects the new session first (DAVE ready), then
@@ -134,6 +161,7 @@ impl Registry {
         let voice = self.connect_voice(&payload, player.voice_events.clone()).await?;
         let mut state = player.state.lock().await;
         player.replace_voice(&mut state, payload, voice);
+        player.persist(&state);
         Ok(player.snapshot_of(&state))
     }
 
@@ -164,7 +192,10 @@ impl Registry {
     /// tracks (false).
     pub async fn destroy(&self, id: Id, was_stopped: bool) -> Result<(), PlayerError> {
         let player = guard(&self.players).remove(&id).ok_or(PlayerError::NotFound(id))?;
-        player.shut_down(&mut *player.state.lock().await);
+        let mut state = player.state.lock().await;
+        player.persist(&state);
+        player.shut_down(&mut state);
+        drop(state);
         self.ctx.events.emit(Event::PlayerDestroyed { guild_id: player.guild_id, player_id: player.id, was_stopped });
         Ok(())
     }
@@ -179,12 +210,44 @@ impl Registry {
             }
         };
         if removed.is_some() {
-            player.shut_down(&mut *player.state.lock().await);
+            let mut state = player.state.lock().await;
+            player.persist(&state);
+            player.shut_down(&mut state);
+            drop(state);
             self.ctx.events.emit(Event::PlayerDestroyed {
                 guild_id: player.guild_id,
                 player_id: player.id,
                 was_stopped: false,
             });
+        }
+    }
+}
+
+/// How often a playing player's position is saved (a restart resumes within this).
+const POSITION_SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Stores each player's newest state in order; only what changed is written.
+async fn write_state(store: StateStore, guild: Id, mut views: watch::Receiver<Option<PersistView>>) {
+    let mut last_queue: Option<Vec<String>> = None;
+    let mut last_position: Option<u64> = None;
+    let mut last_snapshot: Option<PlayerSnapshot> = None;
+    while views.changed().await.is_ok() {
+        let Some(view) = views.borrow_and_update().clone() else { continue };
+        let ids: Vec<String> = view.queue.iter().map(|t| t.id.clone()).collect();
+        if last_queue.as_ref() != Some(&ids) {
+            store.save_queue(guild, &view.queue).await;
+            last_queue = Some(ids);
+        }
+        let moved = last_position.is_none_or(|p| p.abs_diff(view.position_ms) >= 250 || view.position_ms == 0);
+        if moved && last_position != Some(view.position_ms) {
+            store.save_position(guild, view.position_ms).await;
+            last_position = Some(view.position_ms);
+        }
+        let mut comparable = view.snapshot.clone();
+        comparable.position_ms = 0;
+        if last_snapshot.as_ref() != Some(&comparable) {
+            store.save_player_state(&view.snapshot).await;
+            last_snapshot = Some(comparable);
         }
     }
 }
@@ -197,12 +260,23 @@ async fn watch_player(
     mut opened: mpsc::UnboundedReceiver<(u64, TrackInfo)>,
     mut voice: mpsc::UnboundedReceiver<VoiceEvent>,
 ) {
+    let mut position_tick = tokio::time::interval(POSITION_SAVE_EVERY);
     loop {
         tokio::select! {
+            _ = position_tick.tick() => {
+                let Some(p) = player.upgrade() else { return };
+                let state = p.state.lock().await;
+                if state.status == PlayerStatus::Playing {
+                    p.persist(&state);
+                }
+            }
             Some(signal) = signals.recv() => {
                 let Some(p) = player.upgrade() else { return };
                 let OutputSignal::TrackFinished { token, result } = signal;
-                let outcome = p.on_track_finished(&mut *p.state.lock().await, token, result);
+                let mut state = p.state.lock().await;
+                let outcome = p.on_track_finished(&mut state, token, result);
+                p.persist(&state);
+                drop(state);
                 if outcome == Some(Advance::Drained)
                     && let Some(r) = registry.upgrade()
                 {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod media;
+pub mod redis;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,7 @@ pub struct Harness {
     pub media: MediaServer,
     pub http: reqwest::Client,
     _ca_file: Option<tempfile::NamedTempFile>,
+    _data: tempfile::TempDir,
 }
 
 /// A JSON response.
@@ -57,10 +59,12 @@ impl Harness {
         })
         .expect("config");
         config.extra_ca_file = ca_file.as_ref().map(|f| f.path().to_path_buf());
+        let data = tempfile::tempdir().expect("data dir");
+        config.data_dir = data.path().to_path_buf();
         tweak(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let media = MediaServer::start().await;
-        Self { server, fake, media, http: reqwest::Client::new(), _ca_file: ca_file }
+        Self { server, fake, media, http: reqwest::Client::new(), _ca_file: ca_file, _data: data }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,176 @@
+//! Guild state that outlives a player and the process: queues, positions, playlists and the
+//! last snapshot, in the original mesastream's key layout (`{prefix}:guild:{id}:queue`, …,
+//! JSON values) on an embedded redb file or on Redis. Store failures are logged, counted and
+//! retried; they never stop playback.
+
+mod embedded;
+mod redis;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use embedded::EmbeddedKv;
+pub use redis::RedisKv;
+
+use crate::model::{Id, PlayerSnapshot, PlaylistSnapshot, Track};
+
+/// How long a saved position stays, as in the original.
+pub const POSITION_TTL: Duration = Duration::from_secs(3600);
+const WRITE_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Backend(String),
+}
+
+#[derive(Clone)]
+enum Backend {
+    Embedded(EmbeddedKv),
+    Redis(RedisKv),
+}
+
+#[derive(Clone)]
+pub struct StateStore {
+    backend: Backend,
+    prefix: String,
+    pub errors: Arc<AtomicU64>,
+}
+
+impl StateStore {
+    pub fn embedded(path: &Path, prefix: &str) -> Result<Self, StoreError> {
+        Ok(Self::with(Backend::Embedded(EmbeddedKv::open(path)?), prefix))
+    }
+
+    pub async fn redis(uri: &str, prefix: &str) -> Result<Self, StoreError> {
+        Ok(Self::with(Backend::Redis(RedisKv::connect(uri).await?), prefix))
+    }
+
+    fn with(backend: Backend, prefix: &str) -> Self {
+        Self { backend, prefix: format!("{prefix}:"), errors: Arc::new(AtomicU64::new(0)) }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Embedded(_) => "embedded",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+
+    async fn raw_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.backend {
+            Backend::Embedded(kv) => kv.get(key).await,
+            Backend::Redis(kv) => kv.get(key).await,
+        }
+    }
+
+    async fn raw_set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Embedded(kv) => kv.set(key, value, ttl).await,
+            Backend::Redis(kv) => kv.set(key, value, ttl).await,
+        }
+    }
+
+    async fn raw_delete(&self, key: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Embedded(kv) => kv.delete(key).await,
+            Backend::Redis(kv) => kv.delete(key).await,
+        }
+    }
+
+    /// Whether the store answers (`/ready`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Embedded(kv) => kv.get("__ping__").await.map(|_| ()),
+            Backend::Redis(kv) => kv.ping().await,
+        }
+    }
+
+    /// Reads a JSON value; an unreadable value counts as absent (and is logged).
+    async fn read<T: DeserializeOwned>(&self, rest: &str) -> Option<T> {
+        let key = self.key(rest);
+        match self.raw_get(&key).await {
+            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "state store value does not parse; ignoring it");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%key, error = %e, "state store read failed");
+                None
+            }
+        }
+    }
+
+    /// Writes a JSON value, retrying a few times; a final failure is logged and counted.
+    async fn write<T: Serialize>(&self, rest: &str, value: &T, ttl: Option<Duration>) {
+        let key = self.key(rest);
+        let Ok(bytes) = serde_json::to_vec(value) else { return };
+        for attempt in 1..=WRITE_ATTEMPTS {
+            match self.raw_set(&key, bytes.clone(), ttl).await {
+                Ok(()) => return,
+                Err(e) => {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%key, attempt, error = %e, "state store write failed");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+            }
+        }
+        tracing::error!(%key, "state store write lost after {WRITE_ATTEMPTS} attempts");
+    }
+
+    async fn remove(&self, rest: &str) {
+        let key = self.key(rest);
+        if let Err(e) = self.raw_delete(&key).await {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%key, error = %e, "state store delete failed");
+        }
+    }
+
+    pub async fn queue(&self, guild: Id) -> Vec<Track> {
+        self.read(&format!("guild:{guild}:queue")).await.unwrap_or_default()
+    }
+
+    /// The guild's queue; a track that is playing is stored at its head so a restart resumes it.
+    pub async fn save_queue(&self, guild: Id, tracks: &[Track]) {
+        self.write(&format!("guild:{guild}:queue"), &tracks, None).await;
+    }
+
+    pub async fn position(&self, guild: Id) -> Option<u64> {
+        self.read(&format!("guild:{guild}:position")).await
+    }
+
+    /// The position in the track at the head of the saved queue.
+    pub async fn save_position(&self, guild: Id, ms: u64) {
+        if ms == 0 {
+            self.remove(&format!("guild:{guild}:position")).await;
+        } else {
+            self.write(&format!("guild:{guild}:position"), &ms, Some(POSITION_TTL)).await;
+        }
+    }
+
+    pub async fn playlist(&self, guild: Id, name: &str) -> Option<PlaylistSnapshot> {
+        self.read(&format!("guild:{guild}:playlist:{name}")).await
+    }
+
+    pub async fn save_playlist(&self, guild: Id, playlist: &PlaylistSnapshot) {
+        self.write(&format!("guild:{guild}:playlist:{}", playlist.name), playlist, None).await;
+    }
+
+    pub async fn save_player_state(&self, snapshot: &PlayerSnapshot) {
+        self.write(&format!("player:{}:state", snapshot.player_id), snapshot, None).await;
+    }
+}

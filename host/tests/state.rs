@@ -1,0 +1,361 @@
+//! The contract as Black Mesa uses it, with guild state kept in the embedded store and in a
+//! real Redis: the bot's command sequences, stale-session retry, the original Redis layout,
+//! and a restart after SIGKILL.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fake_voice::{FakeVoiceConfig, FakeVoiceServer};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::redis::RedisServer;
+use support::{Harness, LIMIT, MediaServer, TOKEN, enqueued_track_id};
+
+// ---- bm-lib's models, as strict as the client parses them ----
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Connection {
+    guild_id: String,
+    player_id: String,
+    channel_id: String,
+    user_id: String,
+    session_id: String,
+    token: String,
+    endpoint: String,
+    gateway_url: String,
+}
+
+#[derive(Deserialize, PartialEq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Idle,
+    Playing,
+    Paused,
+    Stopped,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Metadata {
+    artist: String,
+    title: String,
+    duration_ms: u64,
+    url: String,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct TrackModel {
+    id: String,
+    // bm-lib knows youtube|soundcloud; direct links (only reachable through this host) say http.
+    source: String,
+    source_url: String,
+    stream_url: String,
+    metadata: Metadata,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Equalizer {
+    bass: f32,
+    mid: f32,
+    treble: f32,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Snapshot {
+    player_id: String,
+    connection: Connection,
+    status: Status,
+    queue: Vec<TrackModel>,
+    current_track: Option<TrackModel>,
+    position_ms: u64,
+    volume: f32,
+    equalizer: Equalizer,
+    voice_connected: bool,
+    playback_session_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Current {
+    track: TrackModel,
+    position_ms: u64,
+    duration_ms: u64,
+    position: String,
+    duration: String,
+    remaining: String,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Playlist {
+    player_id: String,
+    name: String,
+    tracks: Vec<TrackModel>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, v: &Value) -> T {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{what} does not parse as bm-lib expects: {e}\n{v}"))
+}
+
+async fn black_mesa_session(h: &Harness) {
+    let mut events = h.events().await;
+    let (guild, payload) = h.new_call();
+    let g = guild.to_string();
+    let p = |path: &str| format!("/players/{guild}{path}");
+
+    // ensure_player: GET → 404 → POST /players.
+    assert_eq!(h.get(&p("")).await.status, 404);
+    let created = h.post("/players", payload.clone()).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let snap: Snapshot = parse("create", &created.body);
+    assert_eq!((snap.player_id.as_str(), snap.status, snap.voice_connected), (g.as_str(), Status::Idle, true));
+    events.wait("PlayerCreated", |v| v["type"] == "PlayerCreated" && v["data"]["guild_id"] == g.as_str()).await;
+
+    // !play url → queue + play; !enqueue another.
+    let first = h.enqueue(guild, &h.media.url("tone-523-long.mp3")).await;
+    let first_id = enqueued_track_id(&first.body);
+    parse::<Snapshot>("enqueue", &first.body);
+    let started = events.wait("TrackStarted", |v| v["type"] == "TrackStarted").await;
+    parse::<TrackModel>("TrackStarted.track", &started["data"]["track"]);
+    let played: Snapshot = parse("play", &h.post(&p("/play"), Value::Null).await.body);
+    assert_eq!(played.status, Status::Playing);
+    let second = h.enqueue(guild, &h.media.url("tone-440.mp3")).await;
+    let second_id = enqueued_track_id(&second.body);
+    let queue: Vec<TrackModel> = parse("queue", &h.get(&p("/queue")).await.body);
+    assert_eq!(queue.len(), 1);
+
+    let current: Current = parse("current", &h.get(&p("/current")).await.body);
+    assert_eq!(current.track.id, first_id);
+    assert_eq!(parse::<Snapshot>("pause", &h.post(&p("/pause"), Value::Null).await.body).status, Status::Paused);
+    assert_eq!(parse::<Snapshot>("resume", &h.post(&p("/resume"), Value::Null).await.body).status, Status::Playing);
+    parse::<Snapshot>("seek", &h.post(&p("/seek"), json!({"position_ms": 3000})).await.body);
+    let v: Snapshot = parse("volume", &h.post(&p("/volume"), json!({"volume": 0.5})).await.body);
+    assert_eq!(v.volume, 0.5);
+
+    // !playlistsave p1 (queue without the current track), then skip through to auto-destroy.
+    let saved: Playlist = parse("playlist", &h.post(&p("/playlists/p1"), Value::Null).await.body);
+    assert_eq!((saved.name.as_str(), saved.tracks.len()), ("p1", 1));
+    parse::<Snapshot>("skip", &h.post(&p("/skip"), Value::Null).await.body);
+    events.track_ended(guild, &first_id).await;
+    parse::<Snapshot>("skip", &h.post(&p("/skip"), Value::Null).await.body);
+    events.track_ended(guild, &second_id).await;
+    events
+        .wait("PlayerDestroyed", |v| {
+            v["type"] == "PlayerDestroyed" && v["data"]["guild_id"] == g.as_str() && v["data"]["was_stopped"] == false
+        })
+        .await;
+    let gone = h.get(&p("")).await;
+    assert_eq!((gone.status, gone.body["code"].clone()), (404, json!("not_found")));
+
+    // ensure_player again, then !playlistenqueue p1 (wakes the idle player), !stop, rotation, leave.
+    let again = h.post("/players", payload.clone()).await;
+    assert_eq!(again.status, 201);
+    let created = events
+        .wait("second PlayerCreated", |v| v["type"] == "PlayerCreated" && v["data"]["restored_queue_len"] == 0)
+        .await;
+    assert_eq!(created["data"]["restored_position_ms"], 0);
+    let missing = h.post(&p("/playlists/nope/enqueue"), Value::Null).await;
+    assert_eq!(missing.body["message"], "not found: playlist nope not found");
+    let from_playlist: Snapshot =
+        parse("playlist enqueue", &h.post(&p("/playlists/p1/enqueue"), Value::Null).await.body);
+    assert_eq!(from_playlist.status, Status::Playing, "a playlist enqueue starts an idle player");
+    assert_eq!(from_playlist.current_track.map(|t| t.id), Some(second_id.clone()), "same track ids as saved");
+    assert_eq!(parse::<Snapshot>("stop", &h.post(&p("/stop"), Value::Null).await.body).status, Status::Stopped);
+    let mut rotated = payload.clone();
+    rotated["session_id"] = json!(format!("rotated-{guild}"));
+    let moved = h.call(reqwest::Method::PUT, &p("/connection"), Some(rotated)).await;
+    assert_eq!(parse::<Snapshot>("connection", &moved.body).connection.session_id, format!("rotated-{guild}"));
+    assert_eq!(h.call(reqwest::Method::DELETE, &p(""), None).await.status, 204);
+    events
+        .wait("PlayerDestroyed(stopped)", |v| v["type"] == "PlayerDestroyed" && v["data"]["was_stopped"] == true)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_mesa_commands_with_the_embedded_store() {
+    let h = Harness::start(FakeVoiceConfig::default()).await;
+    black_mesa_session(&h).await;
+    assert_eq!(h.get("/ready").await.body, json!({"status": "ready"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_mesa_commands_with_redis() {
+    let redis = RedisServer::start().await;
+    let uri = redis.uri();
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.redis_uri = Some(uri)).await;
+    black_mesa_session(&h).await;
+    assert_eq!(h.get("/ready").await.body, json!({"status": "ready"}));
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("mesastream:*").query_async(&mut conn).await.expect("keys");
+    assert!(keys.iter().any(|k| k.ends_with(":playlist:p1")), "{keys:?}");
+    drop(redis);
+    let degraded = h.get("/ready").await;
+    assert_eq!((degraded.status, degraded.body.clone()), (503, json!({"status": "degraded"})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_session_answers_503_and_the_bot_retry_path_works() {
+    let h = Harness::start(FakeVoiceConfig::default()).await;
+    let mut events = h.events().await;
+    let (guild, payload) = h.new_call();
+    assert_eq!(h.post("/players", payload.clone()).await.status, 201);
+    let session = h.fake.session(&guild.to_string()).expect("session");
+    h.fake.reject_token(payload["token"].as_str().unwrap_or_default());
+    session.close(4006);
+    events.wait("VoiceDisconnected", |v| v["type"] == "VoiceDisconnected").await;
+    h.enqueue(guild, &h.media.url("tone-440.mp3")).await;
+    let play = h.post(&format!("/players/{guild}/play"), Value::Null).await;
+    assert_eq!(play.status, 503, "{play:?}");
+    let message = play.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("4006")
+            && message.contains("session no longer valid")
+            && message.contains("stale voice token"),
+        "{message}"
+    );
+    // The bot rejoins voice and sends fresh credentials, then plays again.
+    let mut fresh = payload.clone();
+    fresh["token"] = json!("fresh-token");
+    fresh["session_id"] = json!("fresh-session");
+    assert_eq!(h.call(reqwest::Method::PUT, &format!("/players/{guild}/connection"), Some(fresh)).await.status, 200);
+    let play = h.post(&format!("/players/{guild}/play"), Value::Null).await;
+    assert_eq!((play.status, play.body["voice_connected"].clone()), (200, json!(true)), "{play:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_in_the_original_redis_layout_is_restored() {
+    let redis = RedisServer::start().await;
+    let uri = redis.uri();
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| {
+        c.redis_uri = Some(uri);
+        c.redis_prefix = "bm".into();
+    })
+    .await;
+    let (guild, payload) = h.new_call();
+    // What the original mesastream wrote: a JSON queue of its Track shape and a position.
+    let url = h.media.url("tone-523-long.mp3");
+    let track = json!({"id": "3f1c2d9e-0000-4000-8000-000000000001", "source": "youtube", "source_url": url,
+        "stream_url": url, "metadata": {"artist": "Someone", "title": "Old song", "duration_ms": 6000, "url": url}});
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("bm:guild:{guild}:queue"))
+        .arg(json!([track]).to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let _: () = redis::cmd("SETEX")
+        .arg(format!("bm:guild:{guild}:position"))
+        .arg(3600)
+        .arg("2000")
+        .query_async(&mut conn)
+        .await
+        .expect("setex");
+    let mut events = h.events().await;
+    let created = h.post("/players", payload).await;
+    assert_eq!(created.status, 201);
+    let event = events.wait("PlayerCreated", |v| v["type"] == "PlayerCreated").await;
+    assert_eq!(
+        (event["data"]["restored_queue_len"].clone(), event["data"]["restored_position_ms"].clone()),
+        (json!(1), json!(2000))
+    );
+    let snap: Snapshot = parse("restored", &created.body);
+    let current = snap.current_track.expect("the restored track plays");
+    assert_eq!(
+        (current.id.as_str(), current.metadata.title.as_str()),
+        ("3f1c2d9e-0000-4000-8000-000000000001", "Old song")
+    );
+    assert!(snap.position_ms >= 2000, "resumes at the saved position: {}", snap.position_ms);
+}
+
+// ---- restart after SIGKILL ----
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn spawn_server(env: &[(&str, String)]) -> (Process, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesastream"));
+    cmd.env("AUTH_TOKEN", TOKEN).env("PORT", port.to_string()).env("BIND_ADDRESS", "127.0.0.1").env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let process = Process(cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("server binary"));
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(format!("{base}/health")).bearer_auth(TOKEN).send().await.is_ok() {
+            return (process, base);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("server did not start");
+}
+
+async fn restart_resumes_the_track(env: Vec<(&str, String)>) {
+    let fake = FakeVoiceServer::start(FakeVoiceConfig { keep_pcm: false, ..Default::default() }).await.expect("fake");
+    let media = MediaServer::start().await;
+    let guild = 555_000_000_000_000_001u64;
+    fake.register_call(&guild.to_string(), 42);
+    let payload = |n: u32| {
+        json!({"guild_id": guild.to_string(), "player_id": guild.to_string(), "channel_id": "42", "user_id": "7",
+            "session_id": format!("s{n}"), "token": format!("t{n}"), "endpoint": fake.endpoint(), "gateway_url": fake.gateway_url()})
+    };
+    let client = reqwest::Client::new();
+    let post = |base: &str, path: &str, body: Value| {
+        client.post(format!("{base}{path}")).bearer_auth(TOKEN).json(&body).send()
+    };
+
+    let (first, base) = spawn_server(&env).await;
+    assert_eq!(post(&base, "/players", payload(1)).await.expect("create").status(), 201);
+    let url = media.url("tone-523-long.mp3");
+    assert_eq!(
+        post(&base, &format!("/players/{guild}/queue"), json!({"url": url})).await.expect("enqueue").status(),
+        200
+    );
+    let session = fake.session(&guild.to_string()).expect("session");
+    session.wait(LIMIT, |c| c.packets >= 125).await.expect("2.5 s played");
+    let snap: Value = client
+        .get(format!("{base}/players/{guild}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let before = snap["position_ms"].as_u64().unwrap_or(0);
+    let track_id = snap["current_track"]["id"].clone();
+    // SIGKILL. Positions are saved every 500 ms, inside the ±1 s the restore must meet.
+    drop(first);
+
+    let (_second, base) = spawn_server(&env).await;
+    let created: Value = post(&base, "/players", payload(2)).await.expect("create").json().await.expect("json");
+    assert_eq!(created["current_track"]["id"], track_id, "{created}");
+    let restored = created["position_ms"].as_u64().unwrap_or(0);
+    assert!(restored.abs_diff(before) <= 1000, "before kill {before} ms, restored at {restored} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_sigkill_resumes_with_the_embedded_store() {
+    let data = tempfile::tempdir().expect("dir");
+    restart_resumes_the_track(vec![("DATA_DIR", data.path().display().to_string())]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_sigkill_resumes_with_redis() {
+    let redis = RedisServer::start().await;
+    restart_resumes_the_track(vec![("REDIS_URI", redis.uri())]).await;
+}
