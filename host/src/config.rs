@@ -38,6 +38,8 @@ pub struct Config {
     pub redis_prefix: String,
     /// `DATA_DIR` (data): where the embedded store (`state.redb`) lives.
     pub data_dir: PathBuf,
+    /// `WS_AUTH` (false): require the bearer token on `/ws` too (header or `?token=`).
+    pub ws_auth: bool,
 }
 
 fn parse<T: std::str::FromStr>(
@@ -95,6 +97,7 @@ impl Config {
             })?,
             redis_uri: get("REDIS_URI").filter(|v| !v.trim().is_empty()),
             redis_prefix: get("REDIS_PREFIX").filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "mesastream".into()),
+            ws_auth: parse("WS_AUTH", get("WS_AUTH"), false, ok)?,
             data_dir: PathBuf::from(get("DATA_DIR").filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "data".into())),
         })
     }

@@ -9,6 +9,7 @@ pub mod events;
 pub mod model;
 pub mod player;
 pub mod store;
+pub mod telemetry;
 pub mod voice;
 
 use std::net::SocketAddr;
@@ -67,12 +68,19 @@ impl Server {
             .user_agent(concat!("mesastream/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| StartError::Http(e.to_string()))?;
-        let store = match &config.redis_uri {
+        let metrics = Arc::new(telemetry::Metrics::new());
+        let mut store = match &config.redis_uri {
             Some(uri) => store::StateStore::redis(uri, &config.redis_prefix).await?,
             None => store::StateStore::embedded(&config.data_dir.join("state.redb"), &config.redis_prefix)?,
         };
+        store.errors = metrics.store_errors.clone();
         tracing::info!(store = store.kind(), "state store ready");
-        let scheduler = Scheduler::start(config.clock_threads).map_err(StartError::Threads)?;
+        let clock_stats = voice::scheduler::ClockStats {
+            ticks: metrics.clock_ticks.clone(),
+            late_ticks: metrics.clock_late_ticks.clone(),
+            skipped_ticks: metrics.clock_skipped_ticks.clone(),
+        };
+        let scheduler = Scheduler::start(config.clock_threads, clock_stats).map_err(StartError::Threads)?;
         let events = EventBus::new(1024);
         let ctx = Arc::new(Context {
             events: events.clone(),
@@ -96,12 +104,18 @@ impl Server {
             media: media.handle().clone(),
             http,
             store,
+            output_counters: player::OutputCounters {
+                frames_sent: metrics.frames_sent.clone(),
+                underruns: metrics.underruns.clone(),
+            },
+            metrics,
         });
         let registry = Registry::new(ctx);
         let state = api::AppState {
             registry: registry.clone(),
             events: events.clone(),
             auth_token: config.auth_token.clone().into(),
+            ws_auth: config.ws_auth,
         };
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;

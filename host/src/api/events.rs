@@ -2,21 +2,50 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::AppState;
+use super::{ApiError, AppState};
 
 const PING_EVERY: Duration = Duration::from_secs(30);
 
-pub async fn stream(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    let events = app.events.subscribe();
-    upgrade.on_upgrade(move |socket| forward(socket, events))
+#[derive(serde::Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
 }
 
-async fn forward(mut socket: WebSocket, mut events: tokio::sync::broadcast::Receiver<crate::events::Event>) {
+pub async fn stream(
+    State(app): State<AppState>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if app.ws_auth {
+        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let presented = header.map(str::to_string).or(query.token);
+        match presented {
+            None => return ApiError::unauthorized().into_response(),
+            Some(t) if !super::same(t.trim().as_bytes(), app.auth_token.as_bytes()) => {
+                return ApiError::forbidden().into_response();
+            }
+            Some(_) => {}
+        }
+    }
+    let events = app.events.subscribe();
+    let dropped = app.registry.ctx.metrics.events_dropped.clone();
+    upgrade.on_upgrade(move |socket| forward(socket, events, dropped))
+}
+
+async fn forward(
+    mut socket: WebSocket,
+    mut events: tokio::sync::broadcast::Receiver<crate::events::Event>,
+    dropped: prometheus_client::metrics::counter::Counter,
+) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
         tokio::select! {
@@ -24,8 +53,16 @@ async fn forward(mut socket: WebSocket, mut events: tokio::sync::broadcast::Rece
                 Ok(event) => {
                     let Ok(text) = serde_json::to_string(&event) else { continue };
                     if socket.send(Message::text(text)).await.is_err() { return; }
+                    if event == crate::events::Event::Goodbye {
+                        // The server is going away: end the stream so shutdown need not wait.
+                        let _ = socket.send(Message::Close(None)).await;
+                        return;
+                    }
                 }
-                Err(RecvError::Lagged(n)) => tracing::warn!(dropped = n, "ws client lagged; events dropped"),
+                Err(RecvError::Lagged(n)) => {
+                    dropped.inc_by(n);
+                    tracing::warn!(dropped = n, "ws client lagged; events dropped");
+                }
                 Err(RecvError::Closed) => return,
             },
             _ = ping.tick() => {

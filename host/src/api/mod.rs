@@ -28,6 +28,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub events: EventBus,
     pub auth_token: Arc<str>,
+    /// Whether `/ws` requires the token too.
+    pub ws_auth: bool,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -50,12 +52,14 @@ pub fn router(state: AppState) -> Router {
         .route("/players/{id}/playlists/{name}", post(players::save_playlist))
         .route("/players/{id}/playlists/{name}/enqueue", post(players::enqueue_playlist))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/ws", get(events::stream))
         .merge(players)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), time_request))
         .with_state(state)
 }
 
@@ -79,8 +83,43 @@ async fn not_found(request: Request) -> ApiError {
     ApiError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
 }
 
+/// The Prometheus text exposition.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let ctx = &state.registry.ctx;
+    let players = state.registry.list();
+    let mut playing = 0;
+    for p in &players {
+        if p.state.lock().await.status == crate::model::PlayerStatus::Playing {
+            playing += 1;
+        }
+    }
+    ctx.metrics.players.set(players.len() as i64);
+    ctx.metrics.playing.set(playing);
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        ctx.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Records each request's latency under its route pattern (not the raw path, which would
+/// explode the label set).
+async fn time_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    let labels = crate::telemetry::metrics::RequestLabels { method, route, status: response.status().as_u16() };
+    state.registry.ctx.metrics.requests.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}
+
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

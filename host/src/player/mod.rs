@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Mutex, mpsc, watch};
 
-pub use output::{OutputSignal, PlayerOutput};
+pub use output::{OutputCounters, OutputSignal, PlayerOutput};
 pub use registry::{Context, PlayerError, Registry};
 
 use crate::audio::{Controls, TrackInfo, TrackRequest, pipeline};

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 
 use crate::audio::Frame;
@@ -37,12 +38,18 @@ pub struct PlayerOutput {
     signals: mpsc::UnboundedSender<OutputSignal>,
     /// True while nothing is left to send (no audio, silence tail done).
     quiet: watch::Sender<bool>,
-    pub underruns: AtomicU64,
-    pub frames_sent: AtomicU64,
+    counters: OutputCounters,
+}
+
+/// Counters every output bumps (shared with the metrics registry).
+#[derive(Debug, Clone, Default)]
+pub struct OutputCounters {
+    pub frames_sent: Counter,
+    pub underruns: Counter,
 }
 
 impl PlayerOutput {
-    pub fn new(signals: mpsc::UnboundedSender<OutputSignal>) -> Self {
+    pub fn new(signals: mpsc::UnboundedSender<OutputSignal>, counters: OutputCounters) -> Self {
         Self {
             feed: Mutex::new(None),
             sender: Mutex::new(None),
@@ -51,8 +58,7 @@ impl PlayerOutput {
             silence_left: AtomicU8::new(0),
             signals,
             quiet: watch::channel(true).0,
-            underruns: AtomicU64::new(0),
-            frames_sent: AtomicU64::new(0),
+            counters,
         }
     }
 
@@ -102,7 +108,7 @@ impl PlayerOutput {
                 None
             }
             Err(TryRecvError::Empty) => {
-                self.underruns.fetch_add(1, Ordering::Relaxed);
+                self.counters.underruns.inc();
                 None
             }
             Err(TryRecvError::Disconnected) => {
@@ -122,7 +128,7 @@ impl PlayerOutput {
         match sender.send(tick, &packet, wait) {
             SendOutcome::Sent => {
                 self.position_frames.fetch_add(1, Ordering::AcqRel);
-                self.frames_sent.fetch_add(1, Ordering::Relaxed);
+                self.counters.frames_sent.inc();
                 self.silence_left.store(SILENCE_FRAMES, Ordering::Release);
                 self.quiet.send_if_modified(|q| std::mem::replace(q, false));
                 Ok(true)

@@ -23,6 +23,8 @@ pub struct Context {
     pub media: tokio::runtime::Handle,
     pub http: reqwest::Client,
     pub store: StateStore,
+    pub metrics: Arc<crate::telemetry::Metrics>,
+    pub output_counters: super::OutputCounters,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +122,7 @@ impl Registry {
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         let (opened_tx, opened_rx) = mpsc::unbounded_channel();
         let (persist_tx, persist_rx) = watch::channel(None);
-        let output = Arc::new(PlayerOutput::new(signal_tx));
+        let output = Arc::new(PlayerOutput::new(signal_tx, self.ctx.output_counters.clone()));
         output.set_sender(Some(voice.sender()));
         let on_clock: Arc<dyn Tickable> = output.clone();
         let registration = self.ctx.scheduler.register(&on_clock);

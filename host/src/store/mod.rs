@@ -7,9 +7,9 @@ mod embedded;
 mod redis;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -39,7 +39,8 @@ enum Backend {
 pub struct StateStore {
     backend: Backend,
     prefix: String,
-    pub errors: Arc<AtomicU64>,
+    /// Failed operations (each retry counts); share it with the metrics registry.
+    pub errors: Counter,
 }
 
 impl StateStore {
@@ -52,7 +53,7 @@ impl StateStore {
     }
 
     fn with(backend: Backend, prefix: &str) -> Self {
-        Self { backend, prefix: format!("{prefix}:"), errors: Arc::new(AtomicU64::new(0)) }
+        Self { backend, prefix: format!("{prefix}:"), errors: Counter::default() }
     }
 
     pub fn kind(&self) -> &'static str {
@@ -108,7 +109,7 @@ impl StateStore {
             },
             Ok(None) => None,
             Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.errors.inc();
                 tracing::warn!(%key, error = %e, "state store read failed");
                 None
             }
@@ -123,7 +124,7 @@ impl StateStore {
             match self.raw_set(&key, bytes.clone(), ttl).await {
                 Ok(()) => return,
                 Err(e) => {
-                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    self.errors.inc();
                     tracing::warn!(%key, attempt, error = %e, "state store write failed");
                     tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
                 }
@@ -135,7 +136,7 @@ impl StateStore {
     async fn remove(&self, rest: &str) {
         let key = self.key(rest);
         if let Err(e) = self.raw_delete(&key).await {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+            self.errors.inc();
             tracing::warn!(%key, error = %e, "state store delete failed");
         }
     }

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 
 pub const TICK: Duration = Duration::from_millis(20);
 /// Behind by more than this many ticks (a stalled machine), the clock jumps ahead instead of
@@ -35,14 +36,14 @@ struct Lane {
     load: AtomicU64,
 }
 
-/// Figures about the clock itself.
-#[derive(Debug, Default)]
+/// Figures about the clock itself (shared counter handles).
+#[derive(Debug, Default, Clone)]
 pub struct ClockStats {
-    pub ticks: AtomicU64,
+    pub ticks: Counter,
     /// Ticks that started more than 5 ms after their deadline.
-    pub late_ticks: AtomicU64,
+    pub late_ticks: Counter,
     /// Ticks dropped because a lane fell more than MAX_CATCH_UP_TICKS behind.
-    pub skipped_ticks: AtomicU64,
+    pub skipped_ticks: Counter,
 }
 
 pub struct Scheduler {
@@ -69,10 +70,10 @@ impl Drop for Registration {
 
 impl Scheduler {
     /// Starts `lanes` clock threads (at least one).
-    pub fn start(lanes: usize) -> std::io::Result<Arc<Self>> {
+    pub fn start(lanes: usize, stats: ClockStats) -> std::io::Result<Arc<Self>> {
         let start = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(ClockStats::default());
+        let stats = Arc::new(stats);
         let lanes: Vec<Arc<Lane>> = (0..lanes.max(1))
             .map(|_| Arc::new(Lane { streams: Mutex::new(Vec::new()), load: AtomicU64::new(0) }))
             .collect();
@@ -131,12 +132,12 @@ fn run_lane(lane: &Lane, start: Instant, stop: &AtomicBool, stats: &ClockStats) 
         }
         let now_tick = (start.elapsed().as_nanos() / TICK.as_nanos()) as u64;
         if now_tick > next_tick + MAX_CATCH_UP_TICKS {
-            stats.skipped_ticks.fetch_add(now_tick - next_tick, Ordering::Relaxed);
+            stats.skipped_ticks.inc_by(now_tick - next_tick);
             next_tick = now_tick;
         }
         let lateness = Instant::now().saturating_duration_since(start + TICK * next_tick as u32);
         if lateness > Duration::from_millis(5) {
-            stats.late_ticks.fetch_add(1, Ordering::Relaxed);
+            stats.late_ticks.inc();
         }
         batch.clear();
         batch.extend(lane.streams.lock().iter().filter_map(Weak::upgrade));
@@ -149,7 +150,7 @@ fn run_lane(lane: &Lane, start: Instant, stop: &AtomicBool, stats: &ClockStats) 
         for stream in &retry {
             stream.on_tick(next_tick, true);
         }
-        stats.ticks.fetch_add(1, Ordering::Relaxed);
+        stats.ticks.inc();
         next_tick += 1;
     }
 }
@@ -173,7 +174,7 @@ mod tests {
 
     #[test]
     fn ticks_are_consecutive_and_stop_after_deregistration() {
-        let clock = Scheduler::start(2).unwrap();
+        let clock = Scheduler::start(2, ClockStats::default()).unwrap();
         let (tx, rx) = mpsc::channel();
         let recorder = Arc::new(Recorder(Mutex::new(Vec::new()), tx));
         let as_dyn: Arc<dyn Tickable> = recorder.clone();

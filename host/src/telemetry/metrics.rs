@@ -1,0 +1,87 @@
+//! Prometheus metrics. Counters are shared handles bumped where things happen (the packet
+//! clock, outputs, the event stream, the store); gauges of live state are read at scrape time.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+fn request_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub players: Gauge,
+    pub playing: Gauge,
+    pub frames_sent: Counter,
+    pub underruns: Counter,
+    pub clock_ticks: Counter,
+    pub clock_late_ticks: Counter,
+    pub clock_skipped_ticks: Counter,
+    pub events_dropped: Counter,
+    pub store_errors: Counter,
+    pub requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mesastream");
+        let m = Self {
+            registry: Registry::default(),
+            players: Gauge::default(),
+            playing: Gauge::default(),
+            frames_sent: Counter::default(),
+            underruns: Counter::default(),
+            clock_ticks: Counter::default(),
+            clock_late_ticks: Counter::default(),
+            clock_skipped_ticks: Counter::default(),
+            events_dropped: Counter::default(),
+            store_errors: Counter::default(),
+            requests: Family::new_with_constructor(request_histogram as fn() -> Histogram),
+        };
+        registry.register("players", "Players in memory", m.players.clone());
+        registry.register("players_playing", "Players whose status is playing", m.playing.clone());
+        registry.register("frames_sent", "Opus frames sent to voice connections", m.frames_sent.clone());
+        registry.register(
+            "frame_underruns",
+            "Clock ticks where a playing track had no frame ready",
+            m.underruns.clone(),
+        );
+        registry.register("clock_ticks", "20 ms ticks run by the packet clock lanes", m.clock_ticks.clone());
+        registry.register("clock_late_ticks", "Ticks that started more than 5 ms late", m.clock_late_ticks.clone());
+        registry.register(
+            "clock_skipped_ticks",
+            "Ticks skipped after a stall of more than 300 ms",
+            m.clock_skipped_ticks.clone(),
+        );
+        registry.register("events_dropped", "Events a slow WebSocket client missed", m.events_dropped.clone());
+        registry.register("store_errors", "Failed state store operations (each retry counts)", m.store_errors.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency", m.requests.clone());
+        Self { registry, ..m }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

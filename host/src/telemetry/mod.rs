@@ -1,0 +1,5 @@
+//! What the host reports about itself: Prometheus metrics (`/metrics`) and logs/traces.
+
+pub mod metrics;
+
+pub use metrics::Metrics;

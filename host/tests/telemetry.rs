@@ -1,0 +1,84 @@
+//! Metrics, event-stream auth and the Goodbye on shutdown.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fake_voice::FakeVoiceConfig;
+use futures_util::StreamExt;
+use support::{Harness, LIMIT, TOKEN, enqueued_track_id};
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_players_frames_and_requests() {
+    let h = Harness::start(FakeVoiceConfig::default()).await;
+    let mut events = h.events().await;
+    let (guild, session) = h.new_player().await;
+    let track = enqueued_track_id(&h.enqueue(guild, &h.media.url("tone-440.mp3")).await.body);
+    session.wait(LIMIT, |c| c.packets >= 20).await.expect("playing");
+    let text = h.get("/metrics").await.body.as_str().unwrap_or_default().to_string();
+    assert_eq!(metric(&text, "mesastream_players"), 1.0);
+    assert_eq!(metric(&text, "mesastream_players_playing"), 1.0);
+    assert!(metric(&text, "mesastream_frames_sent_total") >= 20.0);
+    assert!(metric(&text, "mesastream_clock_ticks_total") > 0.0);
+    assert!(text.contains("route=\"/players/{id}/queue\""), "{text}");
+    events.track_ended(guild, &track).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_can_require_the_token() {
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.ws_auth = true).await;
+    let url = format!("ws://{}/ws", h.server.addr);
+    let refused = tokio_tungstenite::connect_async(url.clone()).await;
+    assert!(refused.is_err(), "no token, no stream");
+    let accepted = tokio_tungstenite::connect_async(format!("{url}?token={TOKEN}")).await;
+    assert!(accepted.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_says_goodbye_on_the_event_stream() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let data = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mesastream"))
+        .env("AUTH_TOKEN", TOKEN)
+        .env("PORT", port.to_string())
+        .env("BIND_ADDRESS", "127.0.0.1")
+        .env("DATA_DIR", data.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("server");
+    let mut ws = None;
+    for _ in 0..200 {
+        if let Ok((s, _)) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await {
+            ws = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut ws = ws.expect("server up");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let goodbye = tokio::time::timeout(LIMIT, async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Ok(text) = msg.to_text()
+                && text.contains("Goodbye")
+            {
+                return text.to_string();
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("goodbye in time");
+    assert_eq!(goodbye, r#"{"type":"Goodbye"}"#);
+    let exit = child.wait().expect("exits");
+    assert!(exit.success(), "{exit:?}");
+}
