@@ -1,0 +1,131 @@
+//! `openapi.yaml` describes what is served: every documented route exists, and real responses
+//! validate against the documented schemas.
+
+mod support;
+
+use fake_voice::FakeVoiceConfig;
+use serde_json::{Value, json};
+use support::{Harness, LIMIT, Reply, enqueued_track_id};
+
+fn spec() -> Value {
+    serde_yaml::from_str(include_str!("../../openapi.yaml")).expect("openapi.yaml parses")
+}
+
+fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/")) {
+        Some(path) => path.split('/').fold(doc, |node, key| &node[key]),
+        None => v,
+    }
+}
+
+/// Validates a response against the spec's entry for `method template status`.
+fn check(doc: &Value, method: &str, template: &str, reply: &Reply) {
+    let op = &doc["paths"][template][method];
+    assert!(op.is_object(), "{method} {template} is not documented");
+    let documented = resolve(doc, &op["responses"][reply.status.to_string()]);
+    assert!(
+        documented.is_object(),
+        "{method} {template} answered {} which is not documented: {:?}",
+        reply.status,
+        reply.body
+    );
+    let Some(schema) = documented.pointer("/content/application~1json/schema") else {
+        assert_eq!(reply.body, Value::Null, "{method} {template} {} documents no body", reply.status);
+        return;
+    };
+    let mut root = schema.clone();
+    if let Some(obj) = root.as_object_mut() {
+        obj.insert("components".into(), doc["components"].clone());
+    }
+    let validator = jsonschema::validator_for(&root).expect("schema compiles");
+    let errors: Vec<String> =
+        validator.iter_errors(&reply.body).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{method} {template} {}: {errors:?}\n{}", reply.status, reply.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_is_served() {
+    let doc = spec();
+    let h = Harness::start(FakeVoiceConfig::default()).await;
+    for (template, ops) in doc["paths"].as_object().expect("paths") {
+        let path = template.replace("{id}", "1").replace("{name}", "p");
+        for method in ops.as_object().expect("ops").keys().filter(|k| *k != "parameters") {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let body = if matches!(method.as_str(), "post" | "put") { Some(json!({})) } else { None };
+            let reply = h.call(m, &path, body).await;
+            let unrouted = reply.body["message"].as_str().is_some_and(|m| m.contains("no route"));
+            assert!(!unrouted, "{method} {template} is documented but not served");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_match_the_documented_schemas() {
+    let doc = spec();
+    let h = Harness::start(FakeVoiceConfig::default()).await;
+    let mut events = h.events().await;
+    check(&doc, "get", "/health", &h.get("/health").await);
+    check(&doc, "get", "/ready", &h.get("/ready").await);
+    check(&doc, "get", "/players/{id}", &h.get("/players/1").await);
+    check(&doc, "post", "/players/{id}/volume", &h.post("/players/1/volume", json!({"volume": 9})).await);
+
+    let (guild, payload) = h.new_call();
+    let p = |s: &str| format!("/players/{guild}{s}");
+    check(&doc, "post", "/players", &h.post("/players", payload.clone()).await);
+    check(&doc, "get", "/players", &h.get("/players").await);
+    let session = h.fake.session(&guild.to_string()).expect("session");
+    let first = h.enqueue(guild, &h.media.url("tone-523-long.mp3")).await;
+    check(&doc, "post", "/players/{id}/queue", &first);
+    h.enqueue(guild, &h.media.url("tone-440.mp3")).await;
+    check(&doc, "post", "/players/{id}/queue", &h.enqueue(guild, "ftp://nope").await);
+    session.wait(LIMIT, |c| c.packets >= 5).await.expect("playing");
+    check(&doc, "get", "/players/{id}/queue", &h.get(&p("/queue")).await);
+    check(&doc, "get", "/players/{id}/current", &h.get(&p("/current")).await);
+    check(&doc, "get", "/players/{id}/status", &h.get(&p("/status")).await);
+    check(&doc, "post", "/players/{id}/pause", &h.post(&p("/pause"), Value::Null).await);
+    check(&doc, "post", "/players/{id}/resume", &h.post(&p("/resume"), Value::Null).await);
+    check(&doc, "post", "/players/{id}/seek", &h.post(&p("/seek"), json!({"position_ms": 1000})).await);
+    check(&doc, "post", "/players/{id}/seek", &h.post(&p("/seek"), json!({"position_ms": 99_000})).await);
+    check(&doc, "post", "/players/{id}/volume", &h.post(&p("/volume"), json!({"volume": 1.5})).await);
+    check(
+        &doc,
+        "post",
+        "/players/{id}/equalizer",
+        &h.post(&p("/equalizer"), json!({"bass": 1, "mid": 1, "treble": 0.5})).await,
+    );
+    check(&doc, "post", "/players/{id}/playlists/{name}", &h.post(&p("/playlists/mix"), Value::Null).await);
+    check(
+        &doc,
+        "post",
+        "/players/{id}/playlists/{name}/enqueue",
+        &h.post(&p("/playlists/none/enqueue"), Value::Null).await,
+    );
+    check(&doc, "post", "/players/{id}/skip", &h.post(&p("/skip"), Value::Null).await);
+    events.track_ended(guild, &enqueued_track_id(&first.body)).await;
+    check(
+        &doc,
+        "post",
+        "/players/{id}/playlists/{name}/enqueue",
+        &h.post(&p("/playlists/mix/enqueue"), Value::Null).await,
+    );
+    check(&doc, "delete", "/players/{id}/queue", &h.call(reqwest::Method::DELETE, &p("/queue"), None).await);
+    check(&doc, "post", "/players/{id}/stop", &h.post(&p("/stop"), Value::Null).await);
+    check(&doc, "get", "/players/{id}/current", &h.get(&p("/current")).await);
+    check(&doc, "post", "/players/{id}/play", &h.post(&p("/play"), Value::Null).await);
+    check(
+        &doc,
+        "put",
+        "/players/{id}/connection",
+        &h.call(reqwest::Method::PUT, &p("/connection"), Some(payload)).await,
+    );
+    check(&doc, "delete", "/players/{id}", &h.call(reqwest::Method::DELETE, &p(""), None).await);
+}
+
+#[test]
+#[should_panic(expected = "\"voice_connected\" is a required property")]
+fn the_checker_rejects_a_snapshot_the_spec_forbids() {
+    let doc = spec();
+    let body = json!({"player_id": "1", "connection": {}, "status": "idle", "queue": [], "current_track": null,
+        "position_ms": 0, "volume": 1.0, "equalizer": {"bass": 1, "mid": 1, "treble": 1}});
+    check(&doc, "get", "/players/{id}", &Reply { status: 200, body });
+}
