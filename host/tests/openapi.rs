@@ -122,7 +122,7 @@ async fn responses_match_the_documented_schemas() {
 }
 
 #[test]
-#[should_panic(expected = "\"voice_connected\" is a required property")]
+#[should_panic(expected = "voice_connected")]
 fn the_checker_rejects_a_snapshot_the_spec_forbids() {
     let doc = spec();
     let body = json!({"player_id": "1", "connection": {}, "status": "idle", "queue": [], "current_track": null,
