@@ -107,6 +107,7 @@ impl Server {
             output_counters: player::OutputCounters {
                 frames_sent: metrics.frames_sent.clone(),
                 underruns: metrics.underruns.clone(),
+                skipped: metrics.player_skipped_ticks.clone(),
             },
             metrics,
         });

@@ -27,7 +27,8 @@ async fn metrics_count_players_frames_and_requests() {
     let text = h.get("/metrics").await.body.as_str().unwrap_or_default().to_string();
     assert_eq!(metric(&text, "mesastream_players"), 1.0);
     assert_eq!(metric(&text, "mesastream_players_playing"), 1.0);
-    assert!(metric(&text, "mesastream_frames_sent_total") >= 20.0);
+    let sent = metric(&text, "mesastream_frames_sent_total");
+    assert!(sent >= 20.0, "frames sent {sent} while the listener got 20:\n{text}");
     assert!(metric(&text, "mesastream_clock_ticks_total") > 0.0);
     assert!(text.contains("route=\"/players/{id}/queue\""), "{text}");
     events.track_ended(guild, &track).await;

@@ -1,7 +1,9 @@
-//! Where a player meets the packet clock. Each tick it takes the next frame of the current
-//! track and sends it through the current voice connection; when audio stops it sends five
-//! silence frames and stops speaking. It never blocks: a busy E2EE state defers it to the end
-//! of the tick, a not-yet-ready one holds the frame (nothing is lost, nothing leaks in clear).
+//! Where a player meets the packet clock. Each tick it sends the frames that are due on its
+//! RTP schedule through the current voice connection; when audio stops it sends five silence
+//! frames and stops speaking. It never blocks the clock: a frame that cannot go out now (E2EE
+//! state busy, decoder a little behind) keeps its timestamp and goes out on a later tick, a
+//! few per tick, so listeners get every frame in order; only a player more than half a second
+//! behind skips ahead. A frame without an E2EE key is never sent in the clear: it waits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -15,6 +17,12 @@ use crate::audio::Frame;
 use crate::voice::{OPUS_SILENCE, PacketSender, SendOutcome, TickOutcome, Tickable};
 
 const SILENCE_FRAMES: u8 = 5;
+/// Behind its schedule by more than this many ticks, a player skips ahead (an audible gap).
+const MAX_LAG_TICKS: u64 = 25;
+/// Frames one player may send in a single tick while catching up.
+const MAX_BURST: u64 = 4;
+/// No schedule yet: the next frame is due at the current tick.
+const UNSCHEDULED: u64 = u64::MAX;
 
 /// What the output tells its player.
 #[derive(Debug)]
@@ -23,10 +31,30 @@ pub enum OutputSignal {
     TrackFinished { token: u64, result: Result<(), String> },
 }
 
+/// Counters every output bumps (shared with the metrics registry).
+#[derive(Debug, Clone, Default)]
+pub struct OutputCounters {
+    pub frames_sent: Counter,
+    pub underruns: Counter,
+    /// Ticks a player skipped because it fell too far behind its schedule.
+    pub skipped: Counter,
+}
+
 struct Feed {
     token: u64,
     frames: Receiver<Frame>,
     held: Option<Vec<u8>>,
+}
+
+/// What the current track did with one due frame.
+enum Audio {
+    Sent,
+    /// A track is playing but its next frame is not ready or cannot go out yet.
+    Waiting,
+    /// The E2EE state is locked right now.
+    Busy,
+    /// No track, or it just ended.
+    Idle,
 }
 
 pub struct PlayerOutput {
@@ -35,17 +63,12 @@ pub struct PlayerOutput {
     paused: AtomicBool,
     position_frames: AtomicU64,
     silence_left: AtomicU8,
+    /// The tick whose timestamp the next audio frame carries.
+    due: AtomicU64,
     signals: mpsc::UnboundedSender<OutputSignal>,
     /// True while nothing is left to send (no audio, silence tail done).
     quiet: watch::Sender<bool>,
     counters: OutputCounters,
-}
-
-/// Counters every output bumps (shared with the metrics registry).
-#[derive(Debug, Clone, Default)]
-pub struct OutputCounters {
-    pub frames_sent: Counter,
-    pub underruns: Counter,
 }
 
 impl PlayerOutput {
@@ -56,6 +79,7 @@ impl PlayerOutput {
             paused: AtomicBool::new(false),
             position_frames: AtomicU64::new(0),
             silence_left: AtomicU8::new(0),
+            due: AtomicU64::new(UNSCHEDULED),
             signals,
             quiet: watch::channel(true).0,
             counters,
@@ -84,6 +108,8 @@ impl PlayerOutput {
 
     pub fn set_sender(&self, sender: Option<Arc<PacketSender>>) {
         *self.sender.lock() = sender;
+        // A new connection has its own timestamps: start its schedule now.
+        self.due.store(UNSCHEDULED, Ordering::Release);
     }
 
     /// Resolves once the silence tail after the last audio has gone out.
@@ -96,10 +122,10 @@ impl PlayerOutput {
         self.position_frames.load(Ordering::Acquire) * 20
     }
 
-    /// Sends what is due for `tick`; returns whether audio went out.
-    fn send_audio(&self, sender: &PacketSender, tick: u64, wait: bool) -> Result<bool, TickOutcome> {
+    /// Sends the current track's next frame stamped for tick `stamp`.
+    fn send_audio(&self, sender: &PacketSender, stamp: u64) -> Audio {
         let mut guard = self.feed.lock();
-        let Some(feed) = guard.as_mut() else { return Ok(false) };
+        let Some(feed) = guard.as_mut() else { return Audio::Idle };
         let mut ended = None;
         let frame = feed.held.take().or_else(|| match feed.frames.try_recv() {
             Ok(Frame::Audio(packet)) => Some(packet),
@@ -121,37 +147,68 @@ impl PlayerOutput {
             *guard = None;
             self.silence_left.store(SILENCE_FRAMES, Ordering::Release);
             let _ = self.signals.send(OutputSignal::TrackFinished { token, result });
-            return Ok(false);
+            return Audio::Idle;
         }
-        let Some(packet) = frame else { return Ok(false) };
+        let Some(packet) = frame else { return Audio::Waiting };
         sender.set_speaking(true);
-        match sender.send(tick, &packet, wait) {
+        match sender.send(stamp, &packet) {
             SendOutcome::Sent => {
                 self.position_frames.fetch_add(1, Ordering::AcqRel);
                 self.counters.frames_sent.inc();
                 self.silence_left.store(SILENCE_FRAMES, Ordering::Release);
                 self.quiet.send_if_modified(|q| std::mem::replace(q, false));
-                Ok(true)
+                Audio::Sent
             }
             SendOutcome::Busy => {
                 feed.held = Some(packet);
-                Err(TickOutcome::Retry)
+                Audio::Busy
             }
             SendOutcome::NotReady | SendOutcome::Failed => {
                 feed.held = Some(packet);
-                Ok(false)
+                Audio::Waiting
             }
         }
     }
 
-    fn send_silence(&self, sender: &PacketSender, tick: u64, wait: bool) -> TickOutcome {
+    /// Sends the frames due up to `tick`; `None` when no track is playing.
+    fn send_due(&self, sender: &PacketSender, tick: u64, retry: bool) -> Option<TickOutcome> {
+        let mut due = self.due.load(Ordering::Acquire);
+        if due == UNSCHEDULED || due > tick {
+            due = tick;
+        }
+        if tick - due > MAX_LAG_TICKS {
+            self.counters.skipped.inc_by(tick - due);
+            due = tick;
+        }
+        let mut outcome = Some(TickOutcome::Done);
+        for _ in 0..MAX_BURST {
+            if due > tick {
+                break;
+            }
+            match self.send_audio(sender, due) {
+                Audio::Sent => due += 1,
+                Audio::Waiting => break,
+                Audio::Busy => {
+                    outcome = Some(if retry { TickOutcome::Done } else { TickOutcome::Retry });
+                    break;
+                }
+                Audio::Idle => {
+                    outcome = None;
+                    break;
+                }
+            }
+        }
+        self.due.store(if outcome.is_none() { UNSCHEDULED } else { due }, Ordering::Release);
+        outcome
+    }
+
+    fn send_silence(&self, sender: &PacketSender, tick: u64, retry: bool) -> TickOutcome {
         let left = self.silence_left.load(Ordering::Acquire);
         if left == 0 {
             return TickOutcome::Done;
         }
-        match sender.send(tick, &OPUS_SILENCE, wait) {
-            SendOutcome::Busy => return TickOutcome::Retry,
-            SendOutcome::Sent | SendOutcome::NotReady | SendOutcome::Failed => {}
+        if sender.send(tick, &OPUS_SILENCE) == SendOutcome::Busy && !retry {
+            return TickOutcome::Retry;
         }
         self.silence_left.store(left - 1, Ordering::Release);
         if left == 1 {
@@ -163,21 +220,21 @@ impl PlayerOutput {
 }
 
 impl Tickable for PlayerOutput {
-    fn on_tick(&self, tick: u64, wait: bool) -> TickOutcome {
+    fn on_tick(&self, tick: u64, retry: bool) -> TickOutcome {
         let Some(sender) = self.sender.lock().clone() else { return TickOutcome::Done };
         if !self.paused.load(Ordering::Acquire) {
             match sender.ready() {
-                None if !wait => return TickOutcome::Retry,
+                None => return if retry { TickOutcome::Done } else { TickOutcome::Retry },
                 // No E2EE key yet, or the connection is down: frames wait where they are.
                 Some(false) => return TickOutcome::Done,
-                _ => {}
+                Some(true) => {}
             }
-            match self.send_audio(&sender, tick, wait) {
-                Ok(true) => return TickOutcome::Done,
-                Ok(false) => {}
-                Err(retry) => return retry,
+            if let Some(outcome) = self.send_due(&sender, tick, retry) {
+                return outcome;
             }
+        } else {
+            self.due.store(UNSCHEDULED, Ordering::Release);
         }
-        self.send_silence(&sender, tick, wait)
+        self.send_silence(&sender, tick, retry)
     }
 }

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub playing: Gauge,
     pub frames_sent: Counter,
     pub underruns: Counter,
+    pub player_skipped_ticks: Counter,
     pub clock_ticks: Counter,
     pub clock_late_ticks: Counter,
     pub clock_skipped_ticks: Counter,
@@ -48,6 +49,7 @@ impl Metrics {
             playing: Gauge::default(),
             frames_sent: Counter::default(),
             underruns: Counter::default(),
+            player_skipped_ticks: Counter::default(),
             clock_ticks: Counter::default(),
             clock_late_ticks: Counter::default(),
             clock_skipped_ticks: Counter::default(),
@@ -62,6 +64,11 @@ impl Metrics {
             "frame_underruns",
             "Clock ticks where a playing track had no frame ready",
             m.underruns.clone(),
+        );
+        registry.register(
+            "player_skipped_ticks",
+            "Ticks players skipped after falling more than 500 ms behind their schedule",
+            m.player_skipped_ticks.clone(),
         );
         registry.register("clock_ticks", "20 ms ticks run by the packet clock lanes", m.clock_ticks.clone());
         registry.register("clock_late_ticks", "Ticks that started more than 5 ms late", m.clock_late_ticks.clone());

@@ -20,15 +20,15 @@ const MAX_CATCH_UP_TICKS: u64 = 15;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TickOutcome {
     Done,
-    /// The stream could not take a lock without waiting; call it again at the end of the tick
-    /// (then allowed to wait) so it delays nobody else.
+    /// The stream could not take a lock without waiting; call it once more at the end of the
+    /// tick, after everyone else.
     Retry,
 }
 
-/// Something the clock drives every 20 ms.
+/// Something the clock drives every 20 ms. Implementations must never block.
 pub trait Tickable: Send + Sync {
-    /// `wait` is false on the first attempt in a tick and true on the retry.
-    fn on_tick(&self, tick: u64, wait: bool) -> TickOutcome;
+    /// `retry` is false on the first call in a tick and true on the second.
+    fn on_tick(&self, tick: u64, retry: bool) -> TickOutcome;
 }
 
 struct Lane {

@@ -117,9 +117,9 @@ impl PacketSender {
         }
     }
 
-    /// Encrypts and sends one Opus frame for scheduler tick `tick`. With `wait` false a busy
-    /// E2EE state returns [`SendOutcome::Busy`] instead of blocking the clock.
-    pub fn send(&self, tick: u64, opus: &[u8], wait: bool) -> SendOutcome {
+    /// Encrypts and sends one Opus frame stamped for scheduler tick `tick`. It never waits: an
+    /// E2EE state locked by a gateway step returns [`SendOutcome::Busy`].
+    pub fn send(&self, tick: u64, opus: &[u8]) -> SendOutcome {
         if !self.is_alive() {
             return SendOutcome::Failed;
         }
@@ -128,14 +128,7 @@ impl PacketSender {
         let payload: &[u8] = match &self.dave {
             None => opus,
             Some(dave) => {
-                let mut session = if wait {
-                    dave.lock()
-                } else {
-                    match dave.try_lock() {
-                        Some(s) => s,
-                        None => return SendOutcome::Busy,
-                    }
-                };
+                let Some(mut session) = dave.try_lock() else { return SendOutcome::Busy };
                 if !session.can_encrypt() {
                     if opus != OPUS_SILENCE {
                         return SendOutcome::NotReady;
