@@ -40,6 +40,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `WS_AUTH` (false): require the bearer token on `/ws` too (header or `?token=`).
     pub ws_auth: bool,
+    /// `OTLP_ENDPOINT`, `OTLP_AUTH`, `OTLP_ORGANIZATION` (and the standard `OTEL_*` ones).
+    pub otlp: crate::telemetry::tracing::OtlpSettings,
 }
 
 fn parse<T: std::str::FromStr>(
@@ -98,6 +100,14 @@ impl Config {
             redis_uri: get("REDIS_URI").filter(|v| !v.trim().is_empty()),
             redis_prefix: get("REDIS_PREFIX").filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "mesastream".into()),
             ws_auth: parse("WS_AUTH", get("WS_AUTH"), false, ok)?,
+            otlp: crate::telemetry::tracing::OtlpSettings {
+                endpoint: get("OTLP_ENDPOINT").filter(|v| !v.trim().is_empty()),
+                auth: get("OTLP_AUTH").filter(|v| !v.trim().is_empty()),
+                organization: get("OTLP_ORGANIZATION").filter(|v| !v.trim().is_empty()),
+                standard_endpoint: ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+                    .iter()
+                    .any(|k| get(k).is_some_and(|v| !v.trim().is_empty())),
+            },
             data_dir: PathBuf::from(get("DATA_DIR").filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "data".into())),
         })
     }

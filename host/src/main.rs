@@ -1,16 +1,17 @@
 use mesastream::Server;
 use mesastream::config::Config;
-use tracing_subscriber::EnvFilter;
-
-const DEFAULT_LOG: &str = "info,h2=off,hyper=off,tower=off,symphonia=warn,openmls=warn,davey=warn";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)))
-        .init();
     let config = match Config::from_env() {
         Ok(c) => c,
+        Err(e) => {
+            eprintln!("mesastream: configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let _tracing = match mesastream::telemetry::tracing::init(&config.otlp) {
+        Ok(guard) => guard,
         Err(e) => {
             eprintln!("mesastream: configuration error: {e}");
             return std::process::ExitCode::from(2);
@@ -23,13 +24,12 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    tracing::info!(addr = %server.addr, "mesastream started");
+    tracing::info!(addr = %server.addr, version = env!("CARGO_PKG_VERSION"), "mesastream started");
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shut_down().await;
     std::process::ExitCode::SUCCESS
 }
-
 /// SIGINT or SIGTERM (what `docker stop` sends).
 async fn wait_for_signal() {
     #[cfg(unix)]

@@ -83,3 +83,47 @@ async fn sigterm_says_goodbye_on_the_event_stream() {
     let exit = child.wait().expect("exits");
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_settings_are_checked_and_an_absent_collector_does_not_matter() {
+    let bad = Command::new(env!("CARGO_BIN_EXE_mesastream"))
+        .env("AUTH_TOKEN", TOKEN)
+        .env("OTLP_ENDPOINT", "http://127.0.0.1:1")
+        .env("OTLP_AUTH", "Bearer \u{7f}bad")
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("OTLP_AUTH is not a valid header value"));
+
+    // A configured but unreachable collector: the server still serves.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let data = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mesastream"))
+        .env("AUTH_TOKEN", TOKEN)
+        .env("PORT", port.to_string())
+        .env("BIND_ADDRESS", "127.0.0.1")
+        .env("DATA_DIR", data.path())
+        .env("OTLP_ENDPOINT", "http://127.0.0.1:1")
+        .env("OTLP_AUTH", "Bearer abc")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("server");
+    let client = reqwest::Client::new();
+    let mut healthy = false;
+    for _ in 0..200 {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .bearer_auth(TOKEN)
+            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .send()
+            .await
+        {
+            healthy = r.status() == 200;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(healthy);
+}

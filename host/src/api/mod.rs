@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(players)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), time_request))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(crate::telemetry::tracing::request_span))
         .with_state(state)
 }
 

@@ -69,6 +69,8 @@ impl Default for Gain {
 pub struct TrackRequest {
     pub url: String,
     pub start_ms: u64,
+    /// The track's span; the pipeline's work is recorded under it.
+    pub span: tracing::Span,
 }
 
 /// Starts producing frames. `on_open` runs once the source is probed.
@@ -81,7 +83,11 @@ pub fn spawn(
 ) -> std::io::Result<Receiver<Frame>> {
     let (tx, rx) = bounded(config.frames_ahead.max(2));
     std::thread::Builder::new().name("track-pipeline".into()).spawn(move || {
-        let result = produce(&request, &config, &controls, &cancel, &tx, on_open);
+        let span = request.span.clone();
+        let result = span.in_scope(|| produce(&request, &config, &controls, &cancel, &tx, on_open));
+        if let Err(e) = &result {
+            span.in_scope(|| tracing::warn!(error = %e, "track failed"));
+        }
         if !cancel.load(Ordering::Acquire) {
             let _ = tx.send(Frame::End(result));
         }

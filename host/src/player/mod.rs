@@ -164,7 +164,9 @@ impl Player {
         let on_open = move |info: TrackInfo| {
             let _ = signals.send((token, info));
         };
-        let request = TrackRequest { url: track.stream_url.clone(), start_ms };
+        let span =
+            tracing::info_span!("track", player = %self.id, track_id = %track.id, url = %track.source_url, start_ms);
+        let request = TrackRequest { url: track.stream_url.clone(), start_ms, span };
         let spawned =
             pipeline::spawn(request, self.ctx.pipeline.clone(), self.controls.clone(), cancel.clone(), on_open);
         state.played_any = true;
