@@ -359,3 +359,32 @@ async fn restart_after_sigkill_resumes_with_redis() {
     let redis = RedisServer::start().await;
     restart_resumes_the_track(vec![("REDIS_URI", redis.uri())]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_redis_mid_track_degrades_ready_but_not_playback() {
+    let redis = RedisServer::start().await;
+    let uri = redis.uri();
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.redis_uri = Some(uri)).await;
+    let mut events = h.events().await;
+    let (guild, session) = h.new_player().await;
+    let track_id = enqueued_track_id(&h.enqueue(guild, &h.media.url("tone-523-long.mp3")).await.body);
+    session.wait(LIMIT, |c| c.packets >= 50).await.expect("playing");
+    drop(redis);
+    let ready = h.get("/ready").await;
+    assert_eq!((ready.status, ready.body.clone()), (503, json!({"status": "degraded"})));
+    // Controls keep working while the store is gone.
+    assert_eq!(h.post(&format!("/players/{guild}/volume"), json!({"volume": 0.8})).await.status, 200);
+    events.track_ended(guild, &track_id).await;
+    session.wait(LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
+    let report = session.report();
+    assert_eq!(report.lost_packets + report.undecryptable + report.plaintext, 0, "{report:?}");
+    assert!(report.packets - report.silence_packets >= 299, "the whole track played: {report:?}");
+    let metrics = h.get("/metrics").await.body.as_str().unwrap_or_default().to_string();
+    let errors = metrics
+        .lines()
+        .find(|l| l.starts_with("mesastream_store_errors_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(errors > 0.0, "store errors are counted:\n{metrics}");
+}

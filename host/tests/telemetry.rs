@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use fake_voice::FakeVoiceConfig;
 use futures_util::StreamExt;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use support::{Harness, LIMIT, TOKEN, enqueued_track_id};
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -126,4 +128,88 @@ async fn otlp_settings_are_checked_and_an_absent_collector_does_not_matter() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(healthy);
+}
+
+/// A minimal OTLP/gRPC collector that keeps what it receives.
+#[derive(Default, Clone)]
+struct Collector(std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, ExportTraceServiceRequest)>>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let auth = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push((auth, request.into_inner()));
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_spans_reach_the_collector_inside_the_callers_trace() {
+    let collector = Collector::default();
+    let collector_port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let service = collector.clone();
+    tokio::spawn(async move {
+        let addr = format!("127.0.0.1:{collector_port}").parse().expect("addr");
+        let _ = tonic::transport::Server::builder().add_service(TraceServiceServer::new(service)).serve(addr).await;
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let data = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mesastream"))
+        .env("AUTH_TOKEN", TOKEN)
+        .env("PORT", port.to_string())
+        .env("BIND_ADDRESS", "127.0.0.1")
+        .env("DATA_DIR", data.path())
+        .env("OTLP_ENDPOINT", format!("http://127.0.0.1:{collector_port}"))
+        .env("OTLP_AUTH", "Bearer collector-secret")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("server");
+    let client = reqwest::Client::new();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut answered = false;
+    for _ in 0..200 {
+        let sent = client
+            .get(format!("http://127.0.0.1:{port}/players"))
+            .bearer_auth(TOKEN)
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .send()
+            .await;
+        if sent.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(answered);
+    // SIGTERM: the server flushes its spans on the way out.
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
+    assert!(child.wait().expect("exits").success());
+    let batches = collector.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(!batches.is_empty(), "nothing was exported");
+    assert!(batches.iter().all(|(auth, _)| auth.as_deref() == Some("Bearer collector-secret")), "OTLP_AUTH is sent");
+    let received: Vec<ExportTraceServiceRequest> = batches.into_iter().map(|(_, r)| r).collect();
+    let spans: Vec<_> = received
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .filter(|s| s.name == "http request")
+        .collect();
+    let wanted: Vec<u8> =
+        (0..trace_id.len()).step_by(2).map(|i| u8::from_str_radix(&trace_id[i..i + 2], 16).unwrap_or(0)).collect();
+    assert!(
+        spans.iter().any(|s| s.trace_id == wanted),
+        "no request span in the caller's trace among {} spans",
+        spans.len()
+    );
+    let service_named = received.iter().flat_map(|r| &r.resource_spans).any(|rs| {
+        rs.resource.as_ref().is_some_and(|res| {
+            res.attributes.iter().any(|kv| kv.key == "service.name" && format!("{:?}", kv.value).contains("mesastream"))
+        })
+    });
+    assert!(service_named);
 }
