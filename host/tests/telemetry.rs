@@ -132,7 +132,10 @@ async fn otlp_settings_are_checked_and_an_absent_collector_does_not_matter() {
 
 /// A minimal OTLP/gRPC collector that keeps what it receives.
 #[derive(Default, Clone)]
-struct Collector(std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, ExportTraceServiceRequest)>>>);
+struct Collector(std::sync::Arc<std::sync::Mutex<Vec<Batch>>>);
+
+/// One export call: the `authorization` metadata it carried and its spans.
+type Batch = (Option<String>, ExportTraceServiceRequest);
 
 #[tonic::async_trait]
 impl TraceService for Collector {
