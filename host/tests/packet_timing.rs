@@ -27,12 +27,13 @@ async fn run(players: usize) {
     let packets: u64 = reports.iter().map(|r| r.packets).sum();
     let late: u64 = reports.iter().map(|r| r.late_over_5ms).sum();
     let skipped: u64 = reports.iter().map(|r| r.skipped_ticks).sum();
+    let lost: u64 = reports.iter().map(|r| r.lost_packets).sum();
     let p50 = reports.iter().map(|r| r.lateness_ms.p50).fold(0.0, f64::max);
     let p99 = reports.iter().map(|r| r.lateness_ms.p99).fold(0.0, f64::max);
     let max = reports.iter().map(|r| r.lateness_ms.max).fold(0.0, f64::max);
     let ia99 = reports.iter().map(|r| r.interarrival_ms.p99).fold(0.0, f64::max);
     println!(
-        "players={players:<3} packets={packets} late>5ms={late} ({:.2}%) skipped_ticks={skipped} worst-player lateness p50={p50:.2}ms p99={p99:.2}ms max={max:.2}ms interarrival p99={ia99:.2}ms",
+        "players={players:<3} packets={packets} lost={lost} late>5ms={late} ({:.2}%) skipped_ticks={skipped} worst-player lateness p50={p50:.2}ms p99={p99:.2}ms max={max:.2}ms interarrival p99={ia99:.2}ms",
         100.0 * late as f64 / packets.max(1) as f64
     );
     for r in &reports {
