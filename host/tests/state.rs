@@ -4,12 +4,10 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use fake_voice::{FakeVoiceConfig, FakeVoiceServer};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use support::process::spawn_server;
 use support::redis::RedisServer;
 use support::{Harness, LIMIT, MediaServer, TOKEN, enqueued_track_id};
 
@@ -276,34 +274,6 @@ async fn data_in_the_original_redis_layout_is_restored() {
 
 // ---- restart after SIGKILL ----
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn spawn_server(env: &[(&str, String)]) -> (Process, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesastream"));
-    cmd.env("AUTH_TOKEN", TOKEN).env("PORT", port.to_string()).env("BIND_ADDRESS", "127.0.0.1").env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let process = Process(cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("server binary"));
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client.get(format!("{base}/health")).bearer_auth(TOKEN).send().await.is_ok() {
-            return (process, base);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("server did not start");
-}
-
 async fn restart_resumes_the_track(env: Vec<(&str, String)>) {
     let fake = FakeVoiceServer::start(FakeVoiceConfig { keep_pcm: false, ..Default::default() }).await.expect("fake");
     let media = MediaServer::start().await;
@@ -318,7 +288,8 @@ async fn restart_resumes_the_track(env: Vec<(&str, String)>) {
         client.post(format!("{base}{path}")).bearer_auth(TOKEN).json(&body).send()
     };
 
-    let (first, base) = spawn_server(&env).await;
+    let first = spawn_server(&env).await;
+    let base = first.base.clone();
     assert_eq!(post(&base, "/players", payload(1)).await.expect("create").status(), 201);
     let url = media.url("tone-523-long.mp3");
     assert_eq!(
@@ -341,7 +312,8 @@ async fn restart_resumes_the_track(env: Vec<(&str, String)>) {
     // SIGKILL. Positions are saved every 500 ms, inside the ±1 s the restore must meet.
     drop(first);
 
-    let (_second, base) = spawn_server(&env).await;
+    let second = spawn_server(&env).await;
+    let base = second.base.clone();
     let created: Value = post(&base, "/players", payload(2)).await.expect("create").json().await.expect("json");
     assert_eq!(created["current_track"]["id"], track_id, "{created}");
     let restored = created["position_ms"].as_u64().unwrap_or(0);

@@ -2,13 +2,11 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use fake_voice::FakeVoiceConfig;
 use futures_util::StreamExt;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use support::process::{command, free_port, spawn_server};
 use support::{Harness, LIMIT, TOKEN, enqueued_track_id};
 
 fn metric(text: &str, name: &str) -> f64 {
@@ -48,27 +46,9 @@ async fn the_event_stream_can_require_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_says_goodbye_on_the_event_stream() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let data = tempfile::tempdir().expect("dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mesastream"))
-        .env("AUTH_TOKEN", TOKEN)
-        .env("PORT", port.to_string())
-        .env("BIND_ADDRESS", "127.0.0.1")
-        .env("DATA_DIR", data.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("server");
-    let mut ws = None;
-    for _ in 0..200 {
-        if let Ok((s, _)) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await {
-            ws = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let mut ws = ws.expect("server up");
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(status.success());
+    let server = spawn_server(&[]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", server.port)).await.expect("ws");
+    let exit = tokio::task::spawn_blocking(move || server.terminate());
     let goodbye = tokio::time::timeout(LIMIT, async {
         while let Some(Ok(msg)) = ws.next().await {
             if let Ok(text) = msg.to_text()
@@ -82,52 +62,22 @@ async fn sigterm_says_goodbye_on_the_event_stream() {
     .await
     .expect("goodbye in time");
     assert_eq!(goodbye, r#"{"type":"Goodbye"}"#);
-    let exit = child.wait().expect("exits");
-    assert!(exit.success(), "{exit:?}");
+    assert!(exit.await.expect("joined").success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_settings_are_checked_and_an_absent_collector_does_not_matter() {
-    let bad = Command::new(env!("CARGO_BIN_EXE_mesastream"))
-        .env("AUTH_TOKEN", TOKEN)
-        .env("OTLP_ENDPOINT", "http://127.0.0.1:1")
-        .env("OTLP_AUTH", "Bearer \u{7f}bad")
-        .output()
-        .expect("runs");
+    let endpoint = ("OTLP_ENDPOINT", "http://127.0.0.1:1".to_string());
+    let (mut cmd, _data) = command(&[endpoint.clone(), ("OTLP_AUTH", "Bearer \u{7f}bad".to_string())]);
+    let bad = cmd.output().expect("runs");
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("OTLP_AUTH is not a valid header value"));
 
     // A configured but unreachable collector: the server still serves.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let data = tempfile::tempdir().expect("dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mesastream"))
-        .env("AUTH_TOKEN", TOKEN)
-        .env("PORT", port.to_string())
-        .env("BIND_ADDRESS", "127.0.0.1")
-        .env("DATA_DIR", data.path())
-        .env("OTLP_ENDPOINT", "http://127.0.0.1:1")
-        .env("OTLP_AUTH", "Bearer abc")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("server");
-    let client = reqwest::Client::new();
-    let mut healthy = false;
-    for _ in 0..200 {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/health"))
-            .bearer_auth(TOKEN)
-            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-            .send()
-            .await
-        {
-            healthy = r.status() == 200;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(healthy);
+    let server = spawn_server(&[endpoint, ("OTLP_AUTH", "Bearer abc".to_string())]).await;
+    let health =
+        reqwest::Client::new().get(format!("{}/health", server.base)).bearer_auth(TOKEN).send().await.expect("health");
+    assert_eq!(health.status(), 200);
 }
 
 /// A minimal OTLP/gRPC collector that keeps what it receives.
@@ -152,45 +102,28 @@ impl TraceService for Collector {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_spans_reach_the_collector_inside_the_callers_trace() {
     let collector = Collector::default();
-    let collector_port =
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let collector_port = free_port();
     let service = collector.clone();
     tokio::spawn(async move {
         let addr = format!("127.0.0.1:{collector_port}").parse().expect("addr");
         let _ = tonic::transport::Server::builder().add_service(TraceServiceServer::new(service)).serve(addr).await;
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let data = tempfile::tempdir().expect("dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mesastream"))
-        .env("AUTH_TOKEN", TOKEN)
-        .env("PORT", port.to_string())
-        .env("BIND_ADDRESS", "127.0.0.1")
-        .env("DATA_DIR", data.path())
-        .env("OTLP_ENDPOINT", format!("http://127.0.0.1:{collector_port}"))
-        .env("OTLP_AUTH", "Bearer collector-secret")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("server");
-    let client = reqwest::Client::new();
+    let server = spawn_server(&[
+        ("OTLP_ENDPOINT", format!("http://127.0.0.1:{collector_port}")),
+        ("OTLP_AUTH", "Bearer collector-secret".to_string()),
+    ])
+    .await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let mut answered = false;
-    for _ in 0..200 {
-        let sent = client
-            .get(format!("http://127.0.0.1:{port}/players"))
-            .bearer_auth(TOKEN)
-            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
-            .send()
-            .await;
-        if sent.is_ok() {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(answered);
+    let listed = reqwest::Client::new()
+        .get(format!("{}/players", server.base))
+        .bearer_auth(TOKEN)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(listed.status(), 200);
     // SIGTERM: the server flushes its spans on the way out.
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
-    assert!(child.wait().expect("exits").success());
+    assert!(tokio::task::spawn_blocking(move || server.terminate()).await.expect("joined").success());
     let batches = collector.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
     assert!(!batches.is_empty(), "nothing was exported");
     assert!(batches.iter().all(|(auth, _)| auth.as_deref() == Some("Bearer collector-secret")), "OTLP_AUTH is sent");

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod media;
+pub mod process;
 pub mod redis;
 
 use std::sync::Arc;

@@ -1,0 +1,71 @@
+//! The `mesastream` binary as its own process, for restarts, signals and startup checks.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::TOKEN;
+
+/// A running server process; dropping it kills it (SIGKILL).
+pub struct Process {
+    pub child: Child,
+    pub base: String,
+    pub port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl Process {
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill").args(["-TERM", &self.pid()]).status().expect("kill runs");
+        assert!(sent.success());
+        self.child.wait().expect("server exits")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// The binary with the test token, a private data directory unless `env` names one, and `env`.
+pub fn command(env: &[(&str, String)]) -> (Command, tempfile::TempDir) {
+    let data = tempfile::tempdir().expect("data dir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesastream"));
+    cmd.env("AUTH_TOKEN", TOKEN).env("BIND_ADDRESS", "127.0.0.1").env("RUST_LOG", "warn").env("DATA_DIR", data.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    (cmd, data)
+}
+
+/// Starts the server on a free port and returns once `/health` answers.
+pub async fn spawn_server(env: &[(&str, String)]) -> Process {
+    let port = free_port();
+    let (mut cmd, data) = command(env);
+    let child = cmd
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("server binary");
+    let process = Process { child, base: format!("http://127.0.0.1:{port}"), port, _data: data };
+    let client = reqwest::Client::new();
+    // Polls until the process accepts connections (it has no readiness signal of its own).
+    for _ in 0..400 {
+        if client.get(format!("{}/health", process.base)).bearer_auth(TOKEN).send().await.is_ok() {
+            return process;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("server did not start");
+}
