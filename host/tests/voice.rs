@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use fake_voice::{Committer, FakeVoiceConfig};
-use support::{Harness, LIMIT, assert_heard, enqueued_track_id, media::tone, play_to_end};
+use support::{Harness, LIMIT, assert_heard, media::tone, play_to_end, start_track};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xchacha_over_tls_is_heard_whole() {
@@ -24,24 +24,20 @@ async fn xchacha_over_tls_is_heard_whole() {
 async fn membership_changes_lose_nothing(committer: Committer) {
     let config = FakeVoiceConfig { committer, member_delay: Duration::from_millis(100), ..Default::default() };
     let h = Harness::start(config).await;
-    let mut events = h.events().await;
-    let (guild, session) = h.new_player().await;
     let t = tone("tone-523-long.mp3");
-    let reply = h.enqueue(guild, &h.media.url(t.file)).await;
-    let track_id = enqueued_track_id(&reply.body);
+    let mut playing = start_track(&h, t.file).await;
+    let session = playing.session.clone();
 
-    session.wait(LIMIT, |c| c.packets >= 40).await.expect("audio flowing");
+    playing.heard(40).await;
     session.add_member(800_000_000_000_000_001).await.expect("member joins");
-    session.wait(LIMIT, |c| c.packets >= 90).await.expect("audio flowing");
+    playing.heard(90).await;
     session.add_member(800_000_000_000_000_002).await.expect("second member joins");
-    session.wait(LIMIT, |c| c.packets >= 140).await.expect("audio flowing");
+    playing.heard(140).await;
     session.remove_member(800_000_000_000_000_001).await.expect("member leaves");
-    session.wait(LIMIT, |c| c.packets >= 190).await.expect("audio flowing");
+    playing.heard(190).await;
     session.remove_member(800_000_000_000_000_002).await.expect("second member leaves");
 
-    events.track_ended(guild, &track_id).await;
-    session.wait(LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
-    let report = session.report();
+    let report = playing.finish().await;
     println!("{committer:?} committing: {}", report.timing_line());
     assert_eq!(session.counters().transitions, 5, "initial group plus four membership changes");
     assert_heard(&report, t.freq_hz, t.seconds);
@@ -60,42 +56,34 @@ async fn members_joining_and_leaving_lose_no_frame_when_another_member_commits()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_recreation_and_invalid_commit_recovery_keep_audio_flowing() {
     let h = Harness::start(FakeVoiceConfig::default()).await;
-    let mut events = h.events().await;
-    let (guild, session) = h.new_player().await;
     let t = tone("tone-523-long.mp3");
-    let reply = h.enqueue(guild, &h.media.url(t.file)).await;
-    let track_id = enqueued_track_id(&reply.body);
+    let mut playing = start_track(&h, t.file).await;
+    let session = playing.session.clone();
 
-    session.wait(LIMIT, |c| c.packets >= 40).await.expect("audio flowing");
+    playing.heard(40).await;
     session.prepare_epoch().await.expect("group re-created after opcode 24");
-    session.wait(LIMIT, |c| c.packets >= 120).await.expect("audio flowing");
+    playing.heard(120).await;
     session.send_bad_commit().await.expect("client recovers from an invalid commit");
     assert!(session.received_ops().contains(&31), "the client reported the invalid commit (opcode 31)");
-
-    events.track_ended(guild, &track_id).await;
-    session.wait(LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
-    assert_heard(&session.report(), t.freq_hz, t.seconds);
+    assert_heard(&playing.finish().await, t.freq_hz, t.seconds);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_4015_is_resumed_without_losing_audio() {
     let h = Harness::start(FakeVoiceConfig::default()).await;
-    let mut events = h.events().await;
-    let (guild, session) = h.new_player().await;
     let t = tone("tone-523-long.mp3");
-    let reply = h.enqueue(guild, &h.media.url(t.file)).await;
-    let track_id = enqueued_track_id(&reply.body);
+    let mut playing = start_track(&h, t.file).await;
+    let (guild, session) = (playing.guild, playing.session.clone());
 
-    session.wait(LIMIT, |c| c.packets >= 50).await.expect("audio flowing");
+    playing.heard(50).await;
     session.close(4015);
     session.wait(LIMIT, |c| c.resumes >= 1 && c.connected).await.expect("client resumed with opcode 7");
     let snapshot = h.get(&format!("/players/{guild}")).await;
     assert_eq!(snapshot.body["voice_connected"], true);
 
-    events.track_ended(guild, &track_id).await;
-    session.wait(LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
-    assert_heard(&session.report(), t.freq_hz, t.seconds);
-    assert!(events.seen.iter().all(|e| e["type"] != "VoiceDisconnected"), "{:?}", events.seen);
+    assert_heard(&playing.finish().await, t.freq_hz, t.seconds);
+    let seen = &playing.events.seen;
+    assert!(seen.iter().all(|e| e["type"] != "VoiceDisconnected"), "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

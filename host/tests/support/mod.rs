@@ -189,17 +189,44 @@ pub fn enqueued_track_id(snapshot: &Value) -> String {
         .to_string()
 }
 
-/// Plays one fixture to the end on a new player and returns what the listener heard.
-pub async fn play_to_end(h: &Harness, file: &str) -> (u64, Arc<Session>, fake_voice::Report) {
-    let mut events = h.events().await;
+/// A track playing on a new player, with the event stream that follows it.
+pub struct Playing {
+    pub events: Events,
+    pub guild: u64,
+    pub session: Arc<Session>,
+    pub track_id: String,
+}
+
+impl Playing {
+    /// Waits for the track's end and the silence tail; returns what the listener heard.
+    pub async fn finish(&mut self) -> fake_voice::Report {
+        self.events.track_ended(self.guild, &self.track_id).await;
+        self.session.wait(LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail after the track");
+        self.session.report()
+    }
+
+    /// Waits until the listener has received `n` packets.
+    pub async fn heard(&self, n: u64) {
+        self.session.wait(LIMIT, |c| c.packets >= n).await.expect("audio flowing");
+    }
+}
+
+/// Creates a player and starts `file` on it.
+pub async fn start_track(h: &Harness, file: &str) -> Playing {
+    let events = h.events().await;
     let (guild, session) = h.new_player().await;
     let reply = h.enqueue(guild, &h.media.url(file)).await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    let track_id = enqueued_track_id(&reply.body);
-    let ended = events.track_ended(guild, &track_id).await;
+    Playing { events, guild, session, track_id: enqueued_track_id(&reply.body) }
+}
+
+/// Plays one fixture to the end on a new player and returns what the listener heard.
+pub async fn play_to_end(h: &Harness, file: &str) -> (u64, Arc<Session>, fake_voice::Report) {
+    let mut playing = start_track(h, file).await;
+    let ended = playing.events.track_ended(playing.guild, &playing.track_id).await;
     assert!(ended["data"].get("error").is_none(), "{ended}");
-    session.wait(LIMIT, |c| c.silence_packets >= 5).await.expect("silence after the track");
-    (guild, session.clone(), session.report())
+    let report = playing.finish().await;
+    (playing.guild, playing.session, report)
 }
 
 /// Checks the listener heard `tone` whole: right pitch in every window, nothing lost,
