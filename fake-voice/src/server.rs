@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -64,7 +64,6 @@ struct Shared {
     by_ssrc: Mutex<HashMap<u32, Arc<Session>>>,
     channels: Mutex<HashMap<String, u64>>,
     rejected_tokens: Mutex<HashSet<String>>,
-    identified: watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,7 +93,6 @@ impl FakeVoiceServer {
             by_ssrc: Mutex::default(),
             channels: Mutex::default(),
             rejected_tokens: Mutex::default(),
-            identified: watch::channel(0).0,
         });
         let udp_shared = shared.clone();
         std::thread::Builder::new().name("fake-voice-udp".into()).spawn(move || udp_loop(udp, udp_shared))?;
@@ -163,15 +161,6 @@ impl FakeVoiceServer {
             lock(&self.shared.sessions).values().filter(|s| s.guild_id == guild_id).cloned().collect();
         all.sort_by_key(|s| s.ssrc);
         all
-    }
-
-    /// Waits for the `n`-th identify overall.
-    pub async fn wait_identified(&self, n: u64, limit: Duration) -> Result<(), FakeError> {
-        let mut rx = self.shared.identified.subscribe();
-        tokio::time::timeout(limit, rx.wait_for(|c| *c >= n))
-            .await
-            .map(|_| ())
-            .map_err(|_| FakeError::Timeout("waiting for identify".into()))
     }
 }
 
@@ -303,7 +292,6 @@ fn on_text(
                 }),
             );
             *current = Some(session);
-            shared.identified.send_modify(|n| *n += 1);
         }
         7 => {
             let (Some(session_id), Some(token)) = (str_field("session_id"), str_field("token")) else {

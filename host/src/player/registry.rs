@@ -101,13 +101,7 @@ impl Registry {
             if old.guild_id == payload.guild_id && restored.is_none() {
                 restored = Some(old.persist_view(&state));
             }
-            old.shut_down(&mut state);
-            drop(state);
-            self.ctx.events.emit(Event::PlayerDestroyed {
-                guild_id: old.guild_id,
-                player_id: old.id,
-                was_stopped: true,
-            });
+            self.tear_down(&old, &mut state, true);
         }
         let (queue, position_ms) = match restored {
             Some(view) => (view.queue, view.position_ms),
@@ -194,12 +188,15 @@ impl Registry {
     /// tracks (false).
     pub async fn destroy(&self, id: Id, was_stopped: bool) -> Result<(), PlayerError> {
         let player = guard(&self.players).remove(&id).ok_or(PlayerError::NotFound(id))?;
-        let mut state = player.state.lock().await;
-        player.persist(&state);
-        player.shut_down(&mut state);
-        drop(state);
-        self.ctx.events.emit(Event::PlayerDestroyed { guild_id: player.guild_id, player_id: player.id, was_stopped });
+        self.tear_down(&player, &mut *player.state.lock().await, was_stopped);
         Ok(())
+    }
+
+    /// Saves a removed player's guild state, stops it and says so on the event stream.
+    fn tear_down(&self, player: &Arc<Player>, state: &mut State, was_stopped: bool) {
+        player.persist(state);
+        player.shut_down(state);
+        self.ctx.events.emit(Event::PlayerDestroyed { guild_id: player.guild_id, player_id: player.id, was_stopped });
     }
 
     /// Removes `player` if it is still the registered one (used for auto-destroy).
@@ -212,15 +209,7 @@ impl Registry {
             }
         };
         if removed.is_some() {
-            let mut state = player.state.lock().await;
-            player.persist(&state);
-            player.shut_down(&mut state);
-            drop(state);
-            self.ctx.events.emit(Event::PlayerDestroyed {
-                guild_id: player.guild_id,
-                player_id: player.id,
-                was_stopped: false,
-            });
+            self.tear_down(player, &mut *player.state.lock().await, false);
         }
     }
 }

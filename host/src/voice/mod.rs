@@ -75,20 +75,9 @@ fn closed_detail(code: Option<u16>, reason: &str) -> String {
     }
 }
 
-impl VoiceError {
-    /// The close code the gateway sent, if it closed the handshake.
-    pub fn close_code(&self) -> Option<u16> {
-        match self {
-            Self::Closed { code, .. } => *code,
-            _ => None,
-        }
-    }
-}
-
 /// A live voice connection. Dropping it closes the WebSocket.
 pub struct VoiceConnection {
     sender: Arc<PacketSender>,
-    dave_ready_at_connect: bool,
 }
 
 impl VoiceConnection {
@@ -103,7 +92,10 @@ impl VoiceConnection {
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(gateway::run(params, options, events, ready_tx));
         let established = ready_rx.await.map_err(|_| VoiceError::Protocol("voice task ended".into()))??;
-        Ok(Self { sender: established.sender, dave_ready_at_connect: established.dave_ready })
+        if !established.dave_ready {
+            tracing::info!("voice connected; audio is held until the DAVE group forms");
+        }
+        Ok(Self { sender: established.sender })
     }
 
     pub fn sender(&self) -> Arc<PacketSender> {
@@ -112,11 +104,6 @@ impl VoiceConnection {
 
     pub fn is_connected(&self) -> bool {
         self.sender.is_alive()
-    }
-
-    /// Whether the DAVE group was ready when the handshake returned.
-    pub fn dave_ready_at_connect(&self) -> bool {
-        self.dave_ready_at_connect
     }
 }
 

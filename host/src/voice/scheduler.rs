@@ -48,7 +48,6 @@ pub struct ClockStats {
 
 pub struct Scheduler {
     lanes: Vec<Arc<Lane>>,
-    start: Instant,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     pub stats: Arc<ClockStats>,
@@ -86,12 +85,7 @@ impl Scheduler {
                     .spawn(move || run_lane(&lane, start, &stop, &stats))?,
             );
         }
-        Ok(Arc::new(Self { lanes, start, stop, threads: Mutex::new(threads), stats }))
-    }
-
-    /// The tick whose deadline is the most recent one passed.
-    pub fn current_tick(&self) -> u64 {
-        (self.start.elapsed().as_nanos() / TICK.as_nanos()) as u64
+        Ok(Arc::new(Self { lanes, stop, threads: Mutex::new(threads), stats }))
     }
 
     /// Puts a stream on the least busy lane.

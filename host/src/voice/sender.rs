@@ -4,7 +4,7 @@
 
 use std::net::UdpSocket;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use davey::{Codec, DaveSession, MediaType};
 use parking_lot::Mutex;
@@ -51,8 +51,6 @@ pub struct PacketSender {
     alive: AtomicBool,
     speaking: AtomicBool,
     commands: mpsc::UnboundedSender<GatewayCommand>,
-    pub(crate) sent: AtomicU64,
-    pub(crate) send_errors: AtomicU64,
 }
 
 impl PacketSender {
@@ -78,8 +76,6 @@ impl PacketSender {
             alive: AtomicBool::new(true),
             speaking: AtomicBool::new(false),
             commands,
-            sent: AtomicU64::new(0),
-            send_errors: AtomicU64::new(0),
         }
     }
 
@@ -93,10 +89,6 @@ impl PacketSender {
 
     pub(crate) fn mark_dead(&self) {
         self.alive.store(false, Ordering::Release);
-    }
-
-    pub fn e2ee(&self) -> bool {
-        self.dave.is_some()
     }
 
     /// Whether audio can go out now. `None` when the E2EE state is locked by a gateway step.
@@ -150,14 +142,8 @@ impl PacketSender {
         *nonce = nonce.wrapping_add(1);
         *sequence = sequence.wrapping_add(1);
         match self.socket.send(packet) {
-            Ok(_) => {
-                self.sent.fetch_add(1, Ordering::Relaxed);
-                SendOutcome::Sent
-            }
-            Err(_) => {
-                self.send_errors.fetch_add(1, Ordering::Relaxed);
-                SendOutcome::Failed
-            }
+            Ok(_) => SendOutcome::Sent,
+            Err(_) => SendOutcome::Failed,
         }
     }
 
