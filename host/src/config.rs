@@ -42,6 +42,15 @@ pub struct Config {
     pub ws_auth: bool,
     /// `OTLP_ENDPOINT`, `OTLP_AUTH`, `OTLP_ORGANIZATION` (and the standard `OTEL_*` ones).
     pub otlp: crate::telemetry::tracing::OtlpSettings,
+    /// `PLUGINS_DIR`: folders of resolver and filter plugins; unset runs without plugins.
+    pub plugins_dir: Option<PathBuf>,
+    /// `PLUGINS_CONFIG` (`<PLUGINS_DIR>/plugins.toml`): the operator's grants and limits.
+    pub plugins_config: Option<PathBuf>,
+    /// `PLUGINS_RELOAD_MS` (1000): how often the plugins directory is checked; 0 disables.
+    pub plugins_reload_ms: u64,
+    /// `PLUGIN_INSTANCES` (1000): the instance pool's size (filters in use at once plus
+    /// resolver calls in flight).
+    pub plugin_instances: u32,
 }
 
 fn parse<T: std::str::FromStr>(
@@ -76,6 +85,7 @@ impl Config {
         let auth_token =
             get("AUTH_TOKEN").filter(|t| !t.trim().is_empty()).ok_or(ConfigError::Missing("AUTH_TOKEN"))?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let plugins_dir = get("PLUGINS_DIR").filter(|v| !v.trim().is_empty()).map(PathBuf::from);
         Ok(Self {
             auth_token: auth_token.trim().to_string(),
             port: parse("PORT", get("PORT"), 8080, ok)?,
@@ -109,6 +119,15 @@ impl Config {
                     .any(|k| get(k).is_some_and(|v| !v.trim().is_empty())),
             },
             data_dir: PathBuf::from(get("DATA_DIR").filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "data".into())),
+            plugins_dir: plugins_dir.clone(),
+            plugins_config: get("PLUGINS_CONFIG")
+                .filter(|v| !v.trim().is_empty())
+                .map(PathBuf::from)
+                .or_else(|| plugins_dir.map(|d| d.join("plugins.toml"))),
+            plugins_reload_ms: parse("PLUGINS_RELOAD_MS", get("PLUGINS_RELOAD_MS"), 1000, ok)?,
+            plugin_instances: parse("PLUGIN_INSTANCES", get("PLUGIN_INSTANCES"), 1000, |v| {
+                (16..=100_000).contains(v).then_some(()).ok_or_else(|| "must be between 16 and 100000".to_string())
+            })?,
         })
     }
 }

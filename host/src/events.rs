@@ -38,6 +38,24 @@ pub enum Event {
         player_id: Id,
         reason: String,
     },
+    /// A filter failed (trapped, ran too long, hit its memory cap) and is bypassed for the
+    /// rest of the track; the track plays on without it.
+    FilterFailed {
+        guild_id: Id,
+        player_id: Id,
+        filter: String,
+        plugin: String,
+        reason: String,
+    },
+    /// A plugin was loaded or reloaded from the plugins directory.
+    PluginLoaded {
+        id: String,
+        version: String,
+    },
+    /// A plugin's folder was removed.
+    PluginUnloaded {
+        id: String,
+    },
     Goodbye,
 }
 

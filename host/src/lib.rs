@@ -8,6 +8,7 @@ pub mod config;
 pub mod events;
 pub mod model;
 pub mod player;
+pub mod plugins;
 pub mod store;
 pub mod telemetry;
 pub mod voice;
@@ -38,6 +39,8 @@ pub enum StartError {
     Http(String),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error("plugins: {0}")]
+    Plugins(#[from] plugins::PluginError),
 }
 
 /// A running server. The HTTP side runs on the caller's runtime; audio, fetches and voice on
@@ -82,6 +85,9 @@ impl Server {
         };
         let scheduler = Scheduler::start(config.clock_threads, clock_stats).map_err(StartError::Threads)?;
         let events = EventBus::new(1024);
+        let services =
+            plugins::Services { runtime: media.handle().clone(), store: store.clone(), metrics: metrics.clone() };
+        let plugins = start_plugins(&config, services, &events).await?;
         let ctx = Arc::new(Context {
             events: events.clone(),
             pipeline: PipelineConfig {
@@ -92,6 +98,7 @@ impl Server {
                 },
                 bitrate_kbps: config.bitrate_kbps,
                 frames_ahead: (config.frame_buffer_ms / 20) as usize,
+                plugins,
             },
             voice: VoiceOptions {
                 tls,
@@ -156,6 +163,39 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
         }
     }
+}
+
+/// Loads the plugins directory (when configured) and starts watching it.
+async fn start_plugins(
+    config: &Config,
+    services: plugins::Services,
+    events: &EventBus,
+) -> Result<Option<Arc<plugins::PluginHost>>, StartError> {
+    let Some(dir) = config.plugins_dir.clone() else {
+        tracing::info!("PLUGINS_DIR is not set; running without plugins");
+        return Ok(None);
+    };
+    let settings = plugins::PluginSettings {
+        dir: Some(dir),
+        config: config.plugins_config.clone(),
+        cache_dir: Some(config.data_dir.join("plugin-cache")),
+        reload_interval: Duration::from_millis(config.plugins_reload_ms),
+        pool_instances: config.plugin_instances,
+    };
+    let host = plugins::PluginHost::new(settings, services)?;
+    let scanning = host.clone();
+    tokio::task::spawn_blocking(move || scanning.scan()).await.map_err(|e| StartError::Threads(e.into()))?;
+    let events = events.clone();
+    plugins::spawn_watcher(&host, move |changes| {
+        for change in changes {
+            match change {
+                plugins::Change::Loaded { id, version } => events.emit(Event::PluginLoaded { id, version }),
+                plugins::Change::Unloaded { id } => events.emit(Event::PluginUnloaded { id }),
+                plugins::Change::Failed { .. } => {}
+            }
+        }
+    });
+    Ok(Some(host))
 }
 
 impl Drop for Server {

@@ -10,6 +10,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Id(pub u64);
 
+impl std::str::FromStr for Id {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim().parse().map(Id)
+    }
+}
+
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -77,6 +84,31 @@ impl Default for Equalizer {
     fn default() -> Self {
         Self { bass: 1.0, mid: 1.0, treble: 1.0 }
     }
+}
+
+impl Equalizer {
+    /// The filter the equalizer route drives.
+    pub const FILTER: &str = "threeBandEqualizer";
+
+    pub fn is_flat(&self) -> bool {
+        [self.bass, self.mid, self.treble].iter().all(|v| (v - 1.0).abs() < 1e-3)
+    }
+
+    pub fn entry(&self) -> FilterEntry {
+        FilterEntry {
+            name: Self::FILTER.to_string(),
+            config: serde_json::json!({ "bass": self.bass, "mid": self.mid, "treble": self.treble }),
+        }
+    }
+}
+
+/// One filter of a player's chain: a filter name from a loaded plugin and its JSON config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterEntry {
+    pub name: String,
+    #[serde(default)]
+    pub config: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -94,7 +94,7 @@ async fn seek_jumps_and_refuses_positions_past_the_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volume_and_equalizer_change_what_is_heard() {
-    let h = Harness::start(FakeVoiceConfig::default()).await;
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["equalizer"], |_| {}).await;
     let mut events = h.events().await;
 
     // Out-of-range values are refused before the player lookup.

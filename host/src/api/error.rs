@@ -30,6 +30,9 @@ impl ApiError {
     pub fn not_found(detail: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "not found", detail)
     }
+    pub fn metadata_parse(detail: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "metadata_parse_error", "metadata parse failed", detail)
+    }
     pub fn source_unavailable(detail: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::NOT_FOUND, "source_unavailable", "source unavailable", detail)
     }

@@ -4,6 +4,7 @@
 mod error;
 mod events;
 mod extract;
+mod filters;
 mod players;
 
 use std::sync::Arc;
@@ -47,7 +48,9 @@ pub fn router(state: AppState) -> Router {
         .route("/players/{id}/stop", post(players::stop))
         .route("/players/{id}/seek", post(players::seek))
         .route("/players/{id}/volume", post(players::volume))
-        .route("/players/{id}/equalizer", post(players::equalizer))
+        .route("/players/{id}/equalizer", post(filters::equalizer))
+        .route("/players/{id}/filters", get(filters::get_filters).put(filters::put_filters))
+        .route("/plugins", get(filters::plugins))
         .route("/players/{id}/current", get(players::current))
         .route("/players/{id}/playlists/{name}", post(players::save_playlist))
         .route("/players/{id}/playlists/{name}/enqueue", post(players::enqueue_playlist))

@@ -10,10 +10,11 @@ use super::error::ApiError;
 use super::extract::{JsonBody, PlayerId};
 use crate::audio::fetch;
 use crate::model::{
-    CurrentTrackResponse, EnqueueRequest, Equalizer, PlayerSnapshot, PlaylistSnapshot, SeekRequest, Track,
-    VoiceBridgePayload, VolumeRequest,
+    CurrentTrackResponse, EnqueueRequest, PlayerSnapshot, PlaylistSnapshot, SeekRequest, Track, VoiceBridgePayload,
+    VolumeRequest,
 };
 use crate::player::{Player, State as PlayerState, format_ms, track};
+use crate::plugins::resolver::{Locator, ResolveFailure, Resolved};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -50,19 +51,71 @@ pub async fn enqueue(
     PlayerId(id): PlayerId,
     JsonBody(request): JsonBody<EnqueueRequest>,
 ) -> ApiResult<Json<PlayerSnapshot>> {
+    let resolvers = app.registry.ctx.pipeline.plugins.clone().filter(|h| h.has_resolvers());
+    let query = request.url.trim().to_string();
     // As in the original, URL problems are reported before the player lookup.
-    let url = track::parse_url(&request.url).map_err(ApiError::source_unavailable)?;
+    let resolvable = resolvers.as_ref().is_some_and(|h| h.plugins().iter().any(|p| p.manifest.matches(&query)));
+    if !resolvable {
+        track::parse_url(&query).map_err(ApiError::source_unavailable)?;
+    }
     let player = app.registry.get(id)?;
+    let (tracks, locators) = match resolvers {
+        Some(host) => resolve(&app, host, query, player.guild_id).await?,
+        None => (vec![direct(&app, &query).await?], Vec::new()),
+    };
+    let mut state = player.state.lock().await;
+    for track in &tracks {
+        tracing::info!(player = %id, track = %track.id, url = %track.source_url, "track_enqueued");
+    }
+    state.locators.extend(locators);
+    player.enqueue(&mut state, tracks);
+    player.persist(&state);
+    Ok(Json(player.snapshot_of(&state)))
+}
+
+/// A direct media link, checked natively (no resolver plugins loaded).
+async fn direct(app: &AppState, raw: &str) -> ApiResult<Track> {
+    let url = track::parse_url(raw).map_err(ApiError::source_unavailable)?;
     let client = app.registry.ctx.http.clone();
     let target = url.to_string();
     let checked = app.registry.ctx.media.spawn(async move { fetch::check(&client, &target).await });
     checked.await.map_err(ApiError::internal)?.map_err(|e| ApiError::source_unavailable(format!("{url}: {e}")))?;
-    let track: Track = track::direct_track(&url, &request.url);
-    let mut state = player.state.lock().await;
-    tracing::info!(player = %id, track = %track.id, url = %track.source_url, "track_enqueued");
-    player.enqueue(&mut state, [track]);
-    player.persist(&state);
-    Ok(Json(player.snapshot_of(&state)))
+    Ok(track::direct_track(&url, raw))
+}
+
+/// Resolves through the plugins, off the API's threads. A search enqueues its first
+/// result; a playlist every entry.
+async fn resolve(
+    app: &AppState,
+    host: std::sync::Arc<crate::plugins::PluginHost>,
+    query: String,
+    guild: crate::model::Id,
+) -> ApiResult<(Vec<Track>, Vec<(String, Locator)>)> {
+    let q = query.clone();
+    let resolved = app.registry.ctx.media.spawn_blocking(move || host.resolve(&q, Some(guild.to_string()), None, 0));
+    let resolved = resolved.await.map_err(ApiError::internal)?.map_err(|e| match e {
+        ResolveFailure::Unsupported | ResolveFailure::Unavailable(_) => ApiError::source_unavailable(e),
+        ResolveFailure::Parse(_) => ApiError::metadata_parse(e),
+        ResolveFailure::Busy(_) | ResolveFailure::Failed { .. } => ApiError::service_unavailable(e),
+    })?;
+    let single = matches!(resolved, Resolved::Track(_));
+    let mut found = resolved.clone().into_tracks();
+    if matches!(resolved, Resolved::Search(_)) {
+        found.truncate(1);
+    }
+    if found.is_empty() {
+        return Err(ApiError::source_unavailable(format!("nothing found for {query}")));
+    }
+    let mut tracks = Vec::with_capacity(found.len());
+    let mut locators = Vec::new();
+    for r in found {
+        let source_url = if single { query.clone() } else { r.uri.clone() };
+        let locator = r.locator.clone();
+        let track = track::resolved_track(r, source_url);
+        locators.extend(locator.map(|l| (track.id.clone(), l)));
+        tracks.push(track);
+    }
+    Ok((tracks, locators))
 }
 
 pub async fn get_queue(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<Vec<Track>>> {
@@ -158,17 +211,6 @@ pub async fn volume(
         return Err(ApiError::bad_request("volume must be between 0.0 and 2.0"));
     }
     control(&app, id, |p, state| p.set_volume(state, request.volume)).await
-}
-
-pub async fn equalizer(
-    State(app): State<AppState>,
-    PlayerId(id): PlayerId,
-    JsonBody(request): JsonBody<Equalizer>,
-) -> ApiResult<Json<PlayerSnapshot>> {
-    if ![request.bass, request.mid, request.treble].iter().all(|b| (0.0..=2.0).contains(b)) {
-        return Err(ApiError::bad_request("equalizer bands must be between 0.0 and 2.0"));
-    }
-    control(&app, id, |p, state| p.set_equalizer(state, request)).await
 }
 
 pub async fn current(

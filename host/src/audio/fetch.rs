@@ -74,6 +74,7 @@ pub async fn check(client: &reqwest::Client, url: &str) -> Result<Probe, FetchEr
 /// A blocking, optionally seekable reader over an HTTP body.
 pub struct HttpSource {
     url: String,
+    headers: Vec<(String, String)>,
     options: FetchOptions,
     cancel: Arc<AtomicBool>,
     body: mpsc::Receiver<Result<Bytes, String>>,
@@ -85,10 +86,14 @@ pub struct HttpSource {
 /// Starts a request (from `offset` when non-zero) and pumps its body into a channel.
 fn start(
     url: &str,
+    headers: &[(String, String)],
     options: &FetchOptions,
     offset: u64,
 ) -> Result<(Probe, mpsc::Receiver<Result<Bytes, String>>), FetchError> {
     let mut request = options.client.get(url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
     if offset > 0 {
         request = request.header(RANGE, format!("bytes={offset}-"));
     }
@@ -120,12 +125,17 @@ fn start(
 
 impl HttpSource {
     /// Opens `url`; call from a blocking thread, not from the runtime.
-    pub fn open(url: &str, options: FetchOptions, cancel: Arc<AtomicBool>) -> Result<Self, FetchError> {
-        let (probe, body) = start(url, &options, 0)?;
+    pub fn open(
+        url: &str,
+        headers: Vec<(String, String)>,
+        options: FetchOptions,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Self, FetchError> {
+        let (probe, body) = start(url, &headers, &options, 0)?;
         if let Some(ct) = probe.content_type.as_deref().filter(|ct| is_clearly_not_media(ct)) {
             return Err(FetchError::NotAudio(ct.to_string()));
         }
-        Ok(Self { url: url.to_string(), options, cancel, body, chunk: Bytes::new(), pos: 0, probe })
+        Ok(Self { url: url.to_string(), headers, options, cancel, body, chunk: Bytes::new(), pos: 0, probe })
     }
 
     pub fn content_type(&self) -> Option<&str> {
@@ -206,7 +216,8 @@ impl Seek for HttpSource {
             io::copy(&mut self.by_ref().take(skip), &mut io::sink())?;
             return if self.pos == target { Ok(target) } else { Err(io::ErrorKind::UnexpectedEof.into()) };
         }
-        let (_, body) = start(&self.url, &self.options, target).map_err(|e| io::Error::other(e.to_string()))?;
+        let (_, body) =
+            start(&self.url, &self.headers, &self.options, target).map_err(|e| io::Error::other(e.to_string()))?;
         self.body = body;
         self.chunk = Bytes::new();
         self.pos = target;

@@ -1,10 +1,10 @@
-//! From a URL to 20 ms Opus frames: fetch, decode, resample, encode.
+//! From a URL to 20 ms Opus frames: fetch, decode, resample, filter, encode.
 
 pub mod decode;
 pub mod encode;
-pub mod equalizer;
 pub mod fetch;
+pub mod filter_chain;
 pub mod pipeline;
 pub mod resample;
 
-pub use pipeline::{Controls, Frame, Gain, PipelineConfig, TrackInfo, TrackRequest};
+pub use pipeline::{Controls, Frame, Gain, PipelineConfig, TrackInfo, TrackRequest, TrackSource};

@@ -1,6 +1,8 @@
-//! One track's production line, on its own thread: fetch → decode → 48 kHz stereo → gain →
-//! 20 ms frames → Opus. Frames wait in a small bounded buffer for the packet clock; a full
-//! buffer pauses the thread, a dropped receiver or the cancel flag ends it.
+//! One track's production line on two threads. The decoder thread fetches, decodes and
+//! resamples to 48 kHz stereo, keeping up to `frames_ahead` 20 ms blocks of PCM ready. The
+//! encoder thread takes one block at a time just before the clock needs it, runs the filter
+//! chain and the volume, and encodes Opus into a buffer of two frames, so a filter or volume
+//! change is heard within a couple of frames. A dropped receiver or the cancel flag ends both.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -9,9 +11,14 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::decode::SourceDecoder;
 use super::encode::{FRAME_LEN, OpusEncoder};
-use super::equalizer::{EqualizerControl, ThreeBand};
 use super::fetch::{FetchOptions, HttpSource};
+use super::filter_chain::{ChainControl, FailureReport, FilterChain};
 use super::resample::To48k;
+use crate::plugins::PluginHost;
+use crate::plugins::resolver::Locator;
+
+/// Encoded frames kept ready for the clock.
+const ENCODED_AHEAD: usize = 2;
 
 /// What the clock takes from a track.
 #[derive(Debug)]
@@ -26,8 +33,10 @@ pub enum Frame {
 pub struct PipelineConfig {
     pub fetch: FetchOptions,
     pub bitrate_kbps: u32,
-    /// Frames buffered ahead of the clock (20 ms each).
+    /// Decoded 20 ms blocks kept ready ahead of the encoder.
     pub frames_ahead: usize,
+    /// Where filters come from; none runs every chain empty.
+    pub plugins: Option<Arc<PluginHost>>,
 }
 
 /// Facts learned when the source opens.
@@ -53,10 +62,11 @@ impl Gain {
 }
 
 /// What a player lets its track pipeline read while it runs.
-#[derive(Debug, Default)]
 pub struct Controls {
     pub gain: Gain,
-    pub equalizer: EqualizerControl,
+    pub filters: ChainControl,
+    /// Told when a filter fails and is taken out of the chain.
+    pub on_filter_failure: FailureReport,
 }
 
 impl Default for Gain {
@@ -65,12 +75,28 @@ impl Default for Gain {
     }
 }
 
+/// Where a track's media comes from.
+#[derive(Debug, Clone)]
+pub enum TrackSource {
+    /// Fetched from a URL with these request headers.
+    Http { url: String, headers: Vec<(String, String)> },
+    /// Resolved through the resolver plugins first (tracks restored after a restart,
+    /// playlist entries), for the guild when there is one.
+    Resolve { query: String, guild_id: Option<String> },
+}
+
 /// Where to start and what to play.
 pub struct TrackRequest {
-    pub url: String,
+    pub source: TrackSource,
     pub start_ms: u64,
     /// The track's span; the pipeline's work is recorded under it.
     pub span: tracing::Span,
+}
+
+/// What the decoder thread hands the encoder thread.
+enum Block {
+    Pcm(Vec<f32>),
+    End(Result<(), String>),
 }
 
 /// Starts producing frames. `on_open` runs once the source is probed.
@@ -81,64 +107,67 @@ pub fn spawn(
     cancel: Arc<AtomicBool>,
     on_open: impl FnOnce(TrackInfo) + Send + 'static,
 ) -> std::io::Result<Receiver<Frame>> {
-    let (tx, rx) = bounded(config.frames_ahead.max(2));
-    std::thread::Builder::new().name("track-pipeline".into()).spawn(move || {
-        let span = request.span.clone();
-        let result = span.in_scope(|| produce(&request, &config, &controls, &cancel, &tx, on_open));
-        if let Err(e) = &result {
+    let (pcm_tx, pcm_rx) = bounded(config.frames_ahead.max(2));
+    let (tx, rx) = bounded(ENCODED_AHEAD);
+    let span = request.span.clone();
+    let encoder_cancel = cancel.clone();
+    let bitrate = config.bitrate_kbps;
+    let chain = FilterChain::new(config.plugins.clone(), controls.on_filter_failure.clone());
+    std::thread::Builder::new().name("track-encode".into()).spawn(move || {
+        let ended = span.in_scope(|| encode(bitrate, chain, &controls, &encoder_cancel, &pcm_rx, &tx));
+        let ended = match ended {
+            Ok(None) => return,
+            Ok(Some(result)) => result,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &ended {
             span.in_scope(|| tracing::warn!(error = %e, "track failed"));
         }
-        if !cancel.load(Ordering::Acquire) {
-            let _ = tx.send(Frame::End(result));
+        if !encoder_cancel.load(Ordering::Acquire) {
+            let _ = tx.send(Frame::End(ended));
         }
+    })?;
+    std::thread::Builder::new().name("track-decode".into()).spawn(move || {
+        let span = request.span.clone();
+        let result = span.in_scope(|| decode(&request, &config, &cancel, &pcm_tx, on_open));
+        let _ = pcm_tx.send(Block::End(result));
     })?;
     Ok(rx)
 }
 
-fn produce(
+/// Fetches, decodes and resamples into 20 ms blocks (the last one may be shorter).
+fn decode(
     request: &TrackRequest,
     config: &PipelineConfig,
-    controls: &Controls,
     cancel: &Arc<AtomicBool>,
-    tx: &Sender<Frame>,
+    tx: &Sender<Block>,
     on_open: impl FnOnce(TrackInfo),
 ) -> Result<(), String> {
-    let source = HttpSource::open(&request.url, config.fetch.clone(), cancel.clone()).map_err(|e| e.to_string())?;
+    let (url, headers) = match &request.source {
+        TrackSource::Http { url, headers } => (url.clone(), headers.clone()),
+        TrackSource::Resolve { query, guild_id } => locate(config, query, guild_id.clone())?,
+    };
+    let source = HttpSource::open(&url, headers, config.fetch.clone(), cancel.clone()).map_err(|e| e.to_string())?;
     let content_type = source.content_type().map(str::to_string);
     let mut decoder = SourceDecoder::open(Box::new(source), content_type.as_deref()).map_err(|e| e.to_string())?;
     on_open(TrackInfo { duration_ms: decoder.duration_ms() });
     if request.start_ms > 0 {
         decoder.seek_ms(request.start_ms);
     }
-    let mut equalizer = ThreeBand::default();
-    let mut encoder = OpusEncoder::new(config.bitrate_kbps).map_err(|e| e.to_string())?;
     let mut resampler: Option<To48k> = None;
     let mut pcm: Vec<f32> = Vec::with_capacity(FRAME_LEN * 8);
-
-    let mut emit = |pcm: &mut Vec<f32>, flush: bool| -> Result<bool, String> {
-        if flush && !pcm.len().is_multiple_of(FRAME_LEN) {
-            // The tail shorter than a frame is played, padded with silence.
-            let padded = pcm.len().next_multiple_of(FRAME_LEN);
-            pcm.resize(padded, 0.0);
-        }
+    let send_blocks = |pcm: &mut Vec<f32>, all: bool| -> bool {
         let mut start = 0;
-        while pcm.len() - start >= FRAME_LEN {
-            let frame = &mut pcm[start..start + FRAME_LEN];
-            equalizer.process(&controls.equalizer, frame);
-            let g = controls.gain.get();
-            if (g - 1.0).abs() > f32::EPSILON {
-                frame.iter_mut().for_each(|s| *s = (*s * g).clamp(-1.0, 1.0));
+        while pcm.len() - start >= FRAME_LEN || (all && start < pcm.len()) {
+            let end = (start + FRAME_LEN).min(pcm.len());
+            if cancel.load(Ordering::Acquire) || tx.send(Block::Pcm(pcm[start..end].to_vec())).is_err() {
+                return false;
             }
-            let packet = encoder.encode(frame).map_err(|e| e.to_string())?;
-            start += FRAME_LEN;
-            if cancel.load(Ordering::Acquire) || tx.send(Frame::Audio(packet)).is_err() {
-                return Ok(false);
-            }
+            start = end;
         }
         pcm.drain(..start);
-        Ok(true)
+        true
     };
-
     loop {
         if cancel.load(Ordering::Acquire) {
             return Ok(());
@@ -149,13 +178,82 @@ fn produce(
             None => resampler.insert(To48k::new(rate).map_err(|e| e.to_string())?),
         };
         resampler.push(block, &mut pcm).map_err(|e| e.to_string())?;
-        if !emit(&mut pcm, false)? {
+        if !send_blocks(&mut pcm, false) {
             return Ok(());
         }
     }
     if let Some(r) = resampler.as_mut() {
         r.finish(&mut pcm).map_err(|e| e.to_string())?;
     }
-    emit(&mut pcm, true)?;
+    send_blocks(&mut pcm, true);
     Ok(())
+}
+
+/// Resolves a query to the URL and headers of its first track.
+fn locate(
+    config: &PipelineConfig,
+    query: &str,
+    guild_id: Option<String>,
+) -> Result<(String, Vec<(String, String)>), String> {
+    let Some(host) = config.plugins.as_ref() else { return Ok((query.to_string(), Vec::new())) };
+    let resolved = host.resolve(query, guild_id, None, 0).map_err(|e| format!("cannot resolve {query}: {e}"))?;
+    match resolved.into_tracks().into_iter().next().and_then(|t| t.locator) {
+        Some(Locator::Http { url, headers }) => Ok((url, headers)),
+        Some(Locator::Process { program, .. }) => Err(format!("streaming from {program} is not supported yet")),
+        None => Err(format!("{query} resolved to nothing playable")),
+    }
+}
+
+/// Filters, applies the volume and encodes. Returns none when it stopped early (cancelled
+/// or nobody listening), else how the decoder ended.
+fn encode(
+    bitrate_kbps: u32,
+    mut chain: FilterChain,
+    controls: &Controls,
+    cancel: &AtomicBool,
+    rx: &Receiver<Block>,
+    tx: &Sender<Frame>,
+) -> Result<Option<Result<(), String>>, String> {
+    let mut encoder = OpusEncoder::new(bitrate_kbps).map_err(|e| e.to_string())?;
+    let mut ready: Vec<f32> = Vec::with_capacity(FRAME_LEN * 4);
+    let mut send = |ready: &mut Vec<f32>, flush: bool| -> Result<bool, String> {
+        if flush && !ready.len().is_multiple_of(FRAME_LEN) {
+            // The tail shorter than a frame is played, padded with silence.
+            ready.resize(ready.len().next_multiple_of(FRAME_LEN), 0.0);
+        }
+        let mut start = 0;
+        while ready.len() - start >= FRAME_LEN {
+            let frame = &mut ready[start..start + FRAME_LEN];
+            let g = controls.gain.get();
+            if (g - 1.0).abs() > f32::EPSILON {
+                frame.iter_mut().for_each(|s| *s = (*s * g).clamp(-1.0, 1.0));
+            }
+            let packet = encoder.encode(frame).map_err(|e| e.to_string())?;
+            start += FRAME_LEN;
+            if cancel.load(Ordering::Acquire) || tx.send(Frame::Audio(packet)).is_err() {
+                return Ok(false);
+            }
+        }
+        ready.drain(..start);
+        Ok(true)
+    };
+    loop {
+        let Ok(block) = rx.recv() else { return Ok(None) };
+        match block {
+            Block::Pcm(pcm) => {
+                let mut out = chain.process(&controls.filters, pcm);
+                ready.append(&mut out);
+                if !send(&mut ready, false)? {
+                    return Ok(None);
+                }
+            }
+            Block::End(result) => {
+                ready.append(&mut chain.flush());
+                if !send(&mut ready, true)? {
+                    return Ok(None);
+                }
+                return Ok(Some(result));
+            }
+        }
+    }
 }

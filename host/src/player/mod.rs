@@ -6,7 +6,7 @@ mod output;
 pub mod registry;
 pub mod track;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,9 +15,10 @@ use tokio::sync::{Mutex, mpsc, watch};
 pub use output::{OutputCounters, OutputSignal, PlayerOutput};
 pub use registry::{Context, PlayerError, Registry};
 
-use crate::audio::{Controls, TrackInfo, TrackRequest, pipeline};
+use crate::audio::{Controls, TrackInfo, TrackRequest, TrackSource, pipeline};
 use crate::events::Event;
-use crate::model::{Equalizer, Id, PlayerSnapshot, PlayerStatus, Track, VoiceBridgePayload};
+use crate::model::{Equalizer, FilterEntry, Id, PlayerSnapshot, PlayerStatus, Track, VoiceBridgePayload};
+use crate::plugins::resolver::Locator;
 use crate::voice::scheduler::Registration;
 use crate::voice::{VoiceConnection, VoiceEvent};
 
@@ -30,6 +31,11 @@ pub struct State {
     pub current: Option<Track>,
     pub volume: f32,
     pub equalizer: Equalizer,
+    /// The filter chain (the equalizer's filter included).
+    pub filters: Vec<FilterEntry>,
+    /// How to fetch queued tracks, as their resolvers said (kept in memory only; tracks
+    /// without one are resolved again when they start).
+    pub locators: HashMap<String, Locator>,
     pub playback_session_id: Option<String>,
     token: u64,
     cancel: Option<Arc<AtomicBool>>,
@@ -46,6 +52,8 @@ impl State {
             current: None,
             volume: 1.0,
             equalizer: Equalizer::default(),
+            filters: Vec::new(),
+            locators: HashMap::new(),
             playback_session_id: None,
             token: 0,
             cancel: None,
@@ -166,7 +174,7 @@ impl Player {
         };
         let span =
             tracing::info_span!("track", player = %self.id, track_id = %track.id, url = %track.source_url, start_ms);
-        let request = TrackRequest { url: track.stream_url.clone(), start_ms, span };
+        let request = TrackRequest { source: self.source_of(state, &track), start_ms, span };
         let spawned =
             pipeline::spawn(request, self.ctx.pipeline.clone(), self.controls.clone(), cancel.clone(), on_open);
         state.played_any = true;
@@ -205,8 +213,23 @@ impl Player {
         }
     }
 
+    /// Where `track`'s media comes from: what its resolver said at enqueue, else the
+    /// resolvers again (tracks restored after a restart), else its URL.
+    fn source_of(&self, state: &State, track: &Track) -> TrackSource {
+        match state.locators.get(&track.id) {
+            Some(Locator::Http { url, headers }) => TrackSource::Http { url: url.clone(), headers: headers.clone() },
+            _ if self.ctx.pipeline.plugins.as_ref().is_some_and(|h| h.has_resolvers()) => {
+                TrackSource::Resolve { query: track.source_url.clone(), guild_id: Some(self.guild_id.to_string()) }
+            }
+            _ => TrackSource::Http { url: track.stream_url.clone(), headers: Vec::new() },
+        }
+    }
+
     /// Cancels the current track's work and forgets it.
     fn end_current(&self, state: &mut State) {
+        if let Some(track) = &state.current {
+            state.locators.remove(&track.id);
+        }
         if let Some(cancel) = state.cancel.take() {
             cancel.store(true, Ordering::Release);
         }
@@ -302,9 +325,31 @@ impl Player {
         self.controls.gain.set(volume);
     }
 
+    /// Sets the 3-band equalizer, which is the chain's `threeBandEqualizer` entry (added
+    /// in front when missing, removed when flat).
     pub fn set_equalizer(&self, state: &mut State, equalizer: Equalizer) {
-        state.equalizer = equalizer;
-        self.controls.equalizer.set(equalizer);
+        let mut chain = state.filters.clone();
+        let at = chain.iter().position(|e| e.name == Equalizer::FILTER);
+        match (at, equalizer.is_flat()) {
+            (Some(i), true) => {
+                chain.remove(i);
+            }
+            (Some(i), false) => chain[i] = equalizer.entry(),
+            (None, false) => chain.insert(0, equalizer.entry()),
+            (None, true) => {}
+        }
+        self.set_filters(state, chain);
+    }
+
+    /// Replaces the filter chain; the snapshot's equalizer follows its 3-band entry.
+    pub fn set_filters(&self, state: &mut State, chain: Vec<FilterEntry>) {
+        state.equalizer = chain
+            .iter()
+            .find(|e| e.name == Equalizer::FILTER)
+            .and_then(|e| serde_json::from_value(e.config.clone()).ok())
+            .unwrap_or_default();
+        self.controls.filters.set(chain.clone());
+        state.filters = chain;
     }
 
     /// Swaps in a connected voice session at the next frame; the old one closes afterwards.

@@ -55,6 +55,31 @@ impl Registry {
         guard(&self.players).get(&id).cloned().ok_or(PlayerError::NotFound(id))
     }
 
+    /// The controls of a new player: its failing filters become events and metrics.
+    fn controls_for(&self, guild_id: Id, player_id: Id) -> Controls {
+        let events = self.ctx.events.clone();
+        let metrics = self.ctx.metrics.clone();
+        let on_filter_failure = Arc::new(move |failure: crate::plugins::filter::CallFailure| {
+            tracing::warn!(player = %player_id, %failure, "filter bypassed");
+            metrics
+                .filters_bypassed
+                .get_or_create(&crate::telemetry::metrics::FilterLabels {
+                    plugin: failure.plugin.clone(),
+                    filter: failure.filter.clone(),
+                    reason: failure.kind.as_str().to_string(),
+                })
+                .inc();
+            events.emit(Event::FilterFailed {
+                guild_id,
+                player_id,
+                filter: failure.filter.clone(),
+                plugin: failure.plugin.clone(),
+                reason: failure.message.clone(),
+            });
+        });
+        Controls { gain: Default::default(), filters: Default::default(), on_filter_failure }
+    }
+
     pub fn list(&self) -> Vec<Arc<Player>> {
         let mut all: Vec<_> = guard(&self.players).values().cloned().collect();
         all.sort_by_key(|p| p.id);
@@ -125,7 +150,7 @@ impl Registry {
             guild_id: payload.guild_id,
             state: tokio::sync::Mutex::new(State::new(payload.clone(), voice)),
             output,
-            controls: Arc::new(Controls::default()),
+            controls: Arc::new(self.controls_for(payload.guild_id, payload.player_id)),
             ctx: self.ctx.clone(),
             opened: opened_tx,
             voice_events: voice_tx,

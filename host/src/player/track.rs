@@ -4,6 +4,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::model::{Track, TrackMetadata};
+use crate::plugins::resolver::{Locator, ResolvedTrack};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TrackUrlError {
@@ -45,6 +46,28 @@ pub fn direct_track(url: &Url, raw: &str) -> Track {
         source_url: raw.clone(),
         stream_url: raw.clone(),
         metadata: TrackMetadata { artist: "Unknown".into(), title, duration_ms: 0, url: raw },
+        error: None,
+    }
+}
+
+/// The contract's track for what a resolver found; `source_url` is what was enqueued (or
+/// the entry's own link for playlist entries).
+pub fn resolved_track(r: ResolvedTrack, source_url: String) -> Track {
+    let stream_url = match &r.locator {
+        Some(Locator::Http { url, .. }) => url.clone(),
+        _ => source_url.clone(),
+    };
+    Track {
+        id: Uuid::new_v4().to_string(),
+        source: r.source_name,
+        source_url,
+        stream_url,
+        metadata: TrackMetadata {
+            artist: if r.author.trim().is_empty() { "Unknown".into() } else { r.author },
+            title: r.title,
+            duration_ms: r.duration_ms.unwrap_or(0),
+            url: r.uri,
+        },
         error: None,
     }
 }

@@ -141,6 +141,34 @@ impl StateStore {
         }
     }
 
+    /// A plugin's own key (`plugin:{id}:kv:{key}`); errors reach the plugin.
+    pub async fn plugin_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(&format!("plugin:{plugin}:kv:{key}"));
+        self.raw_get(&key).await.inspect_err(|_| {
+            self.errors.inc();
+        })
+    }
+
+    pub async fn plugin_set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let key = self.key(&format!("plugin:{plugin}:kv:{key}"));
+        self.raw_set(&key, value, ttl).await.inspect_err(|_| {
+            self.errors.inc();
+        })
+    }
+
+    pub async fn plugin_delete(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
+        let key = self.key(&format!("plugin:{plugin}:kv:{key}"));
+        self.raw_delete(&key).await.inspect_err(|_| {
+            self.errors.inc();
+        })
+    }
+
     pub async fn queue(&self, guild: Id) -> Vec<Track> {
         self.read(&format!("guild:{guild}:queue")).await.unwrap_or_default()
     }

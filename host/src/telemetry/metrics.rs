@@ -15,6 +15,26 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProcessLabels {
+    pub plugin: String,
+    pub program: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginCallLabels {
+    pub plugin: String,
+    /// ok, error (the plugin answered with an error), timeout, memory or trap.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterLabels {
+    pub plugin: String,
+    pub filter: String,
+    pub reason: String,
+}
+
 fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
 }
@@ -32,6 +52,9 @@ pub struct Metrics {
     pub events_dropped: Counter,
     pub store_errors: Counter,
     pub requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub plugin_calls: Family<PluginCallLabels, Counter>,
+    pub plugin_process_runs: Family<ProcessLabels, Counter>,
+    pub filters_bypassed: Family<FilterLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -56,6 +79,9 @@ impl Metrics {
             events_dropped: Counter::default(),
             store_errors: Counter::default(),
             requests: Family::new_with_constructor(request_histogram as fn() -> Histogram),
+            plugin_calls: Family::default(),
+            plugin_process_runs: Family::default(),
+            filters_bypassed: Family::default(),
         };
         registry.register("players", "Players in memory", m.players.clone());
         registry.register("players_playing", "Players whose status is playing", m.playing.clone());
@@ -80,6 +106,17 @@ impl Metrics {
         registry.register("events_dropped", "Events a slow WebSocket client missed", m.events_dropped.clone());
         registry.register("store_errors", "Failed state store operations (each retry counts)", m.store_errors.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency", m.requests.clone());
+        registry.register("plugin_calls", "Resolver plugin calls by outcome", m.plugin_calls.clone());
+        registry.register(
+            "plugin_process_runs",
+            "Programs run by plugins through the process capability",
+            m.plugin_process_runs.clone(),
+        );
+        registry.register(
+            "filters_bypassed",
+            "Filters taken out of a player's chain after they failed",
+            m.filters_bypassed.clone(),
+        );
         Self { registry, ..m }
     }
 

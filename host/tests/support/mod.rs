@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod media;
+pub mod plugins;
 pub mod process;
 pub mod redis;
 
@@ -29,6 +30,8 @@ pub struct Harness {
     pub fake: FakeVoiceServer,
     pub media: MediaServer,
     pub http: reqwest::Client,
+    /// The plugins directory, when the server runs with plugins.
+    pub plugins: Option<tempfile::TempDir>,
     _ca_file: Option<tempfile::NamedTempFile>,
     _data: tempfile::TempDir,
 }
@@ -43,6 +46,20 @@ pub struct Reply {
 impl Harness {
     pub async fn start(voice: FakeVoiceConfig) -> Self {
         Self::start_with(voice, |_| {}).await
+    }
+
+    /// Starts with the plugins `names` installed (see `plugins::install`).
+    pub async fn with_plugins(voice: FakeVoiceConfig, names: &[&str], tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = plugins::install(names);
+        let path = dir.path().to_path_buf();
+        let mut h = Self::start_with(voice, |c| {
+            c.plugins_dir = Some(path.clone());
+            c.plugins_config = Some(path.join("plugins.toml"));
+            tweak(c);
+        })
+        .await;
+        h.plugins = Some(dir);
+        h
     }
 
     pub async fn start_with(voice: FakeVoiceConfig, tweak: impl FnOnce(&mut Config)) -> Self {
@@ -65,7 +82,7 @@ impl Harness {
         tweak(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let media = MediaServer::start().await;
-        Self { server, fake, media, http: reqwest::Client::new(), _ca_file: ca_file, _data: data }
+        Self { server, fake, media, http: reqwest::Client::new(), plugins: None, _ca_file: ca_file, _data: data }
     }
 
     pub fn url(&self, path: &str) -> String {

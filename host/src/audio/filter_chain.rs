@@ -1,0 +1,166 @@
+//! A player's filter chain as a track's pipeline runs it: an ordered list of WASM filter
+//! instances, rebuilt at a frame boundary when the player's chain or the loaded plugins
+//! change, with a failing filter taken out (and reported) instead of the track.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::model::FilterEntry;
+use crate::plugins::PluginHost;
+use crate::plugins::filter::{CallFailure, FilterInstance};
+
+/// The chain a player wants; written by API calls, read by its track pipeline.
+#[derive(Debug, Default)]
+pub struct ChainControl {
+    version: AtomicU64,
+    entries: Mutex<Vec<FilterEntry>>,
+}
+
+impl ChainControl {
+    pub fn set(&self, entries: Vec<FilterEntry>) {
+        *self.entries.lock() = entries;
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn get(&self) -> Vec<FilterEntry> {
+        self.entries.lock().clone()
+    }
+
+    fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+}
+
+/// Told when a filter fails and is taken out of the chain.
+pub type FailureReport = Arc<dyn Fn(CallFailure) + Send + Sync>;
+
+struct Stage {
+    entry: FilterEntry,
+    /// None once the filter failed (or could not be created): it is bypassed.
+    instance: Option<FilterInstance>,
+}
+
+pub struct FilterChain {
+    host: Option<Arc<PluginHost>>,
+    report: FailureReport,
+    seen: Option<(u64, u64)>,
+    stages: Vec<Stage>,
+}
+
+impl FilterChain {
+    pub fn new(host: Option<Arc<PluginHost>>, report: FailureReport) -> Self {
+        Self { host, report, seen: None, stages: Vec::new() }
+    }
+
+    /// Whether any filter would touch the audio.
+    pub fn is_active(&self) -> bool {
+        self.stages.iter().any(|s| s.instance.is_some())
+    }
+
+    /// Runs a block through every working stage, first catching up with changes.
+    pub fn process(&mut self, control: &ChainControl, block: Vec<f32>) -> Vec<f32> {
+        self.refresh(control);
+        self.run_from(0, block)
+    }
+
+    /// Drains every stage's tail through the stages after it, at the end of a track.
+    pub fn flush(&mut self) -> Vec<f32> {
+        let mut out = Vec::new();
+        for i in 0..self.stages.len() {
+            let tail = match self.stages[i].instance.as_mut().map(FilterInstance::flush) {
+                Some(Ok(tail)) => tail,
+                Some(Err(failure)) => {
+                    self.bypass(i, failure);
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
+            let mut tail = self.run_from(i + 1, tail);
+            out.append(&mut tail);
+        }
+        out
+    }
+
+    fn run_from(&mut self, first: usize, mut block: Vec<f32>) -> Vec<f32> {
+        for i in first..self.stages.len() {
+            let Some(instance) = self.stages[i].instance.as_mut() else { continue };
+            match instance.process(&block) {
+                Ok(mut out) => {
+                    // Only whole stereo pairs go on.
+                    out.truncate(out.len() & !1);
+                    block = out;
+                }
+                Err(failure) => self.bypass(i, failure),
+            }
+        }
+        block
+    }
+
+    fn bypass(&mut self, i: usize, failure: CallFailure) {
+        self.stages[i].instance = None;
+        (self.report)(failure);
+    }
+
+    fn refresh(&mut self, control: &ChainControl) {
+        let generation = self.host.as_ref().map_or(0, |h| h.generation());
+        let now = (control.version(), generation);
+        if self.seen == Some(now) {
+            return;
+        }
+        self.seen = Some(now);
+        let wanted = control.get();
+        let mut old: Vec<Option<Stage>> = std::mem::take(&mut self.stages).into_iter().map(Some).collect();
+        for (i, entry) in wanted.into_iter().enumerate() {
+            let plugin = self.host.as_ref().and_then(|h| h.filter(&entry.name));
+            let reusable = old.get_mut(i).and_then(Option::take).filter(|s| {
+                s.entry.name == entry.name
+                    && matches!((&s.instance, &plugin), (Some(inst), Some(p)) if Arc::ptr_eq(inst.plugin(), p))
+            });
+            let stage = match reusable {
+                Some(mut stage) => {
+                    if stage.entry.config != entry.config {
+                        self.update(&mut stage, &entry);
+                    }
+                    stage.entry = entry;
+                    stage
+                }
+                None => self.create(plugin, entry),
+            };
+            self.stages.push(stage);
+        }
+    }
+
+    fn update(&self, stage: &mut Stage, entry: &FilterEntry) {
+        let Some(instance) = stage.instance.as_mut() else { return };
+        match instance.update(&entry.config.to_string()) {
+            Ok(Ok(())) => {}
+            // Checked when the chain was set; a refusal now keeps the previous config.
+            Ok(Err(refused)) => tracing::warn!(filter = %entry.name, %refused, "filter refused its new config"),
+            Err(failure) => {
+                stage.instance = None;
+                (self.report)(failure);
+            }
+        }
+    }
+
+    fn create(&self, plugin: Option<Arc<crate::plugins::LoadedPlugin>>, entry: FilterEntry) -> Stage {
+        let Some(plugin) = plugin else {
+            tracing::warn!(filter = %entry.name, "no loaded plugin provides this filter; bypassing it");
+            return Stage { entry, instance: None };
+        };
+        match FilterInstance::create(&plugin, &entry.name, &entry.config.to_string()) {
+            Ok(instance) => Stage { entry, instance: Some(instance) },
+            Err(e) => {
+                (self.report)(CallFailure {
+                    plugin: plugin.id().to_string(),
+                    filter: entry.name.clone(),
+                    kind: crate::plugins::engine::FailureKind::Trap,
+                    message: e.to_string(),
+                });
+                Stage { entry, instance: None }
+            }
+        }
+    }
+}

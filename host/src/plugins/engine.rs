@@ -1,0 +1,242 @@
+//! The wasmtime engine every plugin runs on, the per-call store state, and the cache of
+//! compiled components.
+//!
+//! Runaway guests are bounded three ways: a memory cap per store (growing past it traps),
+//! an epoch deadline on guest compute time per call (time spent in host calls does not
+//! count; those have their own timeouts), and one store per instance, so a trap poisons
+//! only the instance that trapped.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::PluginError;
+use super::capabilities::Capabilities;
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The largest memory any plugin may be granted (the pooling allocator's slot size).
+pub const MAX_MEMORY_BYTES: usize = 512 << 20;
+
+/// Builds the engine: pooling allocator when the address space allows it, epochs on.
+pub fn build(pool_instances: u32) -> Result<Engine, PluginError> {
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(pool_instances)
+        .total_core_instances(pool_instances * 4)
+        .total_memories(pool_instances * 2)
+        .total_tables(pool_instances * 4)
+        .max_memory_size(MAX_MEMORY_BYTES);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    let engine = match Engine::new(&config) {
+        Ok(engine) => engine,
+        Err(e) => {
+            // Small address spaces (some containers) cannot reserve the pool.
+            tracing::warn!(error = %e, "pooling allocator unavailable; instantiating on demand");
+            config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+            Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?
+        }
+    };
+    start_epoch_ticker(&engine);
+    Ok(engine)
+}
+
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the plugin epoch ticker; plugin calls are not time-bounded");
+    }
+}
+
+/// Loads a component, from the compiled cache when it holds this exact component for this
+/// exact engine, compiling (and caching) it otherwise.
+pub fn load_component(engine: &Engine, bytes: &[u8], cache_dir: Option<&Path>) -> Result<Component, PluginError> {
+    let Some(dir) = cache_dir else {
+        return Component::new(engine, bytes)
+            .map_err(|e| PluginError::Invalid(format!("not a valid component: {e:#}")));
+    };
+    let path = cache_path(engine, bytes, dir);
+    if path.exists() {
+        // SAFETY: the file was written by `Component::serialize` of this same engine
+        // configuration (its name carries the engine's compatibility hash and the
+        // component's digest) into the host's own data directory.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => return Ok(component),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled plugin"),
+        }
+    }
+    let component =
+        Component::new(engine, bytes).map_err(|e| PluginError::Invalid(format!("not a valid component: {e:#}")))?;
+    if let Err(e) = write_cache(&component, &path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled plugin");
+    }
+    Ok(component)
+}
+
+fn cache_path(engine: &Engine, bytes: &[u8], dir: &Path) -> PathBuf {
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let digest = Sha256::digest(bytes);
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{hex}-{:016x}.cwasm", hasher.finish()))
+}
+
+fn write_cache(component: &Component, path: &Path) -> std::io::Result<()> {
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Per-plugin bounds, from the operator's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    /// Guest compute time per call.
+    pub call_time: Duration,
+}
+
+/// Accounts for the time a call spends in the guest, as opposed to in host calls.
+#[derive(Debug)]
+pub struct Budget {
+    started: Instant,
+    in_host: Duration,
+    limit: Duration,
+}
+
+impl Budget {
+    fn guest_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.in_host)
+    }
+}
+
+/// What a store carries for its one instance.
+pub struct PluginState {
+    pub plugin_id: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    budget: Budget,
+    /// Whether the plugin may write to the log.
+    pub log: bool,
+    /// Granted capabilities (resolvers only).
+    pub caps: Option<Arc<Capabilities>>,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl PluginState {
+    /// Runs a host call, keeping its time out of the guest's budget.
+    pub fn in_host<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let start = Instant::now();
+        let result = f(self);
+        self.budget.in_host += start.elapsed();
+        result
+    }
+}
+
+/// The error a call ends with when the guest ran out of compute time.
+#[derive(Debug, thiserror::Error)]
+#[error("ran longer than its {0:?} limit")]
+pub struct OutOfTime(pub Duration);
+
+/// A fresh store for one instance. The guest sees no files, no network, no environment.
+pub fn new_store(
+    engine: &Engine,
+    plugin_id: Arc<str>,
+    limits: Limits,
+    log: bool,
+    caps: Option<Arc<Capabilities>>,
+) -> Store<PluginState> {
+    let state = PluginState {
+        plugin_id,
+        wasi: WasiCtx::builder().build(),
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes.min(MAX_MEMORY_BYTES))
+            .trap_on_grow_failure(true)
+            .build(),
+        budget: Budget { started: Instant::now(), in_host: Duration::ZERO, limit: limits.call_time },
+        log,
+        caps,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_callback(|ctx| {
+        let budget = &ctx.data().budget;
+        let used = budget.guest_time();
+        if used >= budget.limit {
+            return Err(OutOfTime(budget.limit).into());
+        }
+        let left = budget.limit - used;
+        Ok(wasmtime::UpdateDeadline::Continue(ticks(left)))
+    });
+    store.set_epoch_deadline(ticks(limits.call_time));
+    store
+}
+
+/// Starts the budget for a new call.
+pub fn begin_call(store: &mut Store<PluginState>) {
+    let budget = &mut store.data_mut().budget;
+    budget.started = Instant::now();
+    budget.in_host = Duration::ZERO;
+    let limit = budget.limit;
+    store.set_epoch_deadline(ticks(limit));
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+}
+
+/// Describes a failed call for people: out of time, out of memory, or the guest's trap.
+pub fn describe(error: &wasmtime::Error) -> (FailureKind, String) {
+    if let Some(t) = error.downcast_ref::<OutOfTime>() {
+        return (FailureKind::Timeout, t.to_string());
+    }
+    let text = format!("{error:#}");
+    if text.contains("forcing trap when growing memory") || text.contains("memory") && text.contains("limit") {
+        return (FailureKind::Memory, "exceeded its memory limit".to_string());
+    }
+    (FailureKind::Trap, format!("trapped: {}", text.lines().next().unwrap_or("trap")))
+}
+
+/// Why a plugin call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Timeout,
+    Memory,
+    Trap,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Memory => "memory",
+            Self::Trap => "trap",
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The operator's side: which plugins run, what each may touch, and how far it may go.
+//! Read from `PLUGINS_CONFIG` (TOML); a plugin without an entry runs with `log` only.
+//!
+//! ```toml
+//! [plugins.ytdlp]
+//! process = ["yt-dlp"]          # programs it may run, by name
+//! kv = true
+//! http = { hosts = ["*.example.com"], private = false }
+//! limits = { memory-mb = 64, call-timeout-ms = 20000 }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::PluginError;
+use super::engine::Limits;
+use super::manifest::{Capability, Kind};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    #[serde(default)]
+    pub plugins: BTreeMap<String, Grants>,
+}
+
+impl OperatorConfig {
+    pub fn read(path: &Path) -> Result<Self, PluginError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PluginError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| PluginError::Invalid(format!("{}: {}", path.display(), e.message())))
+    }
+
+    /// The grants for `id`; deny-by-default when the operator did not mention it.
+    pub fn grants(&self, id: &str) -> Grants {
+        self.plugins.get(id).cloned().unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Grants {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "yes")]
+    pub log: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpGrant>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub process: Vec<String>,
+    #[serde(default)]
+    pub kv: bool,
+    #[serde(default)]
+    pub library: bool,
+    #[serde(default)]
+    pub delegate: bool,
+    #[serde(default)]
+    pub limits: LimitSettings,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            log: true,
+            http: None,
+            process: Vec::new(),
+            kv: false,
+            library: false,
+            delegate: false,
+            limits: LimitSettings::default(),
+        }
+    }
+}
+
+impl Grants {
+    pub fn allows(&self, capability: Capability) -> bool {
+        match capability {
+            Capability::Log => self.log,
+            Capability::Http => self.http.is_some(),
+            Capability::Process => !self.process.is_empty(),
+            Capability::Kv => self.kv,
+            Capability::Library => self.library,
+            Capability::Delegate => self.delegate,
+        }
+    }
+
+    pub fn granted(&self) -> Vec<Capability> {
+        Capability::ALL.into_iter().filter(|c| self.allows(*c)).collect()
+    }
+
+    /// The limits for a plugin of `kind`, defaults filled in.
+    pub fn limits(&self, kind: Kind) -> Limits {
+        let (memory_mb, call_ms) = match kind {
+            Kind::Filter => (32, 20),
+            Kind::Resolver => (64, 10_000),
+        };
+        Limits {
+            memory_bytes: self.limits.memory_mb.unwrap_or(memory_mb) << 20,
+            call_time: Duration::from_millis(self.limits.call_timeout_ms.unwrap_or(call_ms)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGrant {
+    /// Host globs: `example.com`, `*.example.com`, `*` for any.
+    pub hosts: Vec<String>,
+    /// Whether loopback, private and link-local addresses may be reached.
+    #[serde(default)]
+    pub private: bool,
+}
+
+impl HttpGrant {
+    pub fn allows_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.hosts.iter().any(|p| glob_match::glob_match(&p.to_ascii_lowercase(), &host))
+    }
+}
+
+/// Optional overrides of the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitSettings {
+    pub memory_mb: Option<usize>,
+    pub call_timeout_ms: Option<u64>,
+    pub http_timeout_ms: Option<u64>,
+    pub http_max_bytes: Option<usize>,
+    pub process_timeout_ms: Option<u64>,
+    pub process_max_output_bytes: Option<usize>,
+    pub kv_max_value_bytes: Option<usize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denies_by_default_and_reads_grants() {
+        let config: OperatorConfig = toml::from_str(
+            r#"
+            [plugins.ytdlp]
+            process = ["yt-dlp"]
+            kv = true
+            http = { hosts = ["*.example.com"] }
+            limits = { memory-mb = 16 }
+            "#,
+        )
+        .unwrap();
+        let other = config.grants("nobody");
+        assert_eq!(other.granted(), vec![Capability::Log]);
+        let ytdlp = config.grants("ytdlp");
+        assert_eq!(ytdlp.granted(), vec![Capability::Log, Capability::Http, Capability::Process, Capability::Kv]);
+        let http = ytdlp.http.as_ref().unwrap();
+        assert!(http.allows_host("cdn.example.com") && !http.allows_host("example.org") && !http.private);
+        assert_eq!(ytdlp.limits(Kind::Resolver).memory_bytes, 16 << 20);
+        assert!(toml::from_str::<OperatorConfig>("[plugins.x]\nnetwork = true").is_err());
+    }
+}
