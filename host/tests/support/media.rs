@@ -18,6 +18,8 @@ pub struct Tone {
     pub channels: u32,
     pub seconds: f64,
     pub codec_args: &'static [&'static str],
+    /// Only the left channel carries the tone.
+    pub left_only: bool,
 }
 
 /// Every container/codec the first-sound issue lists; different tones, rates and layouts.
@@ -29,6 +31,7 @@ pub const TONES: &[Tone] = &[
         channels: 2,
         seconds: 2.0,
         codec_args: &["-c:a", "libmp3lame", "-b:a", "192k"],
+        left_only: false,
     },
     Tone {
         file: "tone-550.m4a",
@@ -37,6 +40,7 @@ pub const TONES: &[Tone] = &[
         channels: 2,
         seconds: 2.0,
         codec_args: &["-c:a", "aac", "-b:a", "192k"],
+        left_only: false,
     },
     Tone {
         file: "tone-660.flac",
@@ -45,6 +49,7 @@ pub const TONES: &[Tone] = &[
         channels: 2,
         seconds: 2.0,
         codec_args: &["-c:a", "flac"],
+        left_only: false,
     },
     Tone {
         file: "tone-770.ogg",
@@ -53,6 +58,7 @@ pub const TONES: &[Tone] = &[
         channels: 2,
         seconds: 2.0,
         codec_args: &["-c:a", "libvorbis", "-q:a", "6"],
+        left_only: false,
     },
     Tone {
         file: "tone-880.opus",
@@ -61,6 +67,7 @@ pub const TONES: &[Tone] = &[
         channels: 2,
         seconds: 2.0,
         codec_args: &["-c:a", "libopus", "-b:a", "128k"],
+        left_only: false,
     },
     Tone {
         file: "tone-990.webm",
@@ -69,6 +76,7 @@ pub const TONES: &[Tone] = &[
         channels: 2,
         seconds: 2.0,
         codec_args: &["-c:a", "libopus", "-b:a", "128k"],
+        left_only: false,
     },
     Tone {
         file: "tone-330-mono.wav",
@@ -77,6 +85,7 @@ pub const TONES: &[Tone] = &[
         channels: 1,
         seconds: 2.0,
         codec_args: &["-c:a", "pcm_s16le"],
+        left_only: false,
     },
     Tone {
         file: "tone-100.wav",
@@ -85,6 +94,7 @@ pub const TONES: &[Tone] = &[
         channels: 2,
         seconds: 4.0,
         codec_args: &["-c:a", "pcm_s16le"],
+        left_only: false,
     },
     Tone {
         file: "tone-523-long.mp3",
@@ -93,6 +103,25 @@ pub const TONES: &[Tone] = &[
         channels: 2,
         seconds: 6.0,
         codec_args: &["-c:a", "libmp3lame", "-b:a", "192k"],
+        left_only: false,
+    },
+    Tone {
+        file: "tone-8000.wav",
+        freq_hz: 8_000.0,
+        rate: 48_000,
+        channels: 2,
+        seconds: 2.0,
+        codec_args: &["-c:a", "pcm_s16le"],
+        left_only: false,
+    },
+    Tone {
+        file: "tone-1000-left.wav",
+        freq_hz: 1_000.0,
+        rate: 48_000,
+        channels: 2,
+        seconds: 2.0,
+        codec_args: &["-c:a", "pcm_s16le"],
+        left_only: true,
     },
 ];
 
@@ -115,7 +144,9 @@ fn generate(dir: &Path, tone: &Tone) {
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("sine=frequency={}:sample_rate={}:duration={}", tone.freq_hz, tone.rate, tone.seconds))
-        .args(["-af", "volume=0.5", "-ac"])
+        .arg("-af")
+        .arg(if tone.left_only { "volume=0.5,pan=stereo|c0=c0|c1=0*c0" } else { "volume=0.5" })
+        .arg("-ac")
         .arg(tone.channels.to_string())
         .args(tone.codec_args)
         .args(["-movflags", "+faststart"])
