@@ -62,7 +62,7 @@ async fn every_documented_route_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_match_the_documented_schemas() {
     let doc = spec();
-    let h = Harness::start(FakeVoiceConfig::default()).await;
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["equalizer", "lavalink-filters"], |_| {}).await;
     let mut events = h.events().await;
     check(&doc, "get", "/health", &h.get("/health").await);
     check(&doc, "get", "/ready", &h.get("/ready").await);
@@ -93,6 +93,12 @@ async fn responses_match_the_documented_schemas() {
         "/players/{id}/equalizer",
         &h.post(&p("/equalizer"), json!({"bass": 1, "mid": 1, "treble": 0.5})).await,
     );
+    check(&doc, "get", "/plugins", &h.get("/plugins").await);
+    let chain = json!([{"name": "lowPass", "config": {"smoothing": 2}}, {"name": "rotation"}]);
+    check(&doc, "put", "/players/{id}/filters", &h.call(reqwest::Method::PUT, &p("/filters"), Some(chain)).await);
+    let refused = json!([{"name": "lowPass", "config": {"smoothing": "x"}}]);
+    check(&doc, "put", "/players/{id}/filters", &h.call(reqwest::Method::PUT, &p("/filters"), Some(refused)).await);
+    check(&doc, "get", "/players/{id}/filters", &h.get(&p("/filters")).await);
     check(&doc, "post", "/players/{id}/playlists/{name}", &h.post(&p("/playlists/mix"), Value::Null).await);
     check(
         &doc,
