@@ -5,7 +5,14 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mesastream-target}"
 cargo fmt --all -- --check
+cargo fmt --all --manifest-path plugins/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The plugins: lints for the guest target, the DSP's own tests natively, and one build that
+# every test then reuses (tests install them with scripts/build-plugins.sh).
+cargo clippy --manifest-path plugins/Cargo.toml --workspace --target wasm32-wasip2 --locked \
+  --target-dir "$CARGO_TARGET_DIR/plugins" -- -D warnings
+cargo test --manifest-path plugins/Cargo.toml -p mesastream-dsp --locked --target-dir "$CARGO_TARGET_DIR/plugins"
+bash scripts/build-plugins.sh "$CARGO_TARGET_DIR/plugins/check"
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

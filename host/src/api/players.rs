@@ -54,7 +54,7 @@ pub async fn enqueue(
     let resolvers = app.registry.ctx.pipeline.plugins.clone().filter(|h| h.has_resolvers());
     let query = request.url.trim().to_string();
     // As in the original, URL problems are reported before the player lookup.
-    let resolvable = resolvers.as_ref().is_some_and(|h| h.plugins().iter().any(|p| p.manifest.matches(&query)));
+    let resolvable = resolvers.as_ref().is_some_and(|h| h.plugins().iter().any(|p| p.matches(&query)));
     if !resolvable {
         track::parse_url(&query).map_err(ApiError::source_unavailable)?;
     }

@@ -56,6 +56,10 @@ pub struct Grants {
     pub library: bool,
     #[serde(default)]
     pub delegate: bool,
+    /// Extra queries a resolver should handle beyond its manifest's patterns (globs), e.g.
+    /// a site yt-dlp supports that its manifest does not list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
     #[serde(default)]
     pub limits: LimitSettings,
 }
@@ -74,6 +78,7 @@ impl Default for Grants {
             kv: false,
             library: false,
             delegate: false,
+            patterns: Vec::new(),
             limits: LimitSettings::default(),
         }
     }

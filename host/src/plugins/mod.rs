@@ -101,6 +101,12 @@ impl LoadedPlugin {
         }
     }
 
+    /// Whether this resolver handles `query`, by its manifest or the operator's extra patterns.
+    pub fn matches(&self, query: &str) -> bool {
+        self.manifest.kind == Kind::Resolver
+            && (self.manifest.matches(query) || self.grants.patterns.iter().any(|p| glob_match::glob_match(p, query)))
+    }
+
     pub fn provides_filter(&self, name: &str) -> bool {
         self.manifest.kind == Kind::Filter && self.manifest.filters.iter().any(|f| f.name == name)
     }
@@ -375,7 +381,7 @@ fn info_of(p: &LoadedPlugin) -> PluginInfo {
             memory_bytes: p.limits.memory_bytes,
             call_timeout_ms: p.limits.call_time.as_millis() as u64,
         },
-        patterns: m.patterns.clone(),
+        patterns: m.patterns.iter().chain(&p.grants.patterns).cloned().collect(),
         filters: m.filters.clone(),
     }
 }

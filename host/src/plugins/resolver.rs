@@ -53,7 +53,7 @@ pub struct ResolvedTrack {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resolved {
-    Track(ResolvedTrack),
+    Track(Box<ResolvedTrack>),
     Playlist { name: String, tracks: Vec<ResolvedTrack>, selected: Option<u32> },
     Search(Vec<ResolvedTrack>),
     Empty,
@@ -63,7 +63,7 @@ impl Resolved {
     /// Every track, in order.
     pub fn into_tracks(self) -> Vec<ResolvedTrack> {
         match self {
-            Self::Track(t) => vec![t],
+            Self::Track(t) => vec![*t],
             Self::Playlist { tracks, .. } | Self::Search(tracks) => tracks,
             Self::Empty => Vec::new(),
         }
@@ -98,7 +98,7 @@ impl PluginHost {
         let mut candidates: Vec<Arc<LoadedPlugin>> = self
             .plugins()
             .into_iter()
-            .filter(|p| p.resolver_pre().is_some() && Some(p.id()) != exclude && p.manifest.matches(query))
+            .filter(|p| p.resolver_pre().is_some() && Some(p.id()) != exclude && p.matches(query))
             .collect();
         candidates.sort_by(|a, b| b.manifest.priority.cmp(&a.manifest.priority).then_with(|| a.id().cmp(b.id())));
         for plugin in candidates {
@@ -212,7 +212,7 @@ fn track_to_wit(t: ResolvedTrack) -> wit::Track {
 
 fn from_wit(r: wit::Resolution, plugin: &str) -> Resolved {
     match r {
-        wit::Resolution::Track(t) => Resolved::Track(track_from_wit(t, plugin)),
+        wit::Resolution::Track(t) => Resolved::Track(Box::new(track_from_wit(t, plugin))),
         wit::Resolution::Playlist(p) => Resolved::Playlist {
             name: p.name,
             tracks: p.tracks.into_iter().map(|t| track_from_wit(t, plugin)).collect(),
@@ -225,7 +225,7 @@ fn from_wit(r: wit::Resolution, plugin: &str) -> Resolved {
 
 fn to_wit(r: Resolved) -> wit::Resolution {
     match r {
-        Resolved::Track(t) => wit::Resolution::Track(track_to_wit(t)),
+        Resolved::Track(t) => wit::Resolution::Track(track_to_wit(*t)),
         Resolved::Playlist { name, tracks, selected } => wit::Resolution::Playlist(wit::Playlist {
             name,
             tracks: tracks.into_iter().map(track_to_wit).collect(),

@@ -1,0 +1,102 @@
+//! Resolver plugins, built from `plugins/`: the direct-URL resolver and the yt-dlp resolver
+//! (running the real yt-dlp) against media on a local HTTP server, with their grants.
+
+mod support;
+
+use fake_voice::FakeVoiceConfig;
+use serde_json::Value;
+use support::media::tone;
+use support::{Harness, assert_heard, enqueued_track_id};
+
+/// Plays what `query` resolves to on a new player; returns the enqueued track and the report.
+async fn play_query(h: &Harness, query: &str) -> (Value, fake_voice::Report) {
+    let mut events = h.events().await;
+    let (guild, session) = h.new_player().await;
+    let reply = h.enqueue(guild, query).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let track = reply.body["current_track"].clone();
+    let ended = events.track_ended(guild, &enqueued_track_id(&reply.body)).await;
+    assert!(ended["data"].get("error").is_none(), "{ended}");
+    session.wait(support::LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
+    (track, session.report())
+}
+
+fn counter(metrics: &str, name: &str, labels: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn metrics(h: &Harness) -> String {
+    let r = h.http.get(h.url("/metrics")).bearer_auth(support::TOKEN).send().await.expect("metrics");
+    r.text().await.expect("metrics text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_resolver_refuses_private_addresses_until_granted() {
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["direct"], |c| c.plugins_reload_ms = 100).await;
+    let url = h.media.url("tone-440.mp3");
+    let (guild, _session) = h.new_player().await;
+    let refused = h.enqueue(guild, &url).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (404, Some("source_unavailable")), "{refused:?}");
+    let message = refused.body["message"].as_str().unwrap();
+    assert!(message.contains("resolves to the private address 127.0.0.1"), "{message}");
+
+    // The operator grants private addresses: the plugin reloads with the new grant.
+    let mut events = h.events().await;
+    let dir = h.plugins.as_ref().unwrap().path();
+    support::plugins::grant(dir, "[plugins.direct]\nhttp = { hosts = [\"127.0.0.1\"], private = true }\n");
+    events.wait("direct reloaded", |e| e["type"] == "PluginLoaded" && e["data"]["id"] == "direct").await;
+
+    let t = tone("tone-440.mp3");
+    let (track, report) = play_query(&h, &url).await;
+    assert_eq!((track["source"].as_str(), track["metadata"]["title"].as_str()), (Some("http"), Some(t.file)));
+    assert_eq!(track["source_url"], url.as_str());
+    assert_heard(&report, t.freq_hz, t.seconds);
+
+    // A page that is not audio is refused by the plugin's sniffing, with the contract's error.
+    let (guild, _session) = h.new_player().await;
+    let html = h.enqueue(guild, &h.media.url("missing.html")).await;
+    assert_eq!(html.status, 404, "{html:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ytdlp_resolver_runs_real_ytdlp_and_plays_what_it_finds() {
+    let grants = "[plugins.ytdlp]\nprocess = [\"yt-dlp\"]\npatterns = [\"http://127.0.0.1:*/**\"]\n";
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["ytdlp"], |c| {
+        support::plugins::grant(c.plugins_dir.as_deref().expect("plugins dir"), grants)
+    })
+    .await;
+
+    let t = tone("tone-550.m4a");
+    let url = h.media.url(t.file);
+    let (track, report) = play_query(&h, &url).await;
+    assert_eq!(track["source"], "http");
+    assert_eq!(track["metadata"]["title"], "tone-550", "yt-dlp names a direct file by its stem: {track}");
+    assert_heard(&report, t.freq_hz, t.seconds);
+    let runs = counter(&metrics(&h).await, "mesastream_plugin_process_runs_total", "program=\"yt-dlp\"");
+    assert!(runs >= 1, "yt-dlp ran {runs} times");
+
+    // yt-dlp's own failure comes back as the contract's error.
+    let (guild, _session) = h.new_player().await;
+    let missing = h.enqueue(guild, &h.media.url("nothing-here.mp3")).await;
+    assert_eq!((missing.status, missing.body["code"].as_str()), (404, Some("source_unavailable")), "{missing:?}");
+    assert!(missing.body["message"].as_str().unwrap().contains("yt-dlp: ERROR"), "{missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_cannot_run_a_program_it_was_not_granted() {
+    let grants = "[plugins.ytdlp]\npatterns = [\"http://127.0.0.1:*/**\"]\n";
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["ytdlp"], |c| {
+        support::plugins::grant(c.plugins_dir.as_deref().expect("plugins dir"), grants)
+    })
+    .await;
+    let (guild, _session) = h.new_player().await;
+    let refused = h.enqueue(guild, &h.media.url("tone-440.mp3")).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.body["message"].as_str().unwrap().contains("program \"yt-dlp\" is not granted"), "{refused:?}");
+    assert_eq!(counter(&metrics(&h).await, "mesastream_plugin_process_runs_total", "yt-dlp"), 0);
+}

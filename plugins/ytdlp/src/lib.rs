@@ -1,0 +1,143 @@
+//! Resolves through the real `yt-dlp` (run via the `process` capability): one JSON
+//! document per query, with the chosen audio format's URL and headers for single videos
+//! and flat entries (resolved again when they play) for playlists and searches.
+
+wit_bindgen::generate!({ world: "resolver", path: "../../wit" });
+
+use std::collections::BTreeMap;
+
+use exports::mesastream::plugin::resolve::Guest;
+use mesastream::plugin::process;
+use mesastream::plugin::types::{Context, HttpStream, Playlist, Resolution, ResolveError, StreamLocator, Track};
+use serde::Deserialize;
+
+const PROGRAM: &str = "yt-dlp";
+
+/// What this plugin reads of yt-dlp's `--dump-single-json` output.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Info {
+    #[serde(rename = "_type")]
+    kind: Option<String>,
+    id: Option<String>,
+    title: Option<String>,
+    uploader: Option<String>,
+    channel: Option<String>,
+    duration: Option<f64>,
+    thumbnail: Option<String>,
+    is_live: Option<bool>,
+    webpage_url: Option<String>,
+    url: Option<String>,
+    http_headers: BTreeMap<String, String>,
+    entries: Vec<Info>,
+}
+
+struct Ytdlp;
+
+impl Guest for Ytdlp {
+    fn resolve(query: String, _context: Context) -> Result<Resolution, ResolveError> {
+        let query = query.trim().to_string();
+        let args = vec![
+            "--ignore-config".into(),
+            "--no-warnings".into(),
+            "--no-cache-dir".into(),
+            "--dump-single-json".into(),
+            "--flat-playlist".into(),
+            "--format".into(),
+            "bestaudio/best".into(),
+            "--socket-timeout".into(),
+            "15".into(),
+            "--".into(),
+            query.clone(),
+        ];
+        let output = process::run(PROGRAM, &args, None).map_err(|e| match e {
+            process::Error::Denied(why) => ResolveError::Busy(format!("yt-dlp cannot run here: {why}")),
+            process::Error::Timeout => ResolveError::Busy("yt-dlp took too long".into()),
+            process::Error::Failed(why) => ResolveError::Busy(format!("yt-dlp could not start: {why}")),
+        })?;
+        if output.status != Some(0) {
+            return Err(failure(&String::from_utf8_lossy(&output.stderr)));
+        }
+        let info: Info = serde_json::from_slice(&output.stdout)
+            .map_err(|e| ResolveError::Parse(format!("invalid yt-dlp json: {e}")))?;
+        let source = source_name(&query);
+        let is_search = query.contains("search") && query.contains(':') && !query.contains("://");
+        Ok(match info.kind.as_deref() {
+            Some("playlist") if is_search => {
+                Resolution::Search(info.entries.into_iter().map(|e| track(e, source)).collect())
+            }
+            Some("playlist") => Resolution::Playlist(Playlist {
+                name: info.title.clone().unwrap_or_else(|| "playlist".into()),
+                tracks: info.entries.into_iter().map(|e| track(e, source)).collect(),
+                selected: None,
+            }),
+            _ => Resolution::Track(track(info, source)),
+        })
+    }
+}
+
+fn track(info: Info, source: &str) -> Track {
+    let uri = info.webpage_url.clone().or_else(|| info.url.clone()).unwrap_or_default();
+    // Flat entries carry a page URL, not media: they are resolved again when they play.
+    let flat = info.kind.as_deref() == Some("url");
+    let locator = match (&info.url, flat) {
+        (Some(url), false) => {
+            Some(StreamLocator::Http(HttpStream { url: url.clone(), headers: info.http_headers.into_iter().collect() }))
+        }
+        _ => None,
+    };
+    Track {
+        identifier: info.id.unwrap_or_else(|| uri.clone()),
+        title: info.title.unwrap_or_else(|| uri.clone()),
+        author: info.uploader.or(info.channel).unwrap_or_else(|| "Unknown".into()),
+        duration_ms: info.duration.filter(|d| d.is_finite() && *d >= 0.0).map(|d| (d * 1000.0).round() as u64),
+        artwork_url: info.thumbnail,
+        is_stream: info.is_live.unwrap_or(false),
+        source_name: source.into(),
+        uri,
+        locator,
+    }
+}
+
+/// The contract's source kind: by the query's host, exactly as the original matches it.
+fn source_name(query: &str) -> &'static str {
+    let host = query.split("://").nth(1).and_then(|rest| rest.split(['/', '?', '#']).next()).unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host).split(':').next().unwrap_or(host);
+    match host {
+        "youtube.com" | "www.youtube.com" | "youtu.be" | "music.youtube.com" => "youtube",
+        "soundcloud.com" | "www.soundcloud.com" | "on.soundcloud.com" => "soundcloud",
+        _ if query.starts_with("ytsearch") || query.starts_with("ytmsearch") => "youtube",
+        _ if query.starts_with("scsearch") => "soundcloud",
+        _ => "http",
+    }
+}
+
+/// Maps yt-dlp's complaint to the contract's errors, with its last error line.
+fn failure(stderr: &str) -> ResolveError {
+    let line = stderr.lines().rev().find(|l| l.contains("ERROR")).or(stderr.lines().last()).unwrap_or("").trim();
+    let line: String = line.chars().take(300).collect();
+    if line.contains("Unsupported URL") {
+        ResolveError::Unsupported
+    } else if line.contains("HTTP Error 429") || line.contains("timed out") {
+        ResolveError::Busy(format!("yt-dlp: {line}"))
+    } else {
+        ResolveError::Unavailable(format!("yt-dlp: {line}"))
+    }
+}
+
+export!(Ytdlp);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sources_as_the_contract_does() {
+        assert_eq!(source_name("https://www.youtube.com/watch?v=x"), "youtube");
+        assert_eq!(source_name("https://youtu.be/x"), "youtube");
+        assert_eq!(source_name("https://m.youtube.com/watch?v=x"), "http");
+        assert_eq!(source_name("https://soundcloud.com/a/b"), "soundcloud");
+        assert_eq!(source_name("ytsearch:cats"), "youtube");
+        assert_eq!(source_name("http://127.0.0.1:8000/a.mp3"), "http");
+    }
+}
