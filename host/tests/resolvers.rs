@@ -59,8 +59,9 @@ async fn direct_resolver_refuses_private_addresses_until_granted() {
 
     // A page that is not audio is refused by the plugin's sniffing, with the contract's error.
     let (guild, _session) = h.new_player().await;
-    let html = h.enqueue(guild, &h.media.url("missing.html")).await;
+    let html = h.enqueue(guild, &h.media.url("page.html")).await;
     assert_eq!(html.status, 404, "{html:?}");
+    assert!(html.body["message"].as_str().unwrap().contains("is not audio"), "{html:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

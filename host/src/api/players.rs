@@ -99,8 +99,9 @@ async fn resolve(
         ResolveFailure::Busy(_) | ResolveFailure::Failed { .. } => ApiError::service_unavailable(e),
     })?;
     let single = matches!(resolved, Resolved::Track(_));
-    let mut found = resolved.clone().into_tracks();
-    if matches!(resolved, Resolved::Search(_)) {
+    let search = matches!(resolved, Resolved::Search(_));
+    let mut found = resolved.into_tracks();
+    if search {
         found.truncate(1);
     }
     if found.is_empty() {

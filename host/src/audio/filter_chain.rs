@@ -54,11 +54,6 @@ impl FilterChain {
         Self { host, report, seen: None, stages: Vec::new() }
     }
 
-    /// Whether any filter would touch the audio.
-    pub fn is_active(&self) -> bool {
-        self.stages.iter().any(|s| s.instance.is_some())
-    }
-
     /// Runs a block through every working stage, first catching up with changes.
     pub fn process(&mut self, control: &ChainControl, block: Vec<f32>) -> Vec<f32> {
         self.refresh(control);

@@ -30,7 +30,6 @@ pub struct State {
     pub queue: VecDeque<Track>,
     pub current: Option<Track>,
     pub volume: f32,
-    pub equalizer: Equalizer,
     /// The filter chain (the equalizer's filter included).
     pub filters: Vec<FilterEntry>,
     /// How to fetch queued tracks, as their resolvers said (kept in memory only; tracks
@@ -43,6 +42,15 @@ pub struct State {
 }
 
 impl State {
+    /// The 3-band equalizer as the contract shows it: the chain's entry, flat without one.
+    pub fn equalizer(&self) -> Equalizer {
+        self.filters
+            .iter()
+            .find(|e| e.name == Equalizer::FILTER)
+            .and_then(|e| serde_json::from_value(e.config.clone()).ok())
+            .unwrap_or_default()
+    }
+
     pub fn new(connection: VoiceBridgePayload, voice: VoiceConnection) -> Self {
         Self {
             connection,
@@ -51,7 +59,6 @@ impl State {
             queue: VecDeque::new(),
             current: None,
             volume: 1.0,
-            equalizer: Equalizer::default(),
             filters: Vec::new(),
             locators: HashMap::new(),
             playback_session_id: None,
@@ -116,7 +123,7 @@ impl Player {
             current_track: state.current.clone(),
             position_ms: self.position_ms(state),
             volume: state.volume,
-            equalizer: state.equalizer,
+            equalizer: state.equalizer(),
             voice_connected: state.voice_connected(),
             playback_session_id: state.playback_session_id.clone(),
         }
@@ -341,13 +348,8 @@ impl Player {
         self.set_filters(state, chain);
     }
 
-    /// Replaces the filter chain; the snapshot's equalizer follows its 3-band entry.
+    /// Replaces the filter chain.
     pub fn set_filters(&self, state: &mut State, chain: Vec<FilterEntry>) {
-        state.equalizer = chain
-            .iter()
-            .find(|e| e.name == Equalizer::FILTER)
-            .and_then(|e| serde_json::from_value(e.config.clone()).ok())
-            .unwrap_or_default();
         self.controls.filters.set(chain.clone());
         state.filters = chain;
     }

@@ -150,9 +150,9 @@ impl WasiView for PluginState {
 
 impl PluginState {
     /// Runs a host call, keeping its time out of the guest's budget.
-    pub fn in_host<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+    pub fn in_host<R>(&mut self, f: impl FnOnce() -> R) -> R {
         let start = Instant::now();
-        let result = f(self);
+        let result = f();
         self.budget.in_host += start.elapsed();
         result
     }

@@ -250,7 +250,7 @@ impl bindings::mesastream::plugin::delegate::Host for PluginState {
         let Some(host) = caps.host.upgrade() else {
             return Err(ResolveError::Busy("the host is shutting down".into()));
         };
-        self.in_host(|_| {
+        self.in_host(|| {
             host.resolve(&query, context.guild_id, Some(&caps.plugin_id), caps.depth + 1)
                 .map(to_wit)
                 .map_err(to_wit_error)

@@ -16,7 +16,7 @@ impl Host for PluginState {
         let Some(caps) = self.caps.clone() else {
             return Err(Error::Denied("http is not available to filters".into()));
         };
-        self.in_host(|_| send(&caps, request))
+        self.in_host(|| send(&caps, request))
     }
 }
 

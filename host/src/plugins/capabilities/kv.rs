@@ -20,7 +20,7 @@ fn kv_caps(state: &PluginState) -> Result<std::sync::Arc<Capabilities>, kv::Erro
 impl kv::Host for PluginState {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::Error> {
         let caps = kv_caps(self)?;
-        self.in_host(|_| {
+        self.in_host(|| {
             let store = caps.services.store.clone();
             caps.services
                 .runtime
@@ -38,7 +38,7 @@ impl kv::Host for PluginState {
                 caps.limits.kv_max_value
             )));
         }
-        self.in_host(|_| {
+        self.in_host(|| {
             let store = caps.services.store.clone();
             let ttl = ttl_secs.map(|s| Duration::from_secs(u64::from(s)));
             caps.services
@@ -50,7 +50,7 @@ impl kv::Host for PluginState {
 
     fn delete(&mut self, key: String) -> Result<(), kv::Error> {
         let caps = kv_caps(self)?;
-        self.in_host(|_| {
+        self.in_host(|| {
             let store = caps.services.store.clone();
             caps.services
                 .runtime
@@ -68,7 +68,7 @@ impl library::Host for PluginState {
         }
         let guild: Id =
             guild_id.parse().map_err(|_| library::Error::Failed(format!("invalid guild id {guild_id:?}")))?;
-        self.in_host(|_| {
+        self.in_host(|| {
             let store = caps.services.store.clone();
             let playlist = caps.services.runtime.block_on(async move { store.playlist(guild, &name).await });
             playlist

@@ -14,7 +14,7 @@ impl Host for PluginState {
         let Some(caps) = self.caps.clone() else {
             return Err(Error::Denied("process is not available to filters".into()));
         };
-        self.in_host(|_| run(&caps, &program, &args, timeout_ms))
+        self.in_host(|| run(&caps, &program, &args, timeout_ms))
     }
 }
 
