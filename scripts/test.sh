@@ -11,7 +11,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # every test then reuses (tests install them with scripts/build-plugins.sh).
 cargo clippy --manifest-path plugins/Cargo.toml --workspace --target wasm32-wasip2 --locked \
   --target-dir "$CARGO_TARGET_DIR/plugins" -- -D warnings
-cargo test --manifest-path plugins/Cargo.toml -p mesastream-dsp --locked --target-dir "$CARGO_TARGET_DIR/plugins"
+cargo test --manifest-path plugins/Cargo.toml --workspace --locked --target-dir "$CARGO_TARGET_DIR/plugins"
 bash scripts/build-plugins.sh "$CARGO_TARGET_DIR/plugins/check"
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -78,8 +78,15 @@ async fn ytdlp_resolver_runs_real_ytdlp_and_plays_what_it_finds() {
     assert_eq!(track["source"], "http");
     assert_eq!(track["metadata"]["title"], "tone-550", "yt-dlp names a direct file by its stem: {track}");
     assert_heard(&report, t.freq_hz, t.seconds);
-    let runs = counter(&metrics(&h).await, "mesastream_plugin_process_runs_total", "program=\"yt-dlp\"");
-    assert!(runs >= 1, "yt-dlp ran {runs} times");
+    let runs = || async { counter(&metrics(&h).await, "mesastream_plugin_process_runs_total", "program=\"yt-dlp\"") };
+    assert_eq!(runs().await, 1, "one yt-dlp run resolves a plain HTTP file; the host fetches it");
+
+    // HLS is something only yt-dlp follows: the track streams from yt-dlp's stdout.
+    let t = tone("tone-440.mp3");
+    let (track, report) = play_query(&h, &h.media.url("hls/tone-440.m3u8")).await;
+    assert_eq!(track["metadata"]["title"], "tone-440", "{track}");
+    assert_heard(&report, t.freq_hz, t.seconds);
+    assert_eq!(runs().await, 3, "one run resolves the playlist, one streams it");
 
     // yt-dlp's own failure comes back as the contract's error.
     let (guild, _session) = h.new_player().await;

@@ -5,6 +5,7 @@ pub mod encode;
 pub mod fetch;
 pub mod filter_chain;
 pub mod pipeline;
+pub mod process_stream;
 pub mod resample;
 
 pub use pipeline::{Controls, Frame, Gain, PipelineConfig, TrackInfo, TrackRequest, TrackSource};

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use symphonia::core::io::MediaSource;
 
 use super::decode::SourceDecoder;
 use super::encode::{FRAME_LEN, OpusEncoder};
 use super::fetch::{FetchOptions, HttpSource};
 use super::filter_chain::{ChainControl, FailureReport, FilterChain};
+use super::process_stream::ProcessStream;
 use super::resample::To48k;
 use crate::plugins::PluginHost;
 use crate::plugins::resolver::Locator;
@@ -78,8 +80,9 @@ impl Default for Gain {
 /// Where a track's media comes from.
 #[derive(Debug, Clone)]
 pub enum TrackSource {
-    /// Fetched from a URL with these request headers.
-    Http { url: String, headers: Vec<(String, String)> },
+    /// Already known: a URL with request headers, or a program a resolver named (run under
+    /// that plugin's grants) whose stdout is the media.
+    Located(Locator),
     /// Resolved through the resolver plugins first (tracks restored after a restart,
     /// playlist entries), for the guild when there is one.
     Resolve { query: String, guild_id: Option<String> },
@@ -143,13 +146,26 @@ fn decode(
     tx: &Sender<Block>,
     on_open: impl FnOnce(TrackInfo),
 ) -> Result<(), String> {
-    let (url, headers) = match &request.source {
-        TrackSource::Http { url, headers } => (url.clone(), headers.clone()),
+    let locator = match &request.source {
+        TrackSource::Located(locator) => locator.clone(),
         TrackSource::Resolve { query, guild_id } => locate(config, query, guild_id.clone())?,
     };
-    let source = HttpSource::open(&url, headers, config.fetch.clone(), cancel.clone()).map_err(|e| e.to_string())?;
-    let content_type = source.content_type().map(str::to_string);
-    let mut decoder = SourceDecoder::open(Box::new(source), content_type.as_deref()).map_err(|e| e.to_string())?;
+    let (media, content_type): (Box<dyn MediaSource>, Option<String>) = match locator {
+        Locator::Process { plugin, program, args } => {
+            let host = config.plugins.as_ref().ok_or("process streams need the plugin host")?;
+            let command = host.stream_command(&plugin, &program, &args)?;
+            let stream =
+                ProcessStream::spawn(command, cancel.clone()).map_err(|e| format!("cannot start {program}: {e}"))?;
+            (Box::new(stream), None)
+        }
+        Locator::Http { url, headers } => {
+            let http =
+                HttpSource::open(&url, headers, config.fetch.clone(), cancel.clone()).map_err(|e| e.to_string())?;
+            let content_type = http.content_type().map(str::to_string);
+            (Box::new(http), content_type)
+        }
+    };
+    let mut decoder = SourceDecoder::open(media, content_type.as_deref()).map_err(|e| e.to_string())?;
     on_open(TrackInfo { duration_ms: decoder.duration_ms() });
     if request.start_ms > 0 {
         decoder.seek_ms(request.start_ms);
@@ -189,19 +205,18 @@ fn decode(
     Ok(())
 }
 
-/// Resolves a query to the URL and headers of its first track.
-fn locate(
-    config: &PipelineConfig,
-    query: &str,
-    guild_id: Option<String>,
-) -> Result<(String, Vec<(String, String)>), String> {
-    let Some(host) = config.plugins.as_ref() else { return Ok((query.to_string(), Vec::new())) };
+/// Resolves a query to where its first track's media is.
+fn locate(config: &PipelineConfig, query: &str, guild_id: Option<String>) -> Result<Locator, String> {
+    let Some(host) = config.plugins.as_ref() else {
+        return Ok(Locator::Http { url: query.to_string(), headers: Vec::new() });
+    };
     let resolved = host.resolve(query, guild_id, None, 0).map_err(|e| format!("cannot resolve {query}: {e}"))?;
-    match resolved.into_tracks().into_iter().next().and_then(|t| t.locator) {
-        Some(Locator::Http { url, headers }) => Ok((url, headers)),
-        Some(Locator::Process { program, .. }) => Err(format!("streaming from {program} is not supported yet")),
-        None => Err(format!("{query} resolved to nothing playable")),
-    }
+    resolved
+        .into_tracks()
+        .into_iter()
+        .next()
+        .and_then(|t| t.locator)
+        .ok_or_else(|| format!("{query} resolved to nothing playable"))
 }
 
 /// Filters, applies the volume and encodes. Returns none when it stopped early (cancelled

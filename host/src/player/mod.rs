@@ -224,11 +224,11 @@ impl Player {
     /// resolvers again (tracks restored after a restart), else its URL.
     fn source_of(&self, state: &State, track: &Track) -> TrackSource {
         match state.locators.get(&track.id) {
-            Some(Locator::Http { url, headers }) => TrackSource::Http { url: url.clone(), headers: headers.clone() },
+            Some(locator) => TrackSource::Located(locator.clone()),
             _ if self.ctx.pipeline.plugins.as_ref().is_some_and(|h| h.has_resolvers()) => {
                 TrackSource::Resolve { query: track.source_url.clone(), guild_id: Some(self.guild_id.to_string()) }
             }
-            _ => TrackSource::Http { url: track.stream_url.clone(), headers: Vec::new() },
+            _ => TrackSource::Located(Locator::Http { url: track.stream_url.clone(), headers: Vec::new() }),
         }
     }
 

@@ -227,6 +227,20 @@ impl PluginHost {
         self.registry.read().by_folder.values().any(|(p, _)| p.manifest.kind == Kind::Resolver)
     }
 
+    /// The command for a process stream locator from `plugin`, if its current grants still
+    /// allow `program`.
+    pub fn stream_command(
+        &self,
+        plugin: &str,
+        program: &str,
+        args: &[String],
+    ) -> Result<std::process::Command, String> {
+        let loaded = self.plugins().into_iter().find(|p| p.id() == plugin);
+        let loaded = loaded.ok_or_else(|| format!("plugin {plugin} is no longer loaded"))?;
+        capabilities::process::check(&loaded.grants, program).map_err(|why| format!("{plugin}: {why}"))?;
+        Ok(capabilities::process::command(&self.services.metrics, plugin, program, args))
+    }
+
     /// The plugin providing filter `name`.
     pub fn filter(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins().into_iter().find(|p| p.provides_filter(name))

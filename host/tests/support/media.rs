@@ -169,14 +169,40 @@ pub fn fixtures() -> &'static Path {
                 s.spawn(move || generate(dir, t));
             }
         });
-        std::fs::write(dir.join("page.html"), "<html><body>not audio</body></html>").expect("html fixture");
-        std::fs::write(
-            dir.join("noise.bin"),
-            (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>(),
-        )
-        .expect("binary fixture");
+        write_hls(&dir, "tone-440.mp3");
+        publish(&dir.join("page.html"), b"<html><body>not audio</body></html>");
+        publish(
+            &dir.join("noise.bin"),
+            &(0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>(),
+        );
         dir
     })
+}
+
+/// `hls/<stem>.m3u8`: an HLS media playlist whose three segments are consecutive byte
+/// ranges of `file` (packed audio), so only a client that follows HLS gets the whole file.
+fn write_hls(dir: &Path, file: &str) {
+    let bytes = std::fs::read(dir.join(file)).expect("tone for HLS");
+    let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+    let hls = dir.join("hls");
+    std::fs::create_dir_all(&hls).expect("hls dir");
+    let mut playlist = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n");
+    let third = bytes.len().div_ceil(3);
+    for (i, part) in bytes.chunks(third).enumerate() {
+        let name = format!("{stem}-{i}.mp3");
+        publish(&hls.join(&name), part);
+        playlist.push_str(&format!("#EXTINF:0.7,\n{name}\n"));
+    }
+    playlist.push_str("#EXT-X-ENDLIST\n");
+    publish(&hls.join(format!("{stem}.m3u8")), playlist.as_bytes());
+}
+
+/// Writes under a private name and renames, so test processes sharing the directory
+/// never read a half-written file.
+fn publish(path: &Path, bytes: &[u8]) {
+    let partial = path.with_extension(format!("partial.{}", std::process::id()));
+    std::fs::write(&partial, bytes).expect("write fixture");
+    std::fs::rename(&partial, path).expect("publish fixture");
 }
 
 /// A local HTTP server for the fixtures.

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use exports::mesastream::plugin::resolve::Guest;
 use mesastream::plugin::process;
-use mesastream::plugin::types::{Context, HttpStream, Playlist, Resolution, ResolveError, StreamLocator, Track};
+use mesastream::plugin::types::{
+    Context, HttpStream, Playlist, ProcessStream, Resolution, ResolveError, StreamLocator, Track,
+};
 use serde::Deserialize;
 
 const PROGRAM: &str = "yt-dlp";
@@ -28,6 +30,10 @@ struct Info {
     is_live: Option<bool>,
     webpage_url: Option<String>,
     url: Option<String>,
+    /// How the chosen format is downloaded: `http`/`https`, or a protocol (HLS, DASH…)
+    /// only yt-dlp itself can follow.
+    protocol: Option<String>,
+    format_id: Option<String>,
     http_headers: BTreeMap<String, String>,
     entries: Vec<Info>,
 }
@@ -81,6 +87,10 @@ fn track(info: Info, source: &str) -> Track {
     // Flat entries carry a page URL, not media: they are resolved again when they play.
     let flat = info.kind.as_deref() == Some("url");
     let locator = match (&info.url, flat) {
+        (Some(_), false) if !plain_http(info.protocol.as_deref()) => Some(StreamLocator::Process(ProcessStream {
+            program: PROGRAM.into(),
+            args: stream_args(info.format_id.as_deref(), &uri),
+        })),
         (Some(url), false) => {
             Some(StreamLocator::Http(HttpStream { url: url.clone(), headers: info.http_headers.into_iter().collect() }))
         }
@@ -97,6 +107,31 @@ fn track(info: Info, source: &str) -> Track {
         uri,
         locator,
     }
+}
+
+fn plain_http(protocol: Option<&str>) -> bool {
+    matches!(protocol, None | Some("http" | "https"))
+}
+
+/// yt-dlp downloading the chosen format to stdout, for protocols the host cannot fetch.
+fn stream_args(format_id: Option<&str>, page: &str) -> Vec<String> {
+    let format = format_id.unwrap_or("bestaudio/best");
+    [
+        "--ignore-config",
+        "--no-warnings",
+        "--quiet",
+        "--no-cache-dir",
+        "--no-part",
+        "--format",
+        format,
+        "-o",
+        "-",
+        "--",
+        page,
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
 }
 
 /// The contract's source kind: by the query's host, exactly as the original matches it.
@@ -139,5 +174,21 @@ mod tests {
         assert_eq!(source_name("https://soundcloud.com/a/b"), "soundcloud");
         assert_eq!(source_name("ytsearch:cats"), "youtube");
         assert_eq!(source_name("http://127.0.0.1:8000/a.mp3"), "http");
+    }
+
+    #[test]
+    fn streams_hls_through_ytdlp_and_fetches_plain_http_directly() {
+        let info = |protocol: &str| Info {
+            url: Some("http://h/x".into()),
+            protocol: Some(protocol.into()),
+            format_id: Some("hls-1".into()),
+            webpage_url: Some("http://h/page".into()),
+            ..Info::default()
+        };
+        let hls = track(info("m3u8_native"), "http");
+        let Some(StreamLocator::Process(p)) = hls.locator else { panic!("HLS must stream through yt-dlp") };
+        assert_eq!(p.program, "yt-dlp");
+        assert_eq!(p.args[p.args.len() - 6..], ["--format", "hls-1", "-o", "-", "--", "http://h/page"]);
+        assert!(matches!(track(info("https"), "http").locator, Some(StreamLocator::Http(_))));
     }
 }

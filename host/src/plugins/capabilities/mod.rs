@@ -4,7 +4,7 @@
 
 mod http;
 mod kv;
-mod process;
+pub(crate) mod process;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

@@ -7,7 +7,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{Capabilities, bounded};
 use crate::plugins::engine::PluginState;
+use crate::plugins::grants::Grants;
 use crate::plugins::resolver::bindings::mesastream::plugin::process::{Error, Host, Output};
+use crate::telemetry::metrics::{Metrics, ProcessLabels};
 
 impl Host for PluginState {
     fn run(&mut self, program: String, args: Vec<String>, timeout_ms: Option<u32>) -> Result<Output, Error> {
@@ -18,19 +20,24 @@ impl Host for PluginState {
     }
 }
 
-/// Whether `program` may be run by the plugin behind `caps`.
-pub fn check(caps: &Capabilities, program: &str) -> Result<(), String> {
-    if caps.grants.process.iter().any(|p| p == program) {
+/// Whether `program` may be run by a plugin with these grants.
+pub fn check(grants: &Grants, program: &str) -> Result<(), String> {
+    if grants.process.iter().any(|p| p == program) {
         Ok(())
     } else {
         Err(format!("program {program:?} is not granted"))
     }
 }
 
-/// A command for a granted program, as the process capability runs it.
-pub fn command(program: &str, args: &[String]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(program);
-    command.args(args).env_clear().stdin(Stdio::null()).kill_on_drop(true);
+/// A command for a granted program, as the process capability runs it: no shell, closed
+/// stdin, an empty environment but PATH. Counts the run.
+pub fn command(metrics: &Metrics, plugin: &str, program: &str, args: &[String]) -> std::process::Command {
+    metrics
+        .plugin_process_runs
+        .get_or_create(&ProcessLabels { plugin: plugin.to_string(), program: program.to_string() })
+        .inc();
+    let mut command = std::process::Command::new(program);
+    command.args(args).env_clear().stdin(Stdio::null());
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
     }
@@ -38,19 +45,13 @@ pub fn command(program: &str, args: &[String]) -> tokio::process::Command {
 }
 
 fn run(caps: &Capabilities, program: &str, args: &[String], timeout_ms: Option<u32>) -> Result<Output, Error> {
-    check(caps, program).map_err(Error::Denied)?;
-    caps.services
-        .metrics
-        .plugin_process_runs
-        .get_or_create(&crate::telemetry::metrics::ProcessLabels {
-            plugin: caps.plugin_id.clone(),
-            program: program.to_string(),
-        })
-        .inc();
+    check(&caps.grants, program).map_err(Error::Denied)?;
+    let command = command(&caps.services.metrics, &caps.plugin_id, program, args);
     let timeout = bounded(timeout_ms, caps.limits.process_timeout);
     let cap = caps.limits.process_max_output;
     caps.services.runtime.block_on(async move {
-        let mut child = command(program, args)
+        let mut child = tokio::process::Command::from(command)
+            .kill_on_drop(true)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
