@@ -108,3 +108,86 @@ async fn a_resolver_cannot_run_a_program_it_was_not_granted() {
     assert!(refused.body["message"].as_str().unwrap().contains("program \"yt-dlp\" is not granted"), "{refused:?}");
     assert_eq!(counter(&metrics(&h).await, "mesastream_plugin_process_runs_total", "yt-dlp"), 0);
 }
+
+/// Titles of the tracks in a snapshot's queue.
+fn queue_titles(snapshot: &Value) -> Vec<String> {
+    let queue = snapshot["queue"].as_array().cloned().unwrap_or_default();
+    queue.iter().map(|t| t["metadata"]["title"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+fn windows_near(report: &fake_voice::Report, freq_hz: f64) -> usize {
+    report.windows.iter().filter(|w| (w.freq_hz - freq_hz).abs() <= 2.0).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_playlists_round_trip_through_the_playlist_resolver() {
+    let grants = "[plugins.direct]\nhttp = { hosts = [\"127.0.0.1\"], private = true }\n\
+                  [plugins.playlist]\nkv = true\nlibrary = true\ndelegate = true\n";
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["playlist", "direct"], |c| {
+        support::plugins::grant(c.plugins_dir.as_deref().expect("plugins dir"), grants)
+    })
+    .await;
+    let mut events = h.events().await;
+    let (guild, session) = h.new_player().await;
+    for file in ["tone-440.mp3", "tone-660.flac", "tone-770.ogg"] {
+        assert_eq!(h.enqueue(guild, &h.media.url(file)).await.status, 200);
+    }
+    let saved = h.post_bare(&format!("/players/{guild}/playlists/road%20trip")).await;
+    assert_eq!(saved.status, 200, "{saved:?}");
+    assert_eq!(saved.body["name"], "road trip");
+    let saved_titles: Vec<&str> =
+        saved.body["tracks"].as_array().unwrap().iter().map(|t| t["metadata"]["title"].as_str().unwrap()).collect();
+    assert_eq!(saved_titles, ["tone-660.flac", "tone-770.ogg"]);
+
+    // Playlists belong to their guild: another guild finds nothing, by either route.
+    let (other, _other_session) = h.new_player().await;
+    let missing = h.post_bare(&format!("/players/{other}/playlists/road%20trip/enqueue")).await;
+    assert_eq!((missing.status, missing.body["code"].as_str()), (404, Some("not_found")), "{missing:?}");
+    assert_eq!(missing.body["message"], "not found: playlist road trip not found");
+    let missing = h.enqueue(other, "playlist:road trip").await;
+    assert_eq!(missing.status, 404, "{missing:?}");
+    assert!(missing.body["message"].as_str().unwrap().contains("playlist road trip not found"), "{missing:?}");
+
+    // The contract's route and the `playlist:` identifier both come back with the saved tracks.
+    let saved_pair = vec!["tone-660.flac".to_string(), "tone-770.ogg".to_string()];
+    assert_eq!(h.call(reqwest::Method::DELETE, &format!("/players/{guild}/queue"), None).await.status, 200);
+    let loaded = h.post_bare(&format!("/players/{guild}/playlists/road%20trip/enqueue")).await;
+    assert_eq!((loaded.status, queue_titles(&loaded.body)), (200, saved_pair.clone()), "{loaded:?}");
+    assert_eq!(loaded.body["queue"][0]["source_url"], h.media.url("tone-660.flac").as_str());
+    assert_eq!(h.call(reqwest::Method::DELETE, &format!("/players/{guild}/queue"), None).await.status, 200);
+    let loaded = h.enqueue(guild, "playlist:road trip").await;
+    assert_eq!((loaded.status, queue_titles(&loaded.body)), (200, saved_pair), "{loaded:?}");
+    let last = enqueued_track_id(&loaded.body);
+
+    // And they play: each entry is resolved again (by the direct resolver) when it starts.
+    assert_eq!(h.post_bare(&format!("/players/{guild}/skip")).await.status, 200);
+    let ended = events.track_ended(guild, &last).await;
+    assert!(ended["data"].get("error").is_none(), "{ended}");
+    session.wait(support::LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
+    let report = session.report();
+    assert!(windows_near(&report, 660.0) >= 18, "660 Hz heard for {} windows", windows_near(&report, 660.0));
+    assert!(windows_near(&report, 770.0) >= 18, "770 Hz heard for {} windows", windows_near(&report, 770.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_playlist_is_expanded_once_then_served_from_the_cache() {
+    let grants = "[plugins.ytdlp]\nprocess = [\"yt-dlp\"]\npatterns = [\"http://127.0.0.1:*/**\"]\n\
+                  [plugins.playlist]\nkv = true\ndelegate = true\npatterns = [\"http://127.0.0.1:*/*.rss\"]\n";
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["playlist", "ytdlp"], |c| {
+        support::plugins::grant(c.plugins_dir.as_deref().expect("plugins dir"), grants)
+    })
+    .await;
+    let feed = h.media.url("feed.rss");
+    let (guild, _session) = h.new_player().await;
+    let first = h.enqueue(guild, &feed).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let current = first.body["current_track"]["metadata"]["title"].as_str().map(String::from);
+    let titles: Vec<String> = current.into_iter().chain(queue_titles(&first.body)).collect();
+    assert_eq!(titles, ["Episode 660", "Episode 770"]);
+    assert_eq!(h.media.requests("/feed.rss"), 1, "yt-dlp read the feed once");
+
+    let again = h.enqueue(guild, &feed).await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(queue_titles(&again.body)[1..], ["Episode 660".to_string(), "Episode 770".to_string()]);
+    assert_eq!(h.media.requests("/feed.rss"), 1, "the second enqueue came from the cache, not from yt-dlp");
+}

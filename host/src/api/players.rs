@@ -54,7 +54,7 @@ pub async fn enqueue(
     let resolvers = app.registry.ctx.pipeline.plugins.clone().filter(|h| h.has_resolvers());
     let query = request.url.trim().to_string();
     // As in the original, URL problems are reported before the player lookup.
-    let resolvable = resolvers.as_ref().is_some_and(|h| h.plugins().iter().any(|p| p.matches(&query)));
+    let resolvable = resolvers.as_ref().is_some_and(|h| h.claims(&query));
     if !resolvable {
         track::parse_url(&query).map_err(ApiError::source_unavailable)?;
     }
@@ -91,13 +91,32 @@ async fn resolve(
     query: String,
     guild: crate::model::Id,
 ) -> ApiResult<(Vec<Track>, Vec<(String, Locator)>)> {
-    let q = query.clone();
+    let resolved = resolve_off_thread(app, host, &query, guild).await?.map_err(failure_error)?;
+    queue_entries(resolved, &query)
+}
+
+async fn resolve_off_thread(
+    app: &AppState,
+    host: std::sync::Arc<crate::plugins::PluginHost>,
+    query: &str,
+    guild: crate::model::Id,
+) -> ApiResult<Result<Resolved, ResolveFailure>> {
+    let q = query.to_string();
     let resolved = app.registry.ctx.media.spawn_blocking(move || host.resolve(&q, Some(guild.to_string()), None, 0));
-    let resolved = resolved.await.map_err(ApiError::internal)?.map_err(|e| match e {
+    resolved.await.map_err(ApiError::internal)
+}
+
+/// The contract's error for a resolver failure.
+fn failure_error(e: ResolveFailure) -> ApiError {
+    match e {
         ResolveFailure::Unsupported | ResolveFailure::Unavailable(_) => ApiError::source_unavailable(e),
         ResolveFailure::Parse(_) => ApiError::metadata_parse(e),
         ResolveFailure::Busy(_) | ResolveFailure::Failed { .. } => ApiError::service_unavailable(e),
-    })?;
+    }
+}
+
+/// Queue entries for what `query` resolved to, with the locators already known.
+fn queue_entries(resolved: Resolved, query: &str) -> ApiResult<(Vec<Track>, Vec<(String, Locator)>)> {
     let single = matches!(resolved, Resolved::Track(_));
     let search = matches!(resolved, Resolved::Search(_));
     let mut found = resolved.into_tracks();
@@ -110,7 +129,7 @@ async fn resolve(
     let mut tracks = Vec::with_capacity(found.len());
     let mut locators = Vec::new();
     for r in found {
-        let source_url = if single { query.clone() } else { r.uri.clone() };
+        let source_url = if single { query.to_string() } else { r.uri.clone() };
         let locator = r.locator.clone();
         let track = track::resolved_track(r, source_url);
         locators.extend(locator.map(|l| (track.id.clone(), l)));
@@ -270,11 +289,25 @@ pub async fn enqueue_playlist(
 ) -> ApiResult<Json<PlayerSnapshot>> {
     let name = playlist_name(&raw)?;
     let player = app.registry.get(id)?;
-    let Some(playlist) = app.registry.ctx.store.playlist(player.guild_id, &name).await else {
-        return Err(ApiError::not_found(format!("playlist {name} not found")));
+    let not_found = || ApiError::not_found(format!("playlist {name} not found"));
+    // Through the playlist resolver when one is loaded, like a `playlist:<name>` query.
+    let query = format!("playlist:{name}");
+    let resolver = app.registry.ctx.pipeline.plugins.clone().filter(|h| h.claims(&query));
+    let (tracks, locators) = match resolver {
+        Some(host) => match resolve_off_thread(&app, host, &query, player.guild_id).await? {
+            Ok(resolved) if resolved.is_empty() => (Vec::new(), Vec::new()),
+            Ok(resolved) => queue_entries(resolved, &query)?,
+            Err(ResolveFailure::Unavailable(_) | ResolveFailure::Unsupported) => return Err(not_found()),
+            Err(other) => return Err(failure_error(other)),
+        },
+        None => {
+            let playlist = app.registry.ctx.store.playlist(player.guild_id, &name).await.ok_or_else(not_found)?;
+            (playlist.tracks, Vec::new())
+        }
     };
     let mut state = player.state.lock().await;
-    player.enqueue(&mut state, playlist.tracks);
+    state.locators.extend(locators);
+    player.enqueue(&mut state, tracks);
     player.persist(&state);
     Ok(Json(player.snapshot_of(&state)))
 }

@@ -60,6 +60,15 @@ pub enum Resolved {
 }
 
 impl Resolved {
+    /// Whether there is no track at all (an empty saved playlist, a search with no hits).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Track(_) => false,
+            Self::Playlist { tracks, .. } | Self::Search(tracks) => tracks.is_empty(),
+            Self::Empty => true,
+        }
+    }
+
     /// Every track, in order.
     pub fn into_tracks(self) -> Vec<ResolvedTrack> {
         match self {
@@ -87,6 +96,11 @@ pub enum ResolveFailure {
 }
 
 impl PluginHost {
+    /// Whether some resolver's patterns match `query`.
+    pub fn claims(&self, query: &str) -> bool {
+        self.plugins().iter().any(|p| p.resolver_pre().is_some() && p.matches(query))
+    }
+
     /// Resolves `query` with the matching resolvers, skipping `exclude`. Blocking.
     pub fn resolve(
         self: &Arc<Self>,

@@ -1,12 +1,17 @@
 //! Test media: tone files generated with ffmpeg at test time, served by a local HTTP server
 //! that honours byte ranges and can misbehave on purpose (404, HTML, truncated bodies).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
+use axum::routing::get;
 use tower_http::services::ServeDir;
 
 /// One generated fixture.
@@ -205,10 +210,27 @@ fn publish(path: &Path, bytes: &[u8]) {
     std::fs::rename(&partial, path).expect("publish fixture");
 }
 
-/// A local HTTP server for the fixtures.
+/// A local HTTP server for the fixtures, counting the requests for each path.
 pub struct MediaServer {
     pub addr: SocketAddr,
     truncating: SocketAddr,
+    requests: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+/// `/feed.rss`: a podcast feed whose two episodes are tone-660.flac and tone-770.ogg on
+/// this server (a remote playlist yt-dlp expands).
+async fn feed(State(addr): State<SocketAddr>) -> impl IntoResponse {
+    let item = |title: &str, file: &str| {
+        format!(
+            "<item><title>{title}</title><guid>{file}</guid><enclosure url=\"http://{addr}/{file}\" type=\"audio/mpeg\" length=\"1\"/></item>"
+        )
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><rss version=\"2.0\"><channel><title>Fixture feed</title><link>http://{addr}/</link><description>tones</description>{}{}</channel></rss>",
+        item("Episode 660", "tone-660.flac"),
+        item("Episode 770", "tone-770.ogg"),
+    );
+    ([(axum::http::header::CONTENT_TYPE, "application/rss+xml")], body)
 }
 
 /// Serves `/<name>` by announcing the whole length, sending half, and closing the socket:
@@ -246,13 +268,30 @@ impl MediaServer {
         let truncating = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind truncating server");
         let truncating_addr = truncating.local_addr().expect("truncating addr");
         tokio::spawn(serve_truncated(truncating, dir.clone()));
-        let app = Router::new().fallback_service(ServeDir::new(dir));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind media server");
         let addr = listener.local_addr().expect("media addr");
+        let requests = Arc::new(Mutex::new(HashMap::new()));
+        let counted = requests.clone();
+        let app = Router::new()
+            .route("/feed.rss", get(feed))
+            .with_state(addr)
+            .fallback_service(ServeDir::new(dir))
+            .layer(middleware::from_fn(move |request: Request, next: Next| {
+                let counted = counted.clone();
+                async move {
+                    *counted.lock().expect("request counts").entry(request.uri().path().to_string()).or_insert(0) += 1;
+                    next.run(request).await
+                }
+            }));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, truncating: truncating_addr }
+        Self { addr, truncating: truncating_addr, requests }
+    }
+
+    /// How many requests asked for `path` so far.
+    pub fn requests(&self, path: &str) -> u64 {
+        self.requests.lock().expect("request counts").get(path).copied().unwrap_or(0)
     }
 
     /// A URL whose download stops half-way.

@@ -106,6 +106,11 @@ impl Harness {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// A POST without a body, as the client sends play, skip and the playlist calls.
+    pub async fn post_bare(&self, path: &str) -> Reply {
+        self.call(reqwest::Method::POST, path, None).await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.call(reqwest::Method::GET, path, None).await
     }

@@ -85,7 +85,7 @@ impl Guest for Ytdlp {
 fn track(info: Info, source: &str) -> Track {
     let uri = info.webpage_url.clone().or_else(|| info.url.clone()).unwrap_or_default();
     // Flat entries carry a page URL, not media: they are resolved again when they play.
-    let flat = info.kind.as_deref() == Some("url");
+    let flat = matches!(info.kind.as_deref(), Some("url" | "url_transparent"));
     let locator = match (&info.url, flat) {
         (Some(_), false) if !plain_http(info.protocol.as_deref()) => Some(StreamLocator::Process(ProcessStream {
             program: PROGRAM.into(),
