@@ -45,6 +45,8 @@ pub enum Event {
         player_id: Id,
         filter: String,
         plugin: String,
+        /// `timeout`, `memory`, `trap`, or `refused` (its config, after a reload).
+        kind: String,
         reason: String,
     },
     /// A plugin was loaded or reloaded from the plugins directory.

@@ -10,8 +10,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, PlayerId};
 use crate::model::{Equalizer, FilterEntry, PlayerSnapshot};
-use crate::plugins::filter::FilterInstance;
-use crate::plugins::{PluginError, PluginHost, PluginInfo};
+use crate::plugins::filter::{CreateError, FilterInstance};
+use crate::plugins::{PluginHost, PluginInfo};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -88,7 +88,7 @@ fn check_chain(host: &Arc<PluginHost>, chain: &[FilterEntry]) -> ApiResult<()> {
         };
         match FilterInstance::create(&plugin, &entry.name, &entry.config.to_string()) {
             Ok(_) => {}
-            Err(PluginError::Config(why)) => {
+            Err(CreateError::Refused(why)) => {
                 return Err(ApiError::bad_request(format!("filter {}: {why}", entry.name)));
             }
             Err(e) => return Err(ApiError::service_unavailable(format!("filter {}: {e}", entry.name))),

@@ -18,6 +18,9 @@ use crate::plugins::resolver::{Locator, ResolveFailure, Resolved};
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Tracks to enqueue, with the stream locators already known for some of them (by track id).
+type QueueEntries = (Vec<Track>, Vec<(String, Locator)>);
+
 pub async fn create(
     State(app): State<AppState>,
     JsonBody(payload): JsonBody<VoiceBridgePayload>,
@@ -90,7 +93,7 @@ async fn resolve(
     host: std::sync::Arc<crate::plugins::PluginHost>,
     query: String,
     guild: crate::model::Id,
-) -> ApiResult<(Vec<Track>, Vec<(String, Locator)>)> {
+) -> ApiResult<QueueEntries> {
     let resolved = resolve_off_thread(app, host, &query, guild).await?.map_err(failure_error)?;
     queue_entries(resolved, &query)
 }
@@ -116,7 +119,7 @@ fn failure_error(e: ResolveFailure) -> ApiError {
 }
 
 /// Queue entries for what `query` resolved to, with the locators already known.
-fn queue_entries(resolved: Resolved, query: &str) -> ApiResult<(Vec<Track>, Vec<(String, Locator)>)> {
+fn queue_entries(resolved: Resolved, query: &str) -> ApiResult<QueueEntries> {
     let single = matches!(resolved, Resolved::Track(_));
     let search = matches!(resolved, Resolved::Search(_));
     let mut found = resolved.into_tracks();

@@ -263,7 +263,7 @@ fn encode(
                 }
             }
             Block::End(result) => {
-                ready.append(&mut chain.flush());
+                ready.append(&mut chain.flush(&controls.filters));
                 if !send(&mut ready, true)? {
                     return Ok(None);
                 }

@@ -74,6 +74,7 @@ impl Registry {
                 player_id,
                 filter: failure.filter.clone(),
                 plugin: failure.plugin.clone(),
+                kind: failure.kind.as_str().to_string(),
                 reason: failure.message.clone(),
             });
         });

@@ -229,6 +229,8 @@ pub enum FailureKind {
     Timeout,
     Memory,
     Trap,
+    /// A filter refused its config when re-created (after a plugin reload).
+    Refused,
 }
 
 impl FailureKind {
@@ -237,6 +239,7 @@ impl FailureKind {
             Self::Timeout => "timeout",
             Self::Memory => "memory",
             Self::Trap => "trap",
+            Self::Refused => "refused",
         }
     }
 }

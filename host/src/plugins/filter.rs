@@ -6,8 +6,8 @@ use std::sync::Arc;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
+use super::LoadedPlugin;
 use super::engine::{self, FailureKind, PluginState};
-use super::{LoadedPlugin, PluginError};
 
 pub(super) mod bindings {
     wasmtime::component::bindgen!({ world: "filter", path: "../wit" });
@@ -25,6 +25,16 @@ pub struct CallFailure {
     pub message: String,
 }
 
+/// Why a filter instance could not be created.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CreateError {
+    /// The filter rejected its config (its own message), or the plugin has no such filter.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Failed(CallFailure),
+}
+
 pub struct FilterInstance {
     store: Store<PluginState>,
     bindings: bindings::Filter,
@@ -34,20 +44,27 @@ pub struct FilterInstance {
 }
 
 impl FilterInstance {
-    /// Instantiates `plugin` and creates filter `name`. A config the filter rejects is
-    /// `PluginError::Config` with the filter's own message.
-    pub fn create(plugin: &Arc<LoadedPlugin>, name: &str, config: &str) -> Result<Self, PluginError> {
+    /// Instantiates `plugin` and creates filter `name` from its JSON config.
+    pub fn create(plugin: &Arc<LoadedPlugin>, name: &str, config: &str) -> Result<Self, CreateError> {
         let pre =
-            plugin.filter_pre().ok_or_else(|| PluginError::NotFound(format!("{} is not a filter", plugin.id())))?;
+            plugin.filter_pre().ok_or_else(|| CreateError::Refused(format!("{} is not a filter", plugin.id())))?;
         let mut store = engine::new_store(pre.engine(), plugin.id_arc(), plugin.limits, plugin.grants.log, None);
-        let failed = |e: wasmtime::Error| PluginError::Failed(format!("{}: {}", plugin.id(), engine::describe(&e).1));
+        let failed = |e: wasmtime::Error| {
+            let (kind, message) = engine::describe(&e);
+            CreateError::Failed(CallFailure {
+                plugin: plugin.id().to_string(),
+                filter: name.to_string(),
+                kind,
+                message,
+            })
+        };
         let bindings = pre.instantiate(&mut store).map_err(failed)?;
         engine::begin_call(&mut store);
         let handle = bindings
             .mesastream_plugin_filters()
             .call_create(&mut store, name, config)
             .map_err(failed)?
-            .map_err(PluginError::Config)?;
+            .map_err(CreateError::Refused)?;
         Ok(Self { store, bindings, handle, name: name.to_string(), plugin: plugin.clone() })
     }
 

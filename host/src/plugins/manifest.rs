@@ -188,6 +188,17 @@ mod tests {
     }
 
     #[test]
+    fn a_single_star_stops_at_a_slash_and_a_double_star_does_not() {
+        let search =
+            Manifest::parse(&RESOLVER.replace(r#"["http://**", "https://**"]"#, r#"["ytsearch*:**"]"#)).unwrap();
+        assert!(search.matches("ytsearch:AC/DC"));
+        assert!(search.matches("ytsearch5:cats"));
+        let narrow =
+            Manifest::parse(&RESOLVER.replace(r#"["http://**", "https://**"]"#, r#"["ytsearch*:*"]"#)).unwrap();
+        assert!(!narrow.matches("ytsearch:AC/DC"));
+    }
+
+    #[test]
     fn refuses_what_it_cannot_honour() {
         let bad_wit = RESOLVER.replace("wit-version = \"0.1.0\"", "wit-version = \"9.0.0\"");
         assert!(Manifest::parse(&bad_wit).unwrap_err().contains("not supported"));

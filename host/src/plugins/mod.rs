@@ -33,14 +33,6 @@ pub use watch::spawn_watcher;
 pub enum PluginError {
     #[error("{0}")]
     Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    /// A filter or resolver refused its configuration.
-    #[error("{0}")]
-    Config(String),
-    /// The plugin trapped, ran out of time or memory.
-    #[error("{0}")]
-    Failed(String),
     #[error("plugin engine: {0}")]
     Engine(String),
 }
