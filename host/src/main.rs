@@ -1,15 +1,30 @@
+use clap::Parser;
 use mesastream::Server;
+use mesastream::cli::{Cli, Command};
 use mesastream::config::Config;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let config = match Config::from_env() {
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Inspecting plugins serves nothing, so it needs no token.
+    let offline = cli.command.is_some();
+    let config = Config::from_lookup(|key| {
+        std::env::var(key).ok().or_else(|| (offline && key == "AUTH_TOKEN").then(|| "unused".to_string()))
+    });
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mesastream: configuration error: {e}");
             return std::process::ExitCode::from(2);
         }
     };
+    match cli.command {
+        Some(Command::Plugins(command)) => mesastream::cli::run_plugins(command, &config),
+        None => serve(config),
+    }
+}
+
+#[tokio::main]
+async fn serve(config: Config) -> std::process::ExitCode {
     let _tracing = match mesastream::telemetry::tracing::init(&config.otlp) {
         Ok(guard) => guard,
         Err(e) => {

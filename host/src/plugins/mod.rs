@@ -311,8 +311,9 @@ impl PluginHost {
         changes
     }
 
-    /// Reads, checks, compiles and links one plugin folder.
-    fn load(&self, folder: &Path, operator: &OperatorConfig) -> Result<LoadedPlugin, PluginError> {
+    /// Reads, checks, compiles and links one plugin folder, as loading it would. Used by
+    /// scans and by `mesastream plugins check`.
+    pub fn load(&self, folder: &Path, operator: &OperatorConfig) -> Result<LoadedPlugin, PluginError> {
         let manifest = Manifest::read(&folder.join("plugin.toml"))?;
         let grants = operator.grants(&manifest.id);
         if !grants.enabled {
@@ -324,8 +325,8 @@ impl PluginHost {
         self.link(manifest, grants, &bytes)
     }
 
-    /// Checks a component against its manifest and links it. Used by loading and `plugins check`.
-    pub fn link(&self, manifest: Manifest, grants: Grants, bytes: &[u8]) -> Result<LoadedPlugin, PluginError> {
+    /// Checks a component against its manifest and links it.
+    fn link(&self, manifest: Manifest, grants: Grants, bytes: &[u8]) -> Result<LoadedPlugin, PluginError> {
         use sha2::Digest;
         let component = engine::load_component(&self.engine, bytes, self.settings.cache_dir.as_deref())?;
         let imports: Vec<String> =
@@ -367,7 +368,8 @@ impl PluginHost {
     }
 }
 
-fn info_of(p: &LoadedPlugin) -> PluginInfo {
+/// What `GET /plugins` shows of `p`.
+pub fn info_of(p: &LoadedPlugin) -> PluginInfo {
     let m = &p.manifest;
     PluginInfo {
         id: m.id.clone(),

@@ -36,6 +36,17 @@ impl EmbeddedKv {
         Ok(Self { db: Arc::new(db) })
     }
 
+    /// A database that lives in memory only (for tools that need a store but keep nothing).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let txn = db.begin_write().map_err(err)?;
+        txn.open_table(TABLE).map_err(err)?;
+        txn.commit().map_err(err)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,

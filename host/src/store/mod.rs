@@ -48,6 +48,11 @@ impl StateStore {
         Ok(Self::with(Backend::Embedded(EmbeddedKv::open(path)?), prefix))
     }
 
+    /// A store kept in memory only.
+    pub fn in_memory(prefix: &str) -> Result<Self, StoreError> {
+        Ok(Self::with(Backend::Embedded(EmbeddedKv::in_memory()?), prefix))
+    }
+
     pub async fn redis(uri: &str, prefix: &str) -> Result<Self, StoreError> {
         Ok(Self::with(Backend::Redis(RedisKv::connect(uri).await?), prefix))
     }
