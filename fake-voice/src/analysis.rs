@@ -126,6 +126,8 @@ pub struct Analyzer {
     report: Report,
     /// Interleaved stereo PCM at 48 kHz, gaps filled with zeros.
     pcm: Vec<f32>,
+    /// Every Opus payload as received (kept with the PCM).
+    payloads: Vec<Vec<u8>>,
     scratch: Vec<f32>,
 }
 
@@ -140,6 +142,7 @@ impl Analyzer {
             interarrival_ms: Vec::new(),
             report: Report::default(),
             pcm: Vec::new(),
+            payloads: Vec::new(),
             scratch: vec![0.0; 5760 * 2],
         }
     }
@@ -186,6 +189,9 @@ impl Analyzer {
                     self.report.silence_packets += 1;
                 }
                 self.decode(&opus);
+                if self.keep_pcm {
+                    self.payloads.push(opus);
+                }
             }
             Payload::Undecryptable => {
                 self.report.undecryptable += 1;
@@ -225,6 +231,11 @@ impl Analyzer {
     /// The decoded audio so far, interleaved stereo at 48 kHz.
     pub fn pcm(&self) -> &[f32] {
         &self.pcm
+    }
+
+    /// The Opus payloads received so far, in arrival order.
+    pub fn payloads(&self) -> &[Vec<u8>] {
+        &self.payloads
     }
 
     pub fn report(&self) -> Report {

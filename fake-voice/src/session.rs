@@ -258,6 +258,11 @@ impl Session {
         lock(&self.analyzer).pcm().to_vec()
     }
 
+    /// The Opus payloads heard so far, after decryption, in arrival order.
+    pub fn payloads(&self) -> Vec<Vec<u8>> {
+        lock(&self.analyzer).payloads().to_vec()
+    }
+
     pub fn counters(&self) -> Counters {
         *self.counters.borrow()
     }

@@ -1,9 +1,8 @@
-//! Demuxing and decoding with symphonia; Opus streams (Ogg, WebM) are demuxed by symphonia
-//! and decoded with libopus. Output is interleaved stereo at the source rate: mono is
-//! duplicated, more than two channels are folded down.
+//! Demuxing and decoding with symphonia. Output is interleaved stereo at the source rate
+//! (mono duplicated, more than two channels folded down), except for Opus streams (Ogg,
+//! WebM): their packets are handed on as they are, to be passed through or decoded later
+//! (see `opus_packets`).
 
-use audiopus::coder::Decoder as LibOpusDecoder;
-use audiopus::{Channels, SampleRate};
 use symphonia::core::codecs::CodecParameters;
 use symphonia::core::codecs::audio::CODEC_ID_NULL_AUDIO;
 use symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
@@ -14,6 +13,8 @@ use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo};
 use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::units::{Time, TimeBase};
+
+use super::opus_packets;
 
 /// Consecutive undecodable packets tolerated before the track is given up.
 const ERROR_BUDGET: u32 = 20;
@@ -34,7 +35,15 @@ pub enum DecodeError {
 
 enum Codec {
     Symphonia(Box<dyn AudioDecoder>),
-    Opus { decoder: LibOpusDecoder, skip_frames: usize },
+    Opus,
+}
+
+/// What the source yields next.
+pub enum Unit<'a> {
+    /// Interleaved stereo samples at `rate`.
+    Pcm { rate: u32, samples: &'a [f32] },
+    /// One Opus packet at 48 kHz, untouched.
+    Opus(Vec<u8>),
 }
 
 pub struct SourceDecoder {
@@ -70,22 +79,22 @@ impl SourceDecoder {
                 SymphoniaError::IoError(io) => DecodeError::Io(io.to_string()),
                 other => DecodeError::Format(other.to_string()),
             })?;
-        let (track_id, params, delay, duration_ms, time_base) = format
+        let (track_id, params, duration_ms, time_base) = format
             .tracks()
             .iter()
             .find_map(|t| match &t.codec_params {
                 Some(CodecParameters::Audio(p)) if p.codec != CODEC_ID_NULL_AUDIO => {
                     let rate = p.sample_rate.unwrap_or(48_000).max(1) as u64;
                     let duration_ms = t.num_frames.map(|n| n * 1000 / rate);
-                    Some((t.id, p.clone(), t.delay.unwrap_or(0), duration_ms, t.time_base))
+                    Some((t.id, p.clone(), duration_ms, t.time_base))
                 }
                 _ => None,
             })
             .ok_or(DecodeError::NoAudio)?;
+        // Opus's pre-skip is not applied: passed-through packets cannot drop it either, and
+        // both ways must line up sample for sample to switch between them.
         let (codec, rate) = if params.codec == CODEC_ID_OPUS {
-            let decoder = LibOpusDecoder::new(SampleRate::Hz48000, Channels::Stereo)
-                .map_err(|e| DecodeError::Codec(e.to_string()))?;
-            (Codec::Opus { decoder, skip_frames: delay as usize }, 48_000)
+            (Codec::Opus, 48_000)
         } else {
             let decoder = symphonia::default::get_codecs()
                 .make_audio_decoder(&params, &AudioDecoderOptions::default())
@@ -119,14 +128,8 @@ impl SourceDecoder {
                     .map(|tb| behind as f64 * f64::from(tb.numer.get()) / f64::from(tb.denom.get()))
                     .unwrap_or(behind as f64 / f64::from(self.rate.max(1)));
                 self.skip_ms = Some((seconds * 1000.0).round() as u64);
-                match &mut self.codec {
-                    Codec::Symphonia(decoder) => decoder.reset(),
-                    Codec::Opus { decoder, skip_frames } => {
-                        *skip_frames = 0;
-                        if let Ok(fresh) = LibOpusDecoder::new(SampleRate::Hz48000, Channels::Stereo) {
-                            *decoder = fresh;
-                        }
-                    }
+                if let Codec::Symphonia(decoder) = &mut self.codec {
+                    decoder.reset();
                 }
             }
             Err(e) => {
@@ -140,10 +143,13 @@ impl SourceDecoder {
         self.duration_ms
     }
 
-    /// The next block of interleaved stereo samples with its sample rate, or `None` at the
-    /// end of the track.
-    pub fn next_block(&mut self) -> Result<Option<(u32, &[f32])>, DecodeError> {
+    /// The next block of samples or Opus packet, or `None` at the end of the track.
+    pub fn next_unit(&mut self) -> Result<Option<Unit<'_>>, DecodeError> {
         let mut failures = 0u32;
+        let mut fail = |why: String| {
+            failures += 1;
+            if failures > ERROR_BUDGET { Err(DecodeError::Corrupt(why)) } else { Ok(()) }
+        };
         loop {
             let packet = match self.format.next_packet() {
                 Ok(Some(p)) => p,
@@ -151,54 +157,45 @@ impl SourceDecoder {
                 Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
                 Err(e @ SymphoniaError::IoError(_)) => return Err(io_error(e)),
                 Err(e) => {
-                    failures += 1;
-                    if failures > ERROR_BUDGET {
-                        return Err(DecodeError::Corrupt(e.to_string()));
-                    }
+                    fail(e.to_string())?;
                     continue;
                 }
             };
             if packet.track_id != self.track_id {
                 continue;
             }
-            self.out.clear();
-            let decoded = match &mut self.codec {
-                Codec::Symphonia(decoder) => match decoder.decode(&packet) {
-                    Ok(buf) => {
-                        let channels = buf.spec().channels().count().max(1);
-                        self.rate = buf.spec().rate();
-                        buf.copy_to_vec_interleaved(&mut self.scratch);
-                        to_stereo(&self.scratch, channels, &mut self.out);
-                        true
+            let decoder = match &mut self.codec {
+                Codec::Symphonia(decoder) => decoder,
+                Codec::Opus => {
+                    let Some(samples) = opus_packets::frame_samples(&packet.data) else {
+                        fail("packets are not Opus".into())?;
+                        continue;
+                    };
+                    if let Some(ms) = self.skip_ms.take() {
+                        self.skip_frames += ms * 48;
                     }
-                    Err(SymphoniaError::IoError(e)) => return Err(DecodeError::Io(e.to_string())),
-                    Err(_) => false,
-                },
-                Codec::Opus { decoder, skip_frames } => {
-                    self.scratch.resize(5760 * 2, 0.0);
-                    let result =
-                        audiopus::packet::Packet::try_from(&packet.data[..]).map_err(|e| e.to_string()).and_then(|p| {
-                            let signals =
-                                audiopus::MutSignals::try_from(&mut self.scratch[..]).map_err(|e| e.to_string())?;
-                            decoder.decode_float(Some(p), signals, false).map_err(|e| e.to_string())
-                        });
-                    match result {
-                        Ok(frames) => {
-                            let skip = (*skip_frames).min(frames);
-                            *skip_frames -= skip;
-                            self.out.extend_from_slice(&self.scratch[skip * 2..frames * 2]);
-                            true
-                        }
-                        Err(_) => false,
+                    // A seek lands on the packet holding its target: within one packet.
+                    if self.skip_frames >= samples as u64 && samples > 0 {
+                        self.skip_frames -= samples as u64;
+                        continue;
                     }
+                    self.skip_frames = 0;
+                    return Ok(Some(Unit::Opus(packet.data.to_vec())));
                 }
             };
-            if !decoded {
-                failures += 1;
-                if failures > ERROR_BUDGET {
-                    return Err(DecodeError::Corrupt("packets do not decode".into()));
+            self.out.clear();
+            match decoder.decode(&packet) {
+                Ok(buf) => {
+                    let channels = buf.spec().channels().count().max(1);
+                    self.rate = buf.spec().rate();
+                    buf.copy_to_vec_interleaved(&mut self.scratch);
+                    to_stereo(&self.scratch, channels, &mut self.out);
                 }
-                continue;
+                Err(SymphoniaError::IoError(e)) => return Err(DecodeError::Io(e.to_string())),
+                Err(e) => {
+                    fail(e.to_string())?;
+                    continue;
+                }
             }
             if let Some(ms) = self.skip_ms.take() {
                 self.skip_frames += ms * u64::from(self.rate) / 1000;
@@ -209,7 +206,7 @@ impl SourceDecoder {
             if self.out.is_empty() {
                 continue;
             }
-            return Ok(Some((self.rate, &self.out)));
+            return Ok(Some(Unit::Pcm { rate: self.rate, samples: &self.out }));
         }
     }
 }

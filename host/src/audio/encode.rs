@@ -26,6 +26,11 @@ impl OpusEncoder {
         Ok(Self { encoder, out: vec![0; 1500] })
     }
 
+    /// How many samples per channel the encoder's output lags its input.
+    pub fn lookahead(&self) -> usize {
+        self.encoder.lookahead().map_or(0, |n| n as usize)
+    }
+
     /// Encodes exactly one frame of [`FRAME_LEN`] interleaved samples.
     pub fn encode(&mut self, frame: &[f32]) -> Result<Vec<u8>, EncodeError> {
         let n = self.encoder.encode_float(frame, &mut self.out).map_err(|e| EncodeError(e.to_string()))?;

@@ -82,6 +82,12 @@ impl FilterChain {
         self.run_from(control, 0, block)
     }
 
+    /// Whether any stage would touch the audio, after catching up with changes.
+    pub fn is_active(&mut self, control: &ChainControl) -> bool {
+        self.refresh(control);
+        self.stages.iter().any(|s| s.instance.is_some())
+    }
+
     /// Drains every stage's tail through the stages after it, at the end of a track.
     pub fn flush(&mut self, control: &ChainControl) -> Vec<f32> {
         let mut out = Vec::new();

@@ -4,6 +4,7 @@ pub mod decode;
 pub mod encode;
 pub mod fetch;
 pub mod filter_chain;
+pub mod opus_packets;
 pub mod pipeline;
 pub mod process_stream;
 pub mod resample;

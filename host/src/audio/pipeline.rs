@@ -2,7 +2,10 @@
 //! resamples to 48 kHz stereo, keeping up to `frames_ahead` 20 ms blocks of PCM ready. The
 //! encoder thread takes one block at a time just before the clock needs it, runs the filter
 //! chain and the volume, and encodes Opus into a buffer of two frames, so a filter or volume
-//! change is heard within a couple of frames. A dropped receiver or the cancel flag ends both.
+//! change is heard within a couple of frames. An Opus source's packets are not decoded at all
+//! while no filter works and the volume is 1: they go to the transport as they are
+//! (passthrough), and the encoder thread decodes them from the packet where that stops
+//! being true. A dropped receiver or the cancel flag ends both.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -10,10 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use symphonia::core::io::MediaSource;
 
-use super::decode::SourceDecoder;
+use super::decode::{SourceDecoder, Unit};
 use super::encode::{FRAME_LEN, OpusEncoder};
 use super::fetch::{FetchOptions, HttpSource};
 use super::filter_chain::{ChainControl, FailureReport, FilterChain};
+use super::opus_packets::{self, OpusDecodeError, PacketDecoder};
 use super::process_stream::ProcessStream;
 use super::resample::To48k;
 use crate::plugins::PluginHost;
@@ -21,6 +25,8 @@ use crate::plugins::resolver::Locator;
 
 /// Encoded frames kept ready for the clock.
 const ENCODED_AHEAD: usize = 2;
+/// Consecutive Opus packets that fail to decode before the track is given up.
+const MAX_UNDECODABLE: u32 = 20;
 
 /// What the clock takes from a track.
 #[derive(Debug)]
@@ -99,6 +105,8 @@ pub struct TrackRequest {
 /// What the decoder thread hands the encoder thread.
 enum Block {
     Pcm(Vec<f32>),
+    /// A packet from an Opus source: sent on as it is when nothing needs the samples.
+    Opus(Vec<u8>),
     End(Result<(), String>),
 }
 
@@ -188,7 +196,16 @@ fn decode(
         if cancel.load(Ordering::Acquire) {
             return Ok(());
         }
-        let Some((rate, block)) = decoder.next_block().map_err(|e| e.to_string())? else { break };
+        let (rate, block) = match decoder.next_unit().map_err(|e| e.to_string())? {
+            None => break,
+            Some(Unit::Opus(packet)) => {
+                if cancel.load(Ordering::Acquire) || tx.send(Block::Opus(packet)).is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            Some(Unit::Pcm { rate, samples }) => (rate, samples),
+        };
         let resampler = match resampler.as_mut() {
             Some(r) => r,
             None => resampler.insert(To48k::new(rate).map_err(|e| e.to_string())?),
@@ -223,52 +240,169 @@ fn locate(config: &PipelineConfig, query: &str, guild_id: Option<String>) -> Res
 /// or nobody listening), else how the decoder ended.
 fn encode(
     bitrate_kbps: u32,
-    mut chain: FilterChain,
+    chain: FilterChain,
     controls: &Controls,
     cancel: &AtomicBool,
     rx: &Receiver<Block>,
     tx: &Sender<Frame>,
 ) -> Result<Option<Result<(), String>>, String> {
-    let mut encoder = OpusEncoder::new(bitrate_kbps).map_err(|e| e.to_string())?;
-    let mut ready: Vec<f32> = Vec::with_capacity(FRAME_LEN * 4);
-    let mut send = |ready: &mut Vec<f32>, flush: bool| -> Result<bool, String> {
-        if flush && !ready.len().is_multiple_of(FRAME_LEN) {
-            // The tail shorter than a frame is played, padded with silence.
-            ready.resize(ready.len().next_multiple_of(FRAME_LEN), 0.0);
-        }
-        let mut start = 0;
-        while ready.len() - start >= FRAME_LEN {
-            let frame = &mut ready[start..start + FRAME_LEN];
-            let g = controls.gain.get();
-            if (g - 1.0).abs() > f32::EPSILON {
-                frame.iter_mut().for_each(|s| *s = (*s * g).clamp(-1.0, 1.0));
-            }
-            let packet = encoder.encode(frame).map_err(|e| e.to_string())?;
-            start += FRAME_LEN;
-            if cancel.load(Ordering::Acquire) || tx.send(Frame::Audio(packet)).is_err() {
-                return Ok(false);
-            }
-        }
-        ready.drain(..start);
-        Ok(true)
-    };
+    let encoder = OpusEncoder::new(bitrate_kbps).map_err(|e| e.to_string())?;
+    let lookahead = encoder.lookahead();
+    let mut out = Output { encoder, chain, controls, cancel, tx, ready: Vec::with_capacity(FRAME_LEN * 4), offset: 0 };
+    let mut opus: Option<PacketDecoder> = None;
+    let mut undecodable = 0u32;
     loop {
         let Ok(block) = rx.recv() else { return Ok(None) };
-        match block {
-            Block::Pcm(pcm) => {
-                let mut out = chain.process(&controls.filters, pcm);
-                ready.append(&mut out);
-                if !send(&mut ready, false)? {
-                    return Ok(None);
+        let more = match block {
+            Block::Pcm(pcm) => out.transcode(pcm, false)?,
+            Block::Opus(packet) => {
+                let decoder = match opus.as_mut() {
+                    Some(d) => d,
+                    None => opus.insert(PacketDecoder::new().map_err(|e| e.to_string())?),
+                };
+                let decoded = if out.passes_through(&packet) {
+                    out.pass_through(decoder, packet)
+                } else if out.offset == 0 {
+                    out.start_transcoding(decoder, &packet, lookahead)
+                } else {
+                    decoder.decode(&packet).map(|pcm| out.transcode(pcm, false))
+                };
+                match decoded {
+                    Ok(more) => {
+                        undecodable = 0;
+                        more?
+                    }
+                    Err(e) => {
+                        undecodable += 1;
+                        if undecodable > MAX_UNDECODABLE {
+                            return Err(format!("too many undecodable packets ({e})"));
+                        }
+                        true
+                    }
                 }
             }
             Block::End(result) => {
-                ready.append(&mut chain.flush(&controls.filters));
-                if !send(&mut ready, true)? {
-                    return Ok(None);
-                }
-                return Ok(Some(result));
+                let tail = out.chain.flush(&controls.filters);
+                return Ok(out.transcode(tail, true)?.then_some(result));
+            }
+        };
+        if !more {
+            return Ok(None);
+        }
+    }
+}
+
+/// The encoder thread's side of a track: the filter chain, the volume, the Opus encoder
+/// and the samples waiting to be encoded.
+struct Output<'a> {
+    encoder: OpusEncoder,
+    chain: FilterChain,
+    controls: &'a Controls,
+    cancel: &'a AtomicBool,
+    tx: &'a Sender<Frame>,
+    ready: Vec<f32>,
+    /// While re-encoding an Opus source: the encoder's lookahead, in samples per channel.
+    /// Each frame is encoded from that far ahead so the encoder's delay is cancelled and the
+    /// re-encoded frames line up with the source's packets (switching is seamless).
+    offset: usize,
+}
+
+impl Output<'_> {
+    /// Whether an Opus packet can reach the transport untouched: a 20 ms packet, no filter
+    /// working and the volume at 1.
+    fn passes_through(&mut self, packet: &[u8]) -> bool {
+        opus_packets::frame_samples(packet) == Some(FRAME_LEN / 2)
+            && (self.controls.gain.get() - 1.0).abs() <= f32::EPSILON
+            && !self.chain.is_active(&self.controls.filters)
+    }
+
+    /// Sends `packet` as it is, after the frame still owed from re-encoding, if any. The
+    /// outer error is a packet that does not decode; the inner result is `send`'s.
+    fn pass_through(
+        &mut self,
+        decoder: &mut PacketDecoder,
+        packet: Vec<u8>,
+    ) -> Result<Result<bool, String>, OpusDecodeError> {
+        if self.offset > 0 {
+            // The last re-encoded frame needs the start of this packet as its lookahead.
+            let pcm = decoder.decode(&packet)?;
+            self.ready.extend_from_slice(&pcm[..pcm.len().min(self.offset * 2)]);
+            match self.send(false) {
+                Ok(true) => {}
+                stop => return Ok(stop),
+            }
+            self.ready.clear();
+            self.offset = 0;
+        } else {
+            decoder.pass(&packet);
+        }
+        Ok(Ok(!self.cancel.load(Ordering::Acquire) && self.tx.send(Frame::Audio(packet)).is_ok()))
+    }
+
+    /// Switches an Opus source to decoding at `packet`. The encoder is first fed (output
+    /// dropped) the frame that ends `lookahead` samples into the packet, so its history is
+    /// what the listener just heard and its first frame continues it.
+    fn start_transcoding(
+        &mut self,
+        decoder: &mut PacketDecoder,
+        packet: &[u8],
+        lookahead: usize,
+    ) -> Result<Result<bool, String>, OpusDecodeError> {
+        let previous = decoder.resume().unwrap_or_default();
+        let pcm = decoder.decode(packet)?;
+        let previous = self.chain.process(&self.controls.filters, previous);
+        self.ready.clear();
+        self.ready.resize(FRAME_LEN.saturating_sub(previous.len()), 0.0);
+        self.ready.extend_from_slice(&previous);
+        let here = self.ready.len();
+        let mut pcm = self.chain.process(&self.controls.filters, pcm);
+        self.ready.append(&mut pcm);
+        let end = here + lookahead * 2;
+        let mut prime = self.ready[end - FRAME_LEN..end.min(self.ready.len())].to_vec();
+        prime.resize(FRAME_LEN, 0.0);
+        self.apply_gain(&mut prime);
+        if let Err(e) = self.encoder.encode(&prime) {
+            return Ok(Err(e.to_string()));
+        }
+        self.ready.drain(..here);
+        self.offset = lookahead;
+        Ok(self.send(false))
+    }
+
+    /// Filters `pcm`, then encodes and sends every whole frame ready. `flush` sends the
+    /// rest too, padded with silence. False when nobody listens any more.
+    fn transcode(&mut self, pcm: Vec<f32>, flush: bool) -> Result<bool, String> {
+        let mut filtered = if flush { pcm } else { self.chain.process(&self.controls.filters, pcm) };
+        self.ready.append(&mut filtered);
+        self.send(flush)
+    }
+
+    fn apply_gain(&self, frame: &mut [f32]) {
+        let g = self.controls.gain.get();
+        if (g - 1.0).abs() > f32::EPSILON {
+            frame.iter_mut().for_each(|s| *s = (*s * g).clamp(-1.0, 1.0));
+        }
+    }
+
+    fn send(&mut self, flush: bool) -> Result<bool, String> {
+        let ahead = self.offset * 2;
+        if flush {
+            // The tail shorter than a frame is played, padded with silence.
+            self.ready.resize(self.ready.len() + ahead, 0.0);
+            let body = self.ready.len() - ahead;
+            self.ready.resize(body.next_multiple_of(FRAME_LEN) + ahead, 0.0);
+        }
+        let mut start = 0;
+        while self.ready.len() - start >= FRAME_LEN + ahead {
+            let mut frame = self.ready[start + ahead..start + ahead + FRAME_LEN].to_vec();
+            self.apply_gain(&mut frame);
+            let packet = self.encoder.encode(&frame).map_err(|e| e.to_string())?;
+            start += FRAME_LEN;
+            if self.cancel.load(Ordering::Acquire) || self.tx.send(Frame::Audio(packet)).is_err() {
+                return Ok(false);
             }
         }
+        self.ready.drain(..start);
+        Ok(true)
     }
 }

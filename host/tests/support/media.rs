@@ -102,6 +102,15 @@ pub const TONES: &[Tone] = &[
         left_only: false,
     },
     Tone {
+        file: "tone-600-long.opus",
+        freq_hz: 600.0,
+        rate: 48_000,
+        channels: 2,
+        seconds: 6.0,
+        codec_args: &["-c:a", "libopus", "-b:a", "128k", "-frame_duration", "20"],
+        left_only: false,
+    },
+    Tone {
         file: "tone-523-long.mp3",
         freq_hz: 523.0,
         rate: 48_000,

@@ -1,0 +1,120 @@
+//! Opus packets from an Opus source (Ogg or WebM), decoded only when the player needs PCM
+//! (a filter or a volume other than 1). While nothing needs it, packets go to the transport
+//! untouched; the last few are kept so that switching to decoding mid-track primes the
+//! decoder with the audio just before (Opus decoders need a few packets of history to
+//! continue without a click).
+
+use std::collections::VecDeque;
+
+use audiopus::coder::Decoder;
+use audiopus::{Channels, SampleRate};
+
+/// Packets of history replayed into a cold decoder (80 ms at 20 ms packets).
+const PRIMING_PACKETS: usize = 4;
+/// The largest Opus packet: 120 ms at 48 kHz, stereo.
+const MAX_SAMPLES: usize = 5760 * 2;
+
+/// Samples per channel in `packet` at 48 kHz, when it is a valid Opus packet.
+pub fn frame_samples(packet: &[u8]) -> Option<usize> {
+    let packet = audiopus::packet::Packet::try_from(packet).ok()?;
+    audiopus::packet::nb_samples(packet, SampleRate::Hz48000).ok()
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("opus: {0}")]
+pub struct OpusDecodeError(String);
+
+pub struct PacketDecoder {
+    decoder: Decoder,
+    /// Recent packets that went through without decoding.
+    history: VecDeque<Vec<u8>>,
+    /// Whether the decoder saw every packet since the last one it decoded.
+    warm: bool,
+    scratch: Vec<f32>,
+}
+
+impl PacketDecoder {
+    pub fn new() -> Result<Self, OpusDecodeError> {
+        let decoder =
+            Decoder::new(SampleRate::Hz48000, Channels::Stereo).map_err(|e| OpusDecodeError(e.to_string()))?;
+        Ok(Self { decoder, history: VecDeque::new(), warm: true, scratch: vec![0.0; MAX_SAMPLES] })
+    }
+
+    /// Notes a packet that went to the transport without being decoded.
+    pub fn pass(&mut self, packet: &[u8]) {
+        if self.history.len() == PRIMING_PACKETS {
+            self.history.pop_front();
+        }
+        self.history.push_back(packet.to_vec());
+        self.warm = false;
+    }
+
+    /// Catches up with the packets that went past undecoded (their audio was already
+    /// heard) and returns the last one's samples; none when there was nothing to catch up.
+    pub fn resume(&mut self) -> Option<Vec<f32>> {
+        if self.warm {
+            return None;
+        }
+        self.warm = true;
+        let mut last = None;
+        for old in std::mem::take(&mut self.history) {
+            last = self.decode_one(&old).ok().map(|n| self.scratch[..n * 2].to_vec());
+        }
+        last
+    }
+
+    /// Interleaved stereo at 48 kHz for `packet`, continuing from the packets before it.
+    pub fn decode(&mut self, packet: &[u8]) -> Result<Vec<f32>, OpusDecodeError> {
+        self.resume();
+        let n = self.decode_one(packet)?;
+        Ok(self.scratch[..n * 2].to_vec())
+    }
+
+    fn decode_one(&mut self, packet: &[u8]) -> Result<usize, OpusDecodeError> {
+        let packet = audiopus::packet::Packet::try_from(packet).map_err(|e| OpusDecodeError(e.to_string()))?;
+        let out = audiopus::MutSignals::try_from(&mut self.scratch[..]).map_err(|e| OpusDecodeError(e.to_string()))?;
+        self.decoder.decode_float(Some(packet), out, false).map_err(|e| OpusDecodeError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::encode::{FRAME_LEN, OpusEncoder};
+
+    fn tone_packets(n: usize) -> Vec<Vec<u8>> {
+        let mut encoder = OpusEncoder::new(128).unwrap();
+        (0..n)
+            .map(|f| {
+                let frame: Vec<f32> = (0..FRAME_LEN / 2)
+                    .flat_map(|i| {
+                        let t = (f * FRAME_LEN / 2 + i) as f32 / 48_000.0;
+                        let s = 0.5 * (std::f32::consts::TAU * 440.0 * t).sin();
+                        [s, s]
+                    })
+                    .collect();
+                encoder.encode(&frame).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decoding_after_passing_packets_continues_as_if_all_were_decoded() {
+        let packets = tone_packets(20);
+        assert_eq!(frame_samples(&packets[0]), Some(960));
+        let mut always = PacketDecoder::new().unwrap();
+        let reference: Vec<Vec<f32>> = packets.iter().map(|p| always.decode(p).unwrap()).collect();
+        let mut switching = PacketDecoder::new().unwrap();
+        for p in &packets[..10] {
+            switching.pass(p);
+        }
+        let resumed = switching.decode(&packets[10]).unwrap();
+        let mut cold = PacketDecoder::new().unwrap();
+        let unprimed = cold.decode(&packets[10]).unwrap();
+        let error = |out: &[f32]| out.iter().zip(&reference[10]).map(|(a, b)| (a - b).abs()).sum::<f32>();
+        // Primed with history, the decoder's state comes close to the continuous one; a
+        // cold decoder starts from silence.
+        let (primed, cold) = (error(&resumed), error(&unprimed));
+        assert!(primed * 5.0 < cold, "error primed {primed}, cold {cold}");
+    }
+}
