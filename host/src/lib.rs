@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod audio;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod events;

@@ -1,0 +1,4 @@
+//! The on-disk audio cache. Entries are standard Ogg Opus files (any player can play them);
+//! what is known about an entry (frame count, duration) is read from the file itself.
+
+pub mod ogg_opus;
