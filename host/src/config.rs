@@ -51,6 +51,17 @@ pub struct Config {
     /// `PLUGIN_INSTANCES` (1000): the instance pool's size (filters in use at once plus
     /// resolver calls in flight).
     pub plugin_instances: u32,
+    /// `AUDIO_CACHE_PATH` (`<DATA_DIR>/audio-cache`): where played tracks are kept as Ogg Opus.
+    pub audio_cache_path: Option<PathBuf>,
+    /// `AUDIO_CACHE_TTL_SECS` (604800): a cached track not played for this long is removed.
+    pub audio_cache_ttl_secs: u64,
+    /// `AUDIO_CACHE_MAX_BYTES` (2 GiB): above this the least recently played are removed; 0
+    /// turns the cache off.
+    pub audio_cache_max_bytes: u64,
+    /// `CACHE_WRITER_BUFFER_BYTES` (196608, at least 12000).
+    pub cache_writer_buffer_bytes: usize,
+    /// `CACHE_READER_BUFFER_BYTES` (65536, at least 6000).
+    pub cache_reader_buffer_bytes: usize,
 }
 
 fn parse<T: std::str::FromStr>(
@@ -128,6 +139,23 @@ impl Config {
             plugin_instances: parse("PLUGIN_INSTANCES", get("PLUGIN_INSTANCES"), 1000, |v| {
                 (16..=100_000).contains(v).then_some(()).ok_or_else(|| "must be between 16 and 100000".to_string())
             })?,
+            audio_cache_path: get("AUDIO_CACHE_PATH").filter(|v| !v.trim().is_empty()).map(PathBuf::from),
+            audio_cache_ttl_secs: parse("AUDIO_CACHE_TTL_SECS", get("AUDIO_CACHE_TTL_SECS"), 604_800, ok)?,
+            audio_cache_max_bytes: parse("AUDIO_CACHE_MAX_BYTES", get("AUDIO_CACHE_MAX_BYTES"), 2 << 30, ok)?,
+            cache_writer_buffer_bytes: parse::<usize>(
+                "CACHE_WRITER_BUFFER_BYTES",
+                get("CACHE_WRITER_BUFFER_BYTES"),
+                196_608,
+                ok,
+            )?
+            .max(12_000),
+            cache_reader_buffer_bytes: parse::<usize>(
+                "CACHE_READER_BUFFER_BYTES",
+                get("CACHE_READER_BUFFER_BYTES"),
+                65_536,
+                ok,
+            )?
+            .max(6_000),
         })
     }
 }

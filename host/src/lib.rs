@@ -90,6 +90,18 @@ impl Server {
         let services =
             plugins::Services { runtime: media.handle().clone(), store: store.clone(), metrics: metrics.clone() };
         let plugins = start_plugins(&config, services, &events).await?;
+        let cache_settings = cache::store::CacheSettings {
+            dir: config.audio_cache_path.clone().unwrap_or_else(|| config.data_dir.join("audio-cache")),
+            ttl: Duration::from_secs(config.audio_cache_ttl_secs),
+            max_bytes: config.audio_cache_max_bytes,
+            writer_buffer: config.cache_writer_buffer_bytes,
+            reader_buffer: config.cache_reader_buffer_bytes,
+        };
+        let cache_metrics = metrics.clone();
+        // Indexing verifies every cached file: off the async threads.
+        let cache = tokio::task::spawn_blocking(move || cache::store::AudioCache::open(cache_settings, cache_metrics))
+            .await
+            .map_err(|e| StartError::Threads(e.into()))?;
         let ctx = Arc::new(Context {
             events: events.clone(),
             pipeline: PipelineConfig {
@@ -101,6 +113,7 @@ impl Server {
                 bitrate_kbps: config.bitrate_kbps,
                 frames_ahead: (config.frame_buffer_ms / 20) as usize,
                 plugins,
+                cache: Some(cache),
             },
             voice: VoiceOptions {
                 tls,

@@ -9,17 +9,19 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, PlayerId};
 use crate::audio::fetch;
+use crate::audio::pipeline;
 use crate::model::{
     CurrentTrackResponse, EnqueueRequest, PlayerSnapshot, PlaylistSnapshot, SeekRequest, Track, VoiceBridgePayload,
     VolumeRequest,
 };
+use crate::player::KnownSource;
 use crate::player::{Player, State as PlayerState, format_ms, track};
-use crate::plugins::resolver::{Locator, ResolveFailure, Resolved};
+use crate::plugins::resolver::{ResolveFailure, Resolved};
 
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Tracks to enqueue, with the stream locators already known for some of them (by track id).
-type QueueEntries = (Vec<Track>, Vec<(String, Locator)>);
+type QueueEntries = (Vec<Track>, Vec<(String, KnownSource)>);
 
 pub async fn create(
     State(app): State<AppState>,
@@ -70,7 +72,7 @@ pub async fn enqueue(
     for track in &tracks {
         tracing::info!(player = %id, track = %track.id, url = %track.source_url, "track_enqueued");
     }
-    state.locators.extend(locators);
+    state.sources.extend(locators);
     player.enqueue(&mut state, tracks);
     player.persist(&state);
     Ok(Json(player.snapshot_of(&state)))
@@ -79,6 +81,11 @@ pub async fn enqueue(
 /// A direct media link, checked natively (no resolver plugins loaded).
 async fn direct(app: &AppState, raw: &str) -> ApiResult<Track> {
     let url = track::parse_url(raw).map_err(ApiError::source_unavailable)?;
+    let cache = app.registry.ctx.pipeline.cache.as_ref();
+    if cache.is_some_and(|c| c.knows(&pipeline::direct_cache_key(raw.trim()))) {
+        // Played before (or playing now): no need to ask the source again.
+        return Ok(track::direct_track(&url, raw));
+    }
     let client = app.registry.ctx.http.clone();
     let target = url.to_string();
     let checked = app.registry.ctx.media.spawn(async move { fetch::check(&client, &target).await });
@@ -133,9 +140,9 @@ fn queue_entries(resolved: Resolved, query: &str) -> ApiResult<QueueEntries> {
     let mut locators = Vec::new();
     for r in found {
         let source_url = if single { query.to_string() } else { r.uri.clone() };
-        let locator = r.locator.clone();
+        let known = r.locator.clone().map(|locator| KnownSource { locator, cache_key: pipeline::cache_key(&r) });
         let track = track::resolved_track(r, source_url);
-        locators.extend(locator.map(|l| (track.id.clone(), l)));
+        locators.extend(known.map(|k| (track.id.clone(), k)));
         tracks.push(track);
     }
     Ok((tracks, locators))
@@ -309,7 +316,7 @@ pub async fn enqueue_playlist(
         }
     };
     let mut state = player.state.lock().await;
-    state.locators.extend(locators);
+    state.sources.extend(locators);
     player.enqueue(&mut state, tracks);
     player.persist(&state);
     Ok(Json(player.snapshot_of(&state)))

@@ -20,8 +20,9 @@ use super::filter_chain::{ChainControl, FailureReport, FilterChain};
 use super::opus_packets::{self, OpusDecodeError, PacketDecoder};
 use super::process_stream::ProcessStream;
 use super::resample::To48k;
+use crate::cache::store::{AudioCache, FillWriter, Plan};
 use crate::plugins::PluginHost;
-use crate::plugins::resolver::Locator;
+use crate::plugins::resolver::{Locator, ResolvedTrack};
 
 /// Encoded frames kept ready for the clock.
 const ENCODED_AHEAD: usize = 2;
@@ -45,6 +46,8 @@ pub struct PipelineConfig {
     pub frames_ahead: usize,
     /// Where filters come from; none runs every chain empty.
     pub plugins: Option<Arc<PluginHost>>,
+    /// Where played tracks are kept; none streams every time.
+    pub cache: Option<Arc<AudioCache>>,
 }
 
 /// Facts learned when the source opens.
@@ -97,6 +100,10 @@ pub enum TrackSource {
 /// Where to start and what to play.
 pub struct TrackRequest {
     pub source: TrackSource,
+    /// What the track is cached under, when known before it is resolved.
+    pub cache_key: Option<String>,
+    /// The duration the track's metadata claims, for a track followed from another's fill.
+    pub duration_hint_ms: Option<u64>,
     pub start_ms: u64,
     /// The track's span; the pipeline's work is recorded under it.
     pub span: tracing::Span,
@@ -154,10 +161,43 @@ fn decode(
     tx: &Sender<Block>,
     on_open: impl FnOnce(TrackInfo),
 ) -> Result<(), String> {
-    let locator = match &request.source {
-        TrackSource::Located(locator) => locator.clone(),
+    let (locator, key) = match &request.source {
+        TrackSource::Located(locator) => (locator.clone(), request.cache_key.clone()),
         TrackSource::Resolve { query, guild_id } => locate(config, query, guild_id.clone())?,
     };
+    let plan = match (&config.cache, key) {
+        // Only a track played from its start can fill the cache.
+        (Some(cache), Some(key)) => match cache.plan(&key) {
+            Plan::Fill(_) if request.start_ms > 0 => Plan::Stream,
+            plan => plan,
+        },
+        _ => Plan::Stream,
+    };
+    let mut feed = Feed { tx, cancel, bitrate_kbps: config.bitrate_kbps, fill: None, encoder: None };
+    match plan {
+        Plan::Hit(mut cached) => {
+            on_open(TrackInfo { duration_ms: Some(cached.index.duration_ms()) });
+            cached.reader.seek_ms(request.start_ms).map_err(|e| e.to_string())?;
+            while let Some(packet) = cached.reader.next_packet().map_err(|e| e.to_string())? {
+                if !feed.opus(packet) {
+                    return Ok(());
+                }
+            }
+            return Ok(());
+        }
+        Plan::Follow(mut fill) => {
+            on_open(TrackInfo { duration_ms: request.duration_hint_ms });
+            fill.skip_ms(request.start_ms);
+            while let Some(packet) = fill.next_packet(|| cancel.load(Ordering::Acquire))? {
+                if !feed.opus(packet.to_vec()) {
+                    return Ok(());
+                }
+            }
+            return Ok(());
+        }
+        Plan::Fill(writer) => feed.fill = Some(writer),
+        Plan::Stream => {}
+    }
     let (media, content_type): (Box<dyn MediaSource>, Option<String>) = match locator {
         Locator::Process { plugin, program, args } => {
             let host = config.plugins.as_ref().ok_or("process streams need the plugin host")?;
@@ -180,18 +220,6 @@ fn decode(
     }
     let mut resampler: Option<To48k> = None;
     let mut pcm: Vec<f32> = Vec::with_capacity(FRAME_LEN * 8);
-    let send_blocks = |pcm: &mut Vec<f32>, all: bool| -> bool {
-        let mut start = 0;
-        while pcm.len() - start >= FRAME_LEN || (all && start < pcm.len()) {
-            let end = (start + FRAME_LEN).min(pcm.len());
-            if cancel.load(Ordering::Acquire) || tx.send(Block::Pcm(pcm[start..end].to_vec())).is_err() {
-                return false;
-            }
-            start = end;
-        }
-        pcm.drain(..start);
-        true
-    };
     loop {
         if cancel.load(Ordering::Acquire) {
             return Ok(());
@@ -199,7 +227,7 @@ fn decode(
         let (rate, block) = match decoder.next_unit().map_err(|e| e.to_string())? {
             None => break,
             Some(Unit::Opus(packet)) => {
-                if cancel.load(Ordering::Acquire) || tx.send(Block::Opus(packet)).is_err() {
+                if !feed.opus(packet) {
                     return Ok(());
                 }
                 continue;
@@ -211,29 +239,99 @@ fn decode(
             None => resampler.insert(To48k::new(rate).map_err(|e| e.to_string())?),
         };
         resampler.push(block, &mut pcm).map_err(|e| e.to_string())?;
-        if !send_blocks(&mut pcm, false) {
+        if !feed.pcm_blocks(&mut pcm, false)? {
             return Ok(());
         }
     }
     if let Some(r) = resampler.as_mut() {
         r.finish(&mut pcm).map_err(|e| e.to_string())?;
     }
-    send_blocks(&mut pcm, true);
+    if feed.pcm_blocks(&mut pcm, true)? {
+        // The source ended by itself: what was filled is the whole track.
+        feed.finish();
+    }
     Ok(())
 }
 
-/// Resolves a query to where its first track's media is.
-fn locate(config: &PipelineConfig, query: &str, guild_id: Option<String>) -> Result<Locator, String> {
+/// Where the decoder thread's output goes: to the encoder thread and, while the track fills
+/// the cache, into the fill.
+struct Feed<'a> {
+    tx: &'a Sender<Block>,
+    cancel: &'a AtomicBool,
+    bitrate_kbps: u32,
+    fill: Option<FillWriter>,
+    /// Encodes a PCM source once while it fills the cache: the packets are both what is
+    /// kept and what is played (passed through, or decoded again for filters).
+    encoder: Option<OpusEncoder>,
+}
+
+impl Feed<'_> {
+    fn send(&self, block: Block) -> bool {
+        !self.cancel.load(Ordering::Acquire) && self.tx.send(block).is_ok()
+    }
+
+    fn opus(&mut self, packet: Vec<u8>) -> bool {
+        if let Some(fill) = self.fill.as_mut() {
+            fill.push(&packet);
+        }
+        self.send(Block::Opus(packet))
+    }
+
+    /// Sends the whole 20 ms blocks of `pcm` (all of it when `all`, the last one short or
+    /// padded). False when the track was stopped.
+    fn pcm_blocks(&mut self, pcm: &mut Vec<f32>, all: bool) -> Result<bool, String> {
+        let mut start = 0;
+        while pcm.len() - start >= FRAME_LEN || (all && start < pcm.len()) {
+            let end = (start + FRAME_LEN).min(pcm.len());
+            let block = pcm[start..end].to_vec();
+            start = end;
+            let sent = if self.fill.is_some() {
+                let encoder = match self.encoder.as_mut() {
+                    Some(e) => e,
+                    None => self.encoder.insert(OpusEncoder::new(self.bitrate_kbps).map_err(|e| e.to_string())?),
+                };
+                let mut frame = block;
+                frame.resize(FRAME_LEN, 0.0);
+                let packet = encoder.encode(&frame).map_err(|e| e.to_string())?;
+                self.opus(packet)
+            } else {
+                self.send(Block::Pcm(block))
+            };
+            if !sent {
+                return Ok(false);
+            }
+        }
+        pcm.drain(..start);
+        Ok(true)
+    }
+
+    fn finish(self) {
+        if let Some(fill) = self.fill {
+            fill.finish();
+        }
+    }
+}
+
+/// Resolves a query to where its first track's media is, and the key it is cached under.
+fn locate(config: &PipelineConfig, query: &str, guild_id: Option<String>) -> Result<(Locator, Option<String>), String> {
     let Some(host) = config.plugins.as_ref() else {
-        return Ok(Locator::Http { url: query.to_string(), headers: Vec::new() });
+        return Ok((Locator::Http { url: query.to_string(), headers: Vec::new() }, Some(direct_cache_key(query))));
     };
     let resolved = host.resolve(query, guild_id, None, 0).map_err(|e| format!("cannot resolve {query}: {e}"))?;
-    resolved
-        .into_tracks()
-        .into_iter()
-        .next()
-        .and_then(|t| t.locator)
-        .ok_or_else(|| format!("{query} resolved to nothing playable"))
+    let track = resolved.into_tracks().into_iter().next();
+    let key = track.as_ref().map(cache_key);
+    let locator = track.and_then(|t| t.locator).ok_or_else(|| format!("{query} resolved to nothing playable"))?;
+    Ok((locator, key))
+}
+
+/// The cache key of a resolved track: its resolver and the resolver's own id for it.
+pub fn cache_key(track: &ResolvedTrack) -> String {
+    format!("{}:{}", track.plugin, track.identifier)
+}
+
+/// The cache key of a direct link played without resolvers: the link is its identity.
+pub fn direct_cache_key(url: &str) -> String {
+    format!("http:{url}")
 }
 
 /// Filters, applies the volume and encodes. Returns none when it stopped early (cancelled

@@ -2,3 +2,4 @@
 //! what is known about an entry (frame count, duration) is read from the file itself.
 
 pub mod ogg_opus;
+pub mod store;

@@ -19,6 +19,13 @@ use crate::audio::{Controls, TrackInfo, TrackRequest, TrackSource, pipeline};
 use crate::events::Event;
 use crate::model::{Equalizer, FilterEntry, Id, PlayerSnapshot, PlayerStatus, Track, VoiceBridgePayload};
 use crate::plugins::resolver::Locator;
+
+/// Where a queued track's media is and what it is cached under, as its resolver said.
+#[derive(Debug, Clone)]
+pub struct KnownSource {
+    pub locator: Locator,
+    pub cache_key: String,
+}
 use crate::voice::scheduler::Registration;
 use crate::voice::{VoiceConnection, VoiceEvent};
 
@@ -32,9 +39,9 @@ pub struct State {
     pub volume: f32,
     /// The filter chain (the equalizer's filter included).
     pub filters: Vec<FilterEntry>,
-    /// How to fetch queued tracks, as their resolvers said (kept in memory only; tracks
-    /// without one are resolved again when they start).
-    pub locators: HashMap<String, Locator>,
+    /// How to fetch queued tracks and what they are cached under, as their resolvers said
+    /// (kept in memory only; tracks without one are resolved again when they start).
+    pub sources: HashMap<String, KnownSource>,
     pub playback_session_id: Option<String>,
     token: u64,
     cancel: Option<Arc<AtomicBool>>,
@@ -60,7 +67,7 @@ impl State {
             current: None,
             volume: 1.0,
             filters: Vec::new(),
-            locators: HashMap::new(),
+            sources: HashMap::new(),
             playback_session_id: None,
             token: 0,
             cancel: None,
@@ -181,7 +188,13 @@ impl Player {
         };
         let span =
             tracing::info_span!("track", player = %self.id, track_id = %track.id, url = %track.source_url, start_ms);
-        let request = TrackRequest { source: self.source_of(state, &track), start_ms, span };
+        let request = TrackRequest {
+            source: self.source_of(state, &track),
+            cache_key: self.cache_key_of(state, &track),
+            duration_hint_ms: Some(track.metadata.duration_ms).filter(|ms| *ms > 0),
+            start_ms,
+            span,
+        };
         let spawned =
             pipeline::spawn(request, self.ctx.pipeline.clone(), self.controls.clone(), cancel.clone(), on_open);
         state.played_any = true;
@@ -223,8 +236,8 @@ impl Player {
     /// Where `track`'s media comes from: what its resolver said at enqueue, else the
     /// resolvers again (tracks restored after a restart), else its URL.
     fn source_of(&self, state: &State, track: &Track) -> TrackSource {
-        match state.locators.get(&track.id) {
-            Some(locator) => TrackSource::Located(locator.clone()),
+        match state.sources.get(&track.id) {
+            Some(known) => TrackSource::Located(known.locator.clone()),
             _ if self.ctx.pipeline.plugins.as_ref().is_some_and(|h| h.has_resolvers()) => {
                 TrackSource::Resolve { query: track.source_url.clone(), guild_id: Some(self.guild_id.to_string()) }
             }
@@ -232,10 +245,20 @@ impl Player {
         }
     }
 
+    /// What `track` is cached under, when known before it plays (else the pipeline learns it
+    /// when it resolves the track).
+    fn cache_key_of(&self, state: &State, track: &Track) -> Option<String> {
+        match state.sources.get(&track.id) {
+            Some(known) => Some(known.cache_key.clone()),
+            None if self.ctx.pipeline.plugins.as_ref().is_some_and(|h| h.has_resolvers()) => None,
+            None => Some(pipeline::direct_cache_key(&track.stream_url)),
+        }
+    }
+
     /// Cancels the current track's work and forgets it.
     fn end_current(&self, state: &mut State) {
         if let Some(track) = &state.current {
-            state.locators.remove(&track.id);
+            state.sources.remove(&track.id);
         }
         if let Some(cancel) = state.cancel.take() {
             cancel.store(true, Ordering::Release);

@@ -16,6 +16,11 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProcessLabels {
     pub plugin: String,
     pub program: String,
@@ -41,6 +46,14 @@ fn request_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
+    /// Audio cache lookups by outcome: hit, miss, follow (joined a fill), corrupt, off.
+    pub cache_lookups: Family<CacheLabels, Counter>,
+    /// Fills that could not be kept (cut off, failed to write or verify).
+    pub cache_fill_failures: Counter,
+    pub cache_evictions: Counter,
+    pub cache_bytes: Gauge,
+    /// 1 while the cache directory cannot be used (tracks stream without it).
+    pub cache_disabled: Gauge,
     pub players: Gauge,
     pub playing: Gauge,
     pub frames_sent: Counter,
@@ -68,6 +81,11 @@ impl Metrics {
         let mut registry = Registry::with_prefix("mesastream");
         let m = Self {
             registry: Registry::default(),
+            cache_lookups: Family::default(),
+            cache_fill_failures: Counter::default(),
+            cache_evictions: Counter::default(),
+            cache_bytes: Gauge::default(),
+            cache_disabled: Gauge::default(),
             players: Gauge::default(),
             playing: Gauge::default(),
             frames_sent: Counter::default(),
@@ -117,6 +135,15 @@ impl Metrics {
             "Filters taken out of a player's chain after they failed",
             m.filters_bypassed.clone(),
         );
+        registry.register("audio_cache_lookups", "Audio cache lookups by outcome", m.cache_lookups.clone());
+        registry.register(
+            "audio_cache_fill_failures",
+            "Cache fills discarded (cut off, not writable, not verified)",
+            m.cache_fill_failures.clone(),
+        );
+        registry.register("audio_cache_evictions", "Cached tracks removed for size or age", m.cache_evictions.clone());
+        registry.register("audio_cache_bytes", "Bytes of complete cached tracks", m.cache_bytes.clone());
+        registry.register("audio_cache_disabled", "1 while the cache directory is unusable", m.cache_disabled.clone());
         Self { registry, ..m }
     }
 

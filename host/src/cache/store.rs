@@ -1,0 +1,354 @@
+//! The cache directory: complete, verified Ogg Opus files named by a hash of their key, an
+//! in-memory index of them (rebuilt from the files at startup), and the fills in progress.
+//!
+//! A track asks [`AudioCache::plan`] what to do: play the cached file, follow a fill another
+//! player already started (its packets are shared in memory), fill the cache itself while it
+//! plays, or just stream when the cache cannot be used. A fill is written to a private
+//! temporary file and renamed into place only once it is complete and verifies, so nothing
+//! that reads as complete is ever a partial download.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::{Condvar, Mutex};
+use sha2::Digest;
+
+use super::ogg_opus::{Index, OggOpusReader, OggOpusWriter, verify};
+use crate::telemetry::metrics::{CacheLabels, Metrics};
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub dir: PathBuf,
+    pub ttl: Duration,
+    /// 0 turns the cache off.
+    pub max_bytes: u64,
+    pub writer_buffer: usize,
+    pub reader_buffer: usize,
+}
+
+struct Entry {
+    path: PathBuf,
+    bytes: u64,
+    last_played: SystemTime,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    fills: HashMap<String, Weak<Fill>>,
+    bytes: u64,
+}
+
+pub struct AudioCache {
+    settings: CacheSettings,
+    /// False when the directory could not be used; everything streams.
+    usable: bool,
+    state: Mutex<State>,
+    metrics: Arc<Metrics>,
+}
+
+/// What a track should do about the cache.
+pub enum Plan {
+    Hit(CachedTrack),
+    Follow(FillFollower),
+    Fill(FillWriter),
+    Stream,
+}
+
+/// A complete cached file, opened and verified.
+pub struct CachedTrack {
+    pub index: Index,
+    pub reader: OggOpusReader<BufReader<File>>,
+}
+
+/// Packets of a fill in progress, shared with every player that wants the same track.
+#[derive(Default)]
+struct Fill {
+    progress: Mutex<Progress>,
+    grown: Condvar,
+}
+
+#[derive(Default)]
+struct Progress {
+    packets: Vec<Arc<[u8]>>,
+    /// Set when the fill ends: whether the whole track arrived.
+    complete: Option<bool>,
+}
+
+fn file_name(key: &str) -> String {
+    let hash: String = sha2::Sha256::digest(key.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{hash}.opus")
+}
+
+impl AudioCache {
+    /// Opens the directory and indexes what it holds (verifying every file, dropping
+    /// leftovers of interrupted fills). An unusable directory disables the cache.
+    pub fn open(settings: CacheSettings, metrics: Arc<Metrics>) -> Arc<Self> {
+        let usable = settings.max_bytes > 0 && Self::prepare(&settings.dir);
+        let cache = Arc::new(Self { settings, usable, state: Mutex::default(), metrics });
+        cache.metrics.cache_disabled.set(i64::from(!cache.usable));
+        if cache.usable {
+            cache.index_directory();
+        }
+        cache
+    }
+
+    fn prepare(dir: &Path) -> bool {
+        let probe = dir.join(".write-test");
+        let writable = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&probe, b"ok"));
+        let _ = std::fs::remove_file(&probe);
+        match writable {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "audio cache directory unusable; tracks stream without a cache");
+                false
+            }
+        }
+    }
+
+    fn index_directory(&self) {
+        let Ok(files) = std::fs::read_dir(&self.settings.dir) else { return };
+        let mut state = self.state.lock();
+        for path in files.flatten().map(|e| e.path()) {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            if name.contains(".partial") {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(".opus") else { continue };
+            let meta = std::fs::metadata(&path).ok();
+            let last_played = meta.as_ref().and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH);
+            let complete = File::open(&path).ok().is_some_and(|f| verify(BufReader::new(f)).is_ok());
+            match complete {
+                true if !self.expired(last_played) => {
+                    let bytes = meta.map_or(0, |m| m.len());
+                    state.bytes += bytes;
+                    state.entries.insert(stem.to_string(), Entry { path, bytes, last_played });
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        self.evict(&mut state, None);
+        tracing::info!(tracks = state.entries.len(), bytes = state.bytes, "audio cache indexed");
+    }
+
+    fn expired(&self, last_played: SystemTime) -> bool {
+        SystemTime::now().duration_since(last_played).is_ok_and(|age| age > self.settings.ttl)
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.metrics.cache_lookups.get_or_create(&CacheLabels { outcome }).inc();
+    }
+
+    /// Whether `key` is cached or being filled (so its source need not be checked again).
+    pub fn knows(&self, key: &str) -> bool {
+        let stem = file_name(key).trim_end_matches(".opus").to_string();
+        let state = self.state.lock();
+        state.entries.contains_key(&stem) || state.fills.get(&stem).is_some_and(|f| f.strong_count() > 0)
+    }
+
+    /// Decides how the track cached under `key` is played. Opening and verifying a cached
+    /// file reads it whole: call from a blocking thread.
+    pub fn plan(self: &Arc<Self>, key: &str) -> Plan {
+        if !self.usable {
+            self.count("off");
+            return Plan::Stream;
+        }
+        let stem = file_name(key).trim_end_matches(".opus").to_string();
+        let mut state = self.state.lock();
+        if let Some(entry) = state.entries.get(&stem) {
+            let path = entry.path.clone();
+            let fresh = !self.expired(entry.last_played);
+            match fresh.then(|| self.open_verified(&path)).flatten() {
+                Some(track) => {
+                    let now = SystemTime::now();
+                    if let Some(entry) = state.entries.get_mut(&stem) {
+                        entry.last_played = now;
+                    }
+                    // The file's time is the last play, so the order survives a restart.
+                    let _ = File::options().append(true).open(&path).and_then(|f| f.set_modified(now));
+                    self.count("hit");
+                    return Plan::Hit(track);
+                }
+                None => {
+                    self.count(if fresh { "corrupt" } else { "expired" });
+                    tracing::warn!(key, path = %path.display(), fresh, "cached track discarded");
+                    self.remove(&mut state, &stem);
+                }
+            }
+        }
+        if let Some(fill) = state.fills.get(&stem).and_then(Weak::upgrade) {
+            self.count("follow");
+            return Plan::Follow(FillFollower { fill, next: 0 });
+        }
+        self.count("miss");
+        let partial = self.settings.dir.join(format!("{stem}.partial.{}", uuid::Uuid::new_v4().simple()));
+        let file = match File::create(&partial) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a cache fill; streaming");
+                self.metrics.cache_fill_failures.inc();
+                return Plan::Stream;
+            }
+        };
+        let writer = match OggOpusWriter::new(BufWriter::with_capacity(self.settings.writer_buffer, file), 0) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a cache fill; streaming");
+                None
+            }
+        };
+        let fill = Arc::new(Fill::default());
+        state.fills.insert(stem.clone(), Arc::downgrade(&fill));
+        Plan::Fill(FillWriter { cache: self.clone(), stem, partial, writer, fill, finished: false })
+    }
+
+    fn open_verified(&self, path: &Path) -> Option<CachedTrack> {
+        let open = || File::open(path).map(|f| BufReader::with_capacity(self.settings.reader_buffer, f));
+        let index = verify(open().ok()?).ok()?;
+        let reader = OggOpusReader::open(open().ok()?).ok()?;
+        Some(CachedTrack { index, reader })
+    }
+
+    fn remove(&self, state: &mut State, stem: &str) {
+        if let Some(entry) = state.entries.remove(stem) {
+            state.bytes -= entry.bytes;
+            let _ = std::fs::remove_file(&entry.path);
+            self.metrics.cache_bytes.set(state.bytes as i64);
+        }
+    }
+
+    /// Removes the least recently played entries (never `keep`) until the size fits.
+    fn evict(&self, state: &mut State, keep: Option<&str>) {
+        while state.bytes > self.settings.max_bytes {
+            let oldest = state
+                .entries
+                .iter()
+                .filter(|(stem, _)| Some(stem.as_str()) != keep)
+                .min_by_key(|(_, e)| e.last_played)
+                .map(|(stem, _)| stem.clone());
+            let Some(stem) = oldest else { break };
+            self.remove(state, &stem);
+            self.metrics.cache_evictions.inc();
+        }
+        self.metrics.cache_bytes.set(state.bytes as i64);
+    }
+
+    fn publish(&self, stem: &str, partial: &Path) -> Result<(), String> {
+        File::open(partial)
+            .map_err(|e| e.to_string())
+            .and_then(|f| verify(BufReader::new(f)).map_err(|e| e.to_string()))?;
+        let path = self.settings.dir.join(format!("{stem}.opus"));
+        std::fs::rename(partial, &path).map_err(|e| e.to_string())?;
+        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let mut state = self.state.lock();
+        self.remove(&mut state, stem);
+        state.bytes += bytes;
+        state.entries.insert(stem.to_string(), Entry { path, bytes, last_played: SystemTime::now() });
+        self.evict(&mut state, Some(stem));
+        Ok(())
+    }
+}
+
+/// Writes a fill while the track plays and shares its packets with followers.
+pub struct FillWriter {
+    cache: Arc<AudioCache>,
+    stem: String,
+    partial: PathBuf,
+    /// None once writing failed: followers are still fed, the file is not kept.
+    writer: Option<OggOpusWriter<BufWriter<File>>>,
+    fill: Arc<Fill>,
+    finished: bool,
+}
+
+impl FillWriter {
+    pub fn push(&mut self, packet: &[u8]) {
+        if let Some(writer) = self.writer.as_mut()
+            && let Err(e) = writer.push(packet)
+        {
+            tracing::warn!(error = %e, "cache fill failed; the track plays on uncached");
+            self.writer = None;
+        }
+        let mut progress = self.fill.progress.lock();
+        progress.packets.push(Arc::from(packet));
+        self.fill.grown.notify_all();
+    }
+
+    /// The whole track arrived: keep it if it verifies.
+    pub fn finish(mut self) {
+        self.finished = true;
+        let kept = self.writer.take().map(|w| {
+            w.finish()
+                .map_err(|e| e.to_string())
+                .and_then(|(buf, _)| buf.into_inner().map_err(|e| e.to_string()))
+                .and_then(|mut file| file.flush().and_then(|()| file.sync_all()).map_err(|e| e.to_string()))
+                .and_then(|()| self.cache.publish(&self.stem, &self.partial))
+        });
+        match kept {
+            Some(Ok(())) => tracing::debug!(stem = %self.stem, "track cached"),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cache fill not kept");
+                self.cache.metrics.cache_fill_failures.inc();
+            }
+            None => {
+                self.cache.metrics.cache_fill_failures.inc();
+            }
+        }
+        self.end(true);
+    }
+
+    fn end(&mut self, complete: bool) {
+        let _ = std::fs::remove_file(&self.partial);
+        self.cache.state.lock().fills.remove(&self.stem);
+        self.fill.progress.lock().complete = Some(complete);
+        self.fill.grown.notify_all();
+    }
+}
+
+impl Drop for FillWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Cut off, cancelled or failed: nothing is kept, followers are told.
+            self.cache.metrics.cache_fill_failures.inc();
+            self.end(false);
+        }
+    }
+}
+
+/// Reads a fill in progress from its first packet, waiting for the ones not there yet.
+pub struct FillFollower {
+    fill: Arc<Fill>,
+    next: usize,
+}
+
+impl FillFollower {
+    /// The next packet; none at the end of a complete fill, an error when the fill broke.
+    pub fn next_packet(&mut self, cancelled: impl Fn() -> bool) -> Result<Option<Arc<[u8]>>, String> {
+        let mut progress = self.fill.progress.lock();
+        loop {
+            if let Some(p) = progress.packets.get(self.next) {
+                self.next += 1;
+                return Ok(Some(p.clone()));
+            }
+            match progress.complete {
+                Some(true) => return Ok(None),
+                Some(false) => return Err("the shared download of this track failed".into()),
+                None if cancelled() => return Ok(None),
+                None => {
+                    self.fill.grown.wait_for(&mut progress, Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// Skips the packets before `ms`.
+    pub fn skip_ms(&mut self, ms: u64) {
+        self.next = (ms / 20) as usize;
+    }
+}
