@@ -23,11 +23,11 @@ async fn cached_harness(dir: &Path, max_bytes: u64) -> Harness {
     .await
 }
 
-/// The complete files in the cache directory.
+/// The files in the cache directory that present themselves as complete tracks.
 fn cached_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> =
         std::fs::read_dir(dir).map(|entries| entries.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-    files.retain(|p| p.extension().is_some_and(|e| e == "opus") || p.to_string_lossy().contains(".partial"));
+    files.retain(|p| p.extension().is_some_and(|e| e == "opus"));
     files.sort();
     files
 }

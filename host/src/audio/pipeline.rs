@@ -159,8 +159,10 @@ fn decode(
     config: &PipelineConfig,
     cancel: &Arc<AtomicBool>,
     tx: &Sender<Block>,
-    on_open: impl FnOnce(TrackInfo),
+    on_open: impl FnOnce(TrackInfo) + 'static,
 ) -> Result<(), String> {
+    let mut on_open: Box<dyn FnOnce(TrackInfo)> = Box::new(on_open);
+    let mut start_ms = request.start_ms;
     let (locator, key) = match &request.source {
         TrackSource::Located(locator) => (locator.clone(), request.cache_key.clone()),
         TrackSource::Resolve { query, guild_id } => locate(config, query, guild_id.clone())?,
@@ -177,7 +179,7 @@ fn decode(
     match plan {
         Plan::Hit(mut cached) => {
             on_open(TrackInfo { duration_ms: Some(cached.index.duration_ms()) });
-            cached.reader.seek_ms(request.start_ms).map_err(|e| e.to_string())?;
+            cached.reader.seek_ms(start_ms).map_err(|e| e.to_string())?;
             while let Some(packet) = cached.reader.next_packet().map_err(|e| e.to_string())? {
                 if !feed.opus(packet) {
                     return Ok(());
@@ -187,13 +189,25 @@ fn decode(
         }
         Plan::Follow(mut fill) => {
             on_open(TrackInfo { duration_ms: request.duration_hint_ms });
-            fill.skip_ms(request.start_ms);
-            while let Some(packet) = fill.next_packet(|| cancel.load(Ordering::Acquire))? {
-                if !feed.opus(packet.to_vec()) {
-                    return Ok(());
+            fill.skip_ms(start_ms);
+            loop {
+                match fill.next_packet(|| cancel.load(Ordering::Acquire)) {
+                    Ok(Some(packet)) => {
+                        if !feed.opus(packet.to_vec()) {
+                            return Ok(());
+                        }
+                        start_ms += 20;
+                    }
+                    Ok(None) => return Ok(()),
+                    // The player filling it stopped (skipped, seeked, cut off): fetch the
+                    // rest ourselves from where we are.
+                    Err(e) => {
+                        tracing::debug!(error = %e, start_ms, "shared fill ended early; streaming the rest");
+                        break;
+                    }
                 }
             }
-            return Ok(());
+            on_open = Box::new(|_| {});
         }
         Plan::Fill(writer) => feed.fill = Some(writer),
         Plan::Stream => {}
@@ -215,8 +229,8 @@ fn decode(
     };
     let mut decoder = SourceDecoder::open(media, content_type.as_deref()).map_err(|e| e.to_string())?;
     on_open(TrackInfo { duration_ms: decoder.duration_ms() });
-    if request.start_ms > 0 {
-        decoder.seek_ms(request.start_ms);
+    if start_ms > 0 {
+        decoder.seek_ms(start_ms);
     }
     let mut resampler: Option<To48k> = None;
     let mut pcm: Vec<f32> = Vec::with_capacity(FRAME_LEN * 8);

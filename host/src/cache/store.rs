@@ -189,24 +189,80 @@ impl AudioCache {
         }
         self.count("miss");
         let partial = self.settings.dir.join(format!("{stem}.partial.{}", uuid::Uuid::new_v4().simple()));
-        let file = match File::create(&partial) {
-            Ok(f) => f,
+        let writer = File::create(&partial).map_err(|e| e.to_string()).and_then(|f| {
+            OggOpusWriter::new(BufWriter::with_capacity(self.settings.writer_buffer, f), 0).map_err(|e| e.to_string())
+        });
+        let writer = match writer {
+            Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a cache fill; streaming");
+                let _ = std::fs::remove_file(&partial);
                 self.metrics.cache_fill_failures.inc();
                 return Plan::Stream;
             }
         };
-        let writer = match OggOpusWriter::new(BufWriter::with_capacity(self.settings.writer_buffer, file), 0) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start a cache fill; streaming");
-                None
-            }
-        };
         let fill = Arc::new(Fill::default());
         state.fills.insert(stem.clone(), Arc::downgrade(&fill));
-        Plan::Fill(FillWriter { cache: self.clone(), stem, partial, writer, fill, finished: false })
+        let (disk, ops) = crossbeam_channel::bounded(DISK_QUEUE);
+        let (cache, thread_stem, thread_fill) = (self.clone(), stem.clone(), fill.clone());
+        let spawned = std::thread::Builder::new()
+            .name("cache-fill".into())
+            .spawn(move || cache.write_fill(&thread_stem, &partial, writer, &ops, &thread_fill));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a cache fill; streaming");
+            state.fills.remove(&stem);
+            return Plan::Stream;
+        }
+        Plan::Fill(FillWriter { stem, disk: Some(disk), fill, finished: false })
+    }
+
+    /// The fill's disk side, on its own thread so a slow or full disk never holds up
+    /// playback: writes what arrives, and keeps the file only if the track ended by itself,
+    /// every packet was written and the file verifies.
+    fn write_fill(
+        &self,
+        stem: &str,
+        partial: &Path,
+        mut writer: OggOpusWriter<BufWriter<File>>,
+        ops: &crossbeam_channel::Receiver<DiskOp>,
+        fill: &Arc<Fill>,
+    ) {
+        let mut failed: Option<String> = None;
+        let mut complete = false;
+        for op in ops {
+            match op {
+                DiskOp::Packet(packet) if failed.is_none() => {
+                    if let Err(e) = writer.push(&packet) {
+                        failed = Some(e.to_string());
+                    }
+                }
+                DiskOp::Packet(_) => {}
+                DiskOp::Finish => {
+                    complete = true;
+                    break;
+                }
+            }
+        }
+        let kept = match (complete, failed) {
+            (false, _) => Err("the track did not play to its end".to_string()),
+            (true, Some(e)) => Err(e),
+            (true, None) => writer
+                .finish()
+                .map_err(|e| e.to_string())
+                .and_then(|(buf, _)| buf.into_inner().map_err(|e| e.to_string()))
+                .and_then(|mut file| file.flush().and_then(|()| file.sync_all()).map_err(|e| e.to_string()))
+                .and_then(|()| self.publish(stem, partial)),
+        };
+        if let Err(e) = kept {
+            tracing::debug!(stem, error = %e, "cache fill not kept");
+            self.metrics.cache_fill_failures.inc();
+            let _ = std::fs::remove_file(partial);
+        }
+        // Until here newcomers could still follow the fill from memory.
+        let mut state = self.state.lock();
+        if state.fills.get(stem).is_some_and(|f| f.as_ptr() == Arc::as_ptr(fill)) {
+            state.fills.remove(stem);
+        }
     }
 
     fn open_verified(&self, path: &Path) -> Option<CachedTrack> {
@@ -256,56 +312,50 @@ impl AudioCache {
     }
 }
 
-/// Writes a fill while the track plays and shares its packets with followers.
+/// Packets queued for a fill's disk writer (about 20 s at 20 ms): if the disk falls that
+/// far behind, the fill is given up rather than holding up the track.
+const DISK_QUEUE: usize = 1024;
+
+enum DiskOp {
+    Packet(Arc<[u8]>),
+    Finish,
+}
+
+/// Feeds a fill while the track plays: its packets go to the followers at once and to the
+/// disk writer through a queue.
 pub struct FillWriter {
-    cache: Arc<AudioCache>,
     stem: String,
-    partial: PathBuf,
-    /// None once writing failed: followers are still fed, the file is not kept.
-    writer: Option<OggOpusWriter<BufWriter<File>>>,
+    /// None once the disk writer fell behind or went away: followers are still fed.
+    disk: Option<crossbeam_channel::Sender<DiskOp>>,
     fill: Arc<Fill>,
     finished: bool,
 }
 
 impl FillWriter {
     pub fn push(&mut self, packet: &[u8]) {
-        if let Some(writer) = self.writer.as_mut()
-            && let Err(e) = writer.push(packet)
+        let packet: Arc<[u8]> = Arc::from(packet);
+        if let Some(disk) = &self.disk
+            && disk.try_send(DiskOp::Packet(packet.clone())).is_err()
         {
-            tracing::warn!(error = %e, "cache fill failed; the track plays on uncached");
-            self.writer = None;
+            tracing::warn!(stem = %self.stem, "cache writer fell behind; this track will not be cached");
+            self.disk = None;
         }
-        let mut progress = self.fill.progress.lock();
-        progress.packets.push(Arc::from(packet));
+        self.fill.progress.lock().packets.push(packet);
         self.fill.grown.notify_all();
     }
 
-    /// The whole track arrived: keep it if it verifies.
+    /// The track ended by itself: the disk writer keeps the file if it verifies.
     pub fn finish(mut self) {
         self.finished = true;
-        let kept = self.writer.take().map(|w| {
-            w.finish()
-                .map_err(|e| e.to_string())
-                .and_then(|(buf, _)| buf.into_inner().map_err(|e| e.to_string()))
-                .and_then(|mut file| file.flush().and_then(|()| file.sync_all()).map_err(|e| e.to_string()))
-                .and_then(|()| self.cache.publish(&self.stem, &self.partial))
-        });
-        match kept {
-            Some(Ok(())) => tracing::debug!(stem = %self.stem, "track cached"),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "cache fill not kept");
-                self.cache.metrics.cache_fill_failures.inc();
-            }
-            None => {
-                self.cache.metrics.cache_fill_failures.inc();
-            }
+        if let Some(disk) = self.disk.take()
+            && disk.try_send(DiskOp::Finish).is_err()
+        {
+            tracing::warn!(stem = %self.stem, "cache writer fell behind; this track will not be cached");
         }
         self.end(true);
     }
 
     fn end(&mut self, complete: bool) {
-        let _ = std::fs::remove_file(&self.partial);
-        self.cache.state.lock().fills.remove(&self.stem);
         self.fill.progress.lock().complete = Some(complete);
         self.fill.grown.notify_all();
     }
@@ -314,8 +364,9 @@ impl FillWriter {
 impl Drop for FillWriter {
     fn drop(&mut self) {
         if !self.finished {
-            // Cut off, cancelled or failed: nothing is kept, followers are told.
-            self.cache.metrics.cache_fill_failures.inc();
+            // Cut off, cancelled or failed: the disk writer sees the queue close without
+            // `Finish` and drops the file; followers are told.
+            self.disk = None;
             self.end(false);
         }
     }
