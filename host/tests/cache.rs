@@ -205,3 +205,22 @@ async fn an_unusable_cache_directory_degrades_to_streaming() {
     assert!(text.lines().any(|l| l == "mesastream_audio_cache_disabled 1"), "{text}");
     assert_eq!(lookups(&h, "off").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_older_than_the_ttl_is_fetched_again() {
+    let dir = tempfile::tempdir().expect("cache dir");
+    let path = dir.path().to_path_buf();
+    // A TTL of zero: anything cached is already too old when asked for again.
+    let h = Harness::start_with(FakeVoiceConfig::default(), move |c| {
+        c.audio_cache_path = Some(path);
+        c.audio_cache_ttl_secs = 0;
+    })
+    .await;
+    let t = tone("tone-440.mp3");
+    support::play_to_end(&h, t.file).await;
+    let one_play = h.media.requests("/tone-440.mp3");
+    let (_, _, report) = support::play_to_end(&h, t.file).await;
+    assert_heard(&report, t.freq_hz, t.seconds);
+    assert_eq!(lookups(&h, "expired").await, 1);
+    assert_eq!(h.media.requests("/tone-440.mp3"), one_play + 1, "downloaded again");
+}

@@ -1,0 +1,216 @@
+//! Load: how many players one machine sustains, how fast the first packet comes, how steady
+//! the clock is and what a player costs in memory, against the in-repo fake voice server and
+//! a local media server, with a libopus encode-only baseline measured in the same run.
+//!
+//!     cargo bench --bench load
+//!
+//! Prints tables (see BENCHMARKS.md); asserts nothing about time.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fake_voice::FakeVoiceConfig;
+use futures_util::future::join_all;
+use mesastream::audio::encode::{FRAME_LEN, OpusEncoder};
+use serde_json::{Value, json};
+use support::{Harness, LIMIT, enqueued_track_id};
+
+/// Players tried in each mode, in order, until more than 1 % of packets arrive > 5 ms late.
+const STEPS: &[usize] = &[1, 5, 10, 25, 50, 100, 200, 400];
+const LATE_BUDGET: f64 = 0.01;
+
+struct Step {
+    players: usize,
+    packets: u64,
+    late: u64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Step {
+    fn late_share(&self) -> f64 {
+        self.late as f64 / self.packets.max(1) as f64
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    kb.unwrap_or(0u64) * 1024
+}
+
+async fn players(h: &Harness, n: usize) -> Vec<(u64, std::sync::Arc<fake_voice::Session>)> {
+    let mut all = Vec::with_capacity(n);
+    for _ in 0..n {
+        all.push(h.new_player().await);
+    }
+    all
+}
+
+async fn destroy(h: &Harness, all: &[(u64, std::sync::Arc<fake_voice::Session>)]) {
+    let paths: Vec<String> = all.iter().map(|(g, _)| format!("/players/{g}")).collect();
+    join_all(paths.iter().map(|p| h.call(reqwest::Method::DELETE, p, None))).await;
+}
+
+/// `n` players each play `file` through `chain` at once; the listener's timing for all.
+async fn step(h: &Harness, n: usize, file: &str, chain: &Value) -> Step {
+    let mut events = h.events().await;
+    let all = players(h, n).await;
+    if chain.as_array().is_some_and(|c| !c.is_empty()) {
+        for (g, _) in &all {
+            h.call(reqwest::Method::PUT, &format!("/players/{g}/filters"), Some(chain.clone())).await;
+        }
+    }
+    let url = h.media.url(file);
+    let replies = join_all(all.iter().map(|(g, _)| h.enqueue(*g, &url))).await;
+    for ((g, session), reply) in all.iter().zip(replies) {
+        events.track_ended(*g, &enqueued_track_id(&reply.body)).await;
+        let _ = session.wait(LIMIT, |c| c.silence_packets >= 5).await;
+    }
+    let reports: Vec<_> = all.iter().map(|(_, s)| s.report()).collect();
+    destroy(h, &all).await;
+    let mut p50s: Vec<f64> = reports.iter().map(|r| r.lateness_ms.p50).collect();
+    p50s.sort_by(f64::total_cmp);
+    Step {
+        players: n,
+        packets: reports.iter().map(|r| r.packets).sum(),
+        late: reports.iter().map(|r| r.late_over_5ms).sum(),
+        p50: p50s.get(p50s.len() / 2).copied().unwrap_or(0.0),
+        p99: reports.iter().map(|r| r.lateness_ms.p99).fold(0.0, f64::max),
+        max: reports.iter().map(|r| r.lateness_ms.max).fold(0.0, f64::max),
+    }
+}
+
+/// Ramps up until the late budget is exceeded; returns every step run.
+async fn ramp(h: &Harness, file: &str, chain: &Value) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for &n in STEPS {
+        let s = step(h, n, file, chain).await;
+        let over = s.late_share() > LATE_BUDGET;
+        steps.push(s);
+        if over {
+            break;
+        }
+    }
+    steps
+}
+
+fn sustained(steps: &[Step]) -> usize {
+    steps.iter().filter(|s| s.late_share() <= LATE_BUDGET).map(|s| s.players).max().unwrap_or(0)
+}
+
+/// Enqueue to first packet heard, median of `runs`.
+async fn first_packet(h: &Harness, file: &str, runs: usize) -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let (guild, session) = h.new_player().await;
+        let start = Instant::now();
+        h.enqueue(guild, &h.media.url(file)).await;
+        session.wait(LIMIT, |c| c.packets >= 1).await.expect("first packet");
+        times.push(start.elapsed());
+        h.call(reqwest::Method::DELETE, &format!("/players/{guild}"), None).await;
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn encode_only_us_per_frame() -> f64 {
+    let mut encoder = OpusEncoder::new(128).expect("encoder");
+    let frame: Vec<f32> = (0..FRAME_LEN / 2)
+        .flat_map(|i| {
+            let s = 0.4 * (std::f32::consts::TAU * 440.0 * i as f32 / 48_000.0).sin();
+            [s, s]
+        })
+        .collect();
+    for _ in 0..200 {
+        std::hint::black_box(encoder.encode(&frame).expect("encode"));
+    }
+    let frames = 3000;
+    let start = Instant::now();
+    for _ in 0..frames {
+        std::hint::black_box(encoder.encode(&frame).expect("encode"));
+    }
+    start.elapsed().as_secs_f64() * 1e6 / f64::from(frames)
+}
+
+fn print_steps(mode: &str, steps: &[Step]) {
+    for s in steps {
+        println!(
+            "| {mode} | {} | {:.2} % | {:.2} | {:.2} | {:.2} |",
+            s.players,
+            100.0 * s.late_share(),
+            s.p50,
+            s.p99,
+            s.max
+        );
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let quiet = FakeVoiceConfig { keep_pcm: false, ..Default::default() };
+
+    // Baseline: what libopus alone costs per frame, so the transcoding figure has a scale.
+    let encode_us = encode_only_us_per_frame();
+    let encode_only_per_core = 20_000.0 / encode_us;
+
+    // Passthrough: a cached Opus track (filled by a first play) to many players, no filter.
+    let cache_dir = tempfile::tempdir().expect("cache dir");
+    let cached_dir = cache_dir.path().to_path_buf();
+    let pass = Harness::start_with(quiet.clone(), move |c| c.audio_cache_path = Some(cached_dir)).await;
+    step(&pass, 1, "tone-600-long.opus", &json!([])).await;
+    let passthrough = ramp(&pass, "tone-600-long.opus", &json!([])).await;
+
+    // Memory: 100 idle players, then the same 100 playing (passthrough).
+    let rss0 = rss_bytes();
+    let idle = players(&pass, 100).await;
+    let rss_idle = rss_bytes();
+    let url = pass.media.url("tone-600-long.opus");
+    join_all(idle.iter().map(|(g, _)| pass.enqueue(*g, &url))).await;
+    join_all(idle.iter().map(|(_, s)| s.wait(LIMIT, |c| c.packets >= 100))).await;
+    let rss_playing = rss_bytes();
+    destroy(&pass, &idle).await;
+    let per_idle = rss_idle.saturating_sub(rss0) / 100;
+    let per_playing = rss_playing.saturating_sub(rss0) / 100;
+
+    // Latency to the first packet: a cached track, and a local mp3 fetched over HTTP.
+    step(&pass, 1, "tone-440.mp3", &json!([])).await;
+    let cached_latency = first_packet(&pass, "tone-440.mp3", 7).await;
+    drop(pass);
+
+    // Transcoding: mp3 → lowPass (WASM) → Opus, no cache, so every frame is decoded,
+    // filtered and encoded.
+    let plugins = ["lavalink-filters"];
+    let trans = Harness::with_plugins(quiet, &plugins, |c| c.audio_cache_max_bytes = 0).await;
+    let uncached_latency = first_packet(&trans, "tone-440.mp3", 7).await;
+    let chain = json!([{ "name": "lowPass", "config": { "smoothing": 20.0 } }]);
+    let transcode = ramp(&trans, "tone-523-long.mp3", &chain).await;
+
+    let pass_per_core = sustained(&passthrough) as f64 / cores as f64;
+    let trans_per_core = sustained(&transcode) as f64 / cores as f64;
+    println!("cores: {cores}");
+    println!();
+    println!(
+        "| mode | players | packets > 5 ms late | lateness p50 ms (median player) | p99 ms (worst player) | max ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    print_steps("passthrough (cached Opus)", &passthrough);
+    print_steps("transcode (mp3 → lowPass → Opus)", &transcode);
+    println!();
+    println!("| figure | value |");
+    println!("|---|---:|");
+    println!("| libopus encode only, µs per 20 ms frame | {encode_us:.1} |");
+    println!("| encode-only baseline, players per core | {encode_only_per_core:.0} |");
+    println!("| passthrough, players per core sustained (≤ 1 % late) | ≥ {pass_per_core:.0} |");
+    println!("| transcode, players per core sustained (≤ 1 % late) | ≥ {trans_per_core:.0} |");
+    println!("| transcode ÷ encode-only baseline | {:.2} |", trans_per_core / encode_only_per_core.max(f64::EPSILON));
+    println!("| enqueue → first packet, cached | {:.0} ms |", cached_latency.as_secs_f64() * 1e3);
+    println!("| enqueue → first packet, local HTTP mp3 | {:.0} ms |", uncached_latency.as_secs_f64() * 1e3);
+    println!("| RSS per idle player | {:.0} KiB |", per_idle as f64 / 1024.0);
+    println!("| RSS per playing player | {:.0} KiB |", per_playing as f64 / 1024.0);
+}
