@@ -224,3 +224,29 @@ async fn a_track_older_than_the_ttl_is_fetched_again() {
     assert_eq!(lookups(&h, "expired").await, 1);
     assert_eq!(h.media.requests("/tone-440.mp3"), one_play + 1, "downloaded again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_whose_program_is_killed_half_way_is_not_kept() {
+    let dir = tempfile::tempdir().expect("cache dir");
+    let cache = dir.path().to_path_buf();
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["prober"], move |c| {
+        c.audio_cache_path = Some(cache);
+        let plugins = c.plugins_dir.as_deref().expect("plugins dir");
+        support::plugins::grant(plugins, "[plugins.prober]\nprocess = [\"sh\"]\n");
+    })
+    .await;
+    // A track streamed from a program that dies by SIGKILL after a third of the file.
+    let file = support::media::fixtures().join("tone-523-long.mp3");
+    let query = format!("probe:stream:sh|-c|head -c 48000 \"$0\"; kill -9 $$|{}", file.display());
+    for attempt in 1..=2 {
+        let mut events = h.events().await;
+        let (guild, _session) = h.new_player().await;
+        let reply = h.enqueue(guild, &query).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let ended = events.track_ended(guild, &enqueued_track_id(&reply.body)).await;
+        let error = ended["data"]["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains("sh exited with signal: 9"), "attempt {attempt}: {ended}");
+        assert!(cached_files(dir.path()).is_empty(), "{:?}", cached_files(dir.path()));
+    }
+    assert_eq!((lookups(&h, "miss").await, lookups(&h, "hit").await), (2, 0), "nothing was ever served from it");
+}
