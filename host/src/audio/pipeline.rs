@@ -169,10 +169,7 @@ fn decode(
     };
     let plan = match (&config.cache, key) {
         // Only a track played from its start can fill the cache.
-        (Some(cache), Some(key)) => match cache.plan(&key) {
-            Plan::Fill(_) if request.start_ms > 0 => Plan::Stream,
-            plan => plan,
-        },
+        (Some(cache), Some(key)) => cache.plan(&key, request.start_ms == 0),
         _ => Plan::Stream,
     };
     let mut feed = Feed { tx, cancel, bitrate_kbps: config.bitrate_kbps, fill: None, encoder: None };

@@ -153,9 +153,10 @@ impl AudioCache {
         state.entries.contains_key(&stem) || state.fills.get(&stem).is_some_and(|f| f.strong_count() > 0)
     }
 
-    /// Decides how the track cached under `key` is played. Opening and verifying a cached
-    /// file reads it whole: call from a blocking thread.
-    pub fn plan(self: &Arc<Self>, key: &str) -> Plan {
+    /// Decides how the track cached under `key` is played; `may_fill` is false for a track
+    /// that does not start at its beginning (it cannot fill the cache). Opening and
+    /// verifying a cached file reads it whole: call from a blocking thread.
+    pub fn plan(self: &Arc<Self>, key: &str, may_fill: bool) -> Plan {
         if !self.usable {
             self.count("off");
             return Plan::Stream;
@@ -188,6 +189,9 @@ impl AudioCache {
             return Plan::Follow(FillFollower { fill, next: 0 });
         }
         self.count("miss");
+        if !may_fill {
+            return Plan::Stream;
+        }
         let partial = self.settings.dir.join(format!("{stem}.partial.{}", uuid::Uuid::new_v4().simple()));
         let writer = File::create(&partial).map_err(|e| e.to_string()).and_then(|f| {
             OggOpusWriter::new(BufWriter::with_capacity(self.settings.writer_buffer, f), 0).map_err(|e| e.to_string())
