@@ -98,7 +98,7 @@ impl Server {
             reader_buffer: config.cache_reader_buffer_bytes,
         };
         let cache_metrics = metrics.clone();
-        // Indexing verifies every cached file: off the async threads.
+        // Indexing reads the cache directory: off the async threads.
         let cache = tokio::task::spawn_blocking(move || cache::store::AudioCache::open(cache_settings, cache_metrics))
             .await
             .map_err(|e| StartError::Threads(e.into()))?;

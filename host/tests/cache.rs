@@ -8,11 +8,10 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use fake_voice::FakeVoiceConfig;
-use fake_voice::analysis::OPUS_SILENCE;
 use mesastream::cache::ogg_opus::{OggOpusReader, verify};
 use serde_json::json;
 use support::media::tone;
-use support::{Harness, assert_heard, enqueued_track_id};
+use support::{Harness, assert_heard, counter, enqueued_track_id, heard_packets};
 
 async fn cached_harness(dir: &Path, max_bytes: u64) -> Harness {
     let dir = dir.to_path_buf();
@@ -37,18 +36,8 @@ fn packets_of(file: &Path) -> Vec<Vec<u8>> {
     std::iter::from_fn(|| reader.next_packet().expect("packet")).collect()
 }
 
-fn heard_packets(session: &fake_voice::Session) -> Vec<Vec<u8>> {
-    session.payloads().into_iter().filter(|p| p.as_slice() != OPUS_SILENCE).collect()
-}
-
 async fn lookups(h: &Harness, outcome: &str) -> u64 {
-    let r = h.http.get(h.url("/metrics")).bearer_auth(support::TOKEN).send().await.expect("metrics");
-    let text = r.text().await.expect("metrics text");
-    let label = format!("outcome=\"{outcome}\"");
-    text.lines()
-        .find(|l| l.starts_with("mesastream_audio_cache_lookups_total") && l.contains(&label))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
+    counter(&h.metrics().await, "mesastream_audio_cache_lookups_total", &[&format!("outcome=\"{outcome}\"")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,8 +189,7 @@ async fn an_unusable_cache_directory_degrades_to_streaming() {
     let t = tone("tone-440.mp3");
     let (_, _, report) = support::play_to_end(&h, t.file).await;
     assert_heard(&report, t.freq_hz, t.seconds);
-    let r = h.http.get(h.url("/metrics")).bearer_auth(support::TOKEN).send().await.expect("metrics");
-    let text = r.text().await.expect("metrics text");
+    let text = h.metrics().await;
     assert!(text.lines().any(|l| l == "mesastream_audio_cache_disabled 1"), "{text}");
     assert_eq!(lookups(&h, "off").await, 1);
 }

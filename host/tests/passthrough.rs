@@ -5,11 +5,10 @@
 mod support;
 
 use fake_voice::FakeVoiceConfig;
-use fake_voice::analysis::OPUS_SILENCE;
 use mesastream::audio::decode::{SourceDecoder, Unit};
 use serde_json::json;
 use support::media::{fixtures, tone};
-use support::{Harness, assert_heard};
+use support::{Harness, assert_heard, heard_packets};
 
 /// The Opus packets of a fixture, as its container holds them.
 fn source_packets(file: &str) -> Vec<Vec<u8>> {
@@ -23,11 +22,6 @@ fn source_packets(file: &str) -> Vec<Vec<u8>> {
         }
     }
     packets
-}
-
-/// What the listener received, without the silence frames around the track.
-fn heard_packets(session: &fake_voice::Session) -> Vec<Vec<u8>> {
-    session.payloads().into_iter().filter(|p| p.as_slice() != OPUS_SILENCE).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ mod support;
 use fake_voice::FakeVoiceConfig;
 use serde_json::Value;
 use support::media::tone;
-use support::{Harness, assert_heard, enqueued_track_id};
+use support::{Harness, assert_heard, counter, enqueued_track_id};
 
 /// Plays what `query` resolves to on a new player; returns the enqueued track and the report.
 async fn play_query(h: &Harness, query: &str) -> (Value, fake_voice::Report) {
@@ -19,20 +19,6 @@ async fn play_query(h: &Harness, query: &str) -> (Value, fake_voice::Report) {
     assert!(ended["data"].get("error").is_none(), "{ended}");
     session.wait(support::LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
     (track, session.report())
-}
-
-fn counter(metrics: &str, name: &str, labels: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && l.contains(labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn metrics(h: &Harness) -> String {
-    let r = h.http.get(h.url("/metrics")).bearer_auth(support::TOKEN).send().await.expect("metrics");
-    r.text().await.expect("metrics text")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +64,8 @@ async fn ytdlp_resolver_runs_real_ytdlp_and_plays_what_it_finds() {
     assert_eq!(track["source"], "http");
     assert_eq!(track["metadata"]["title"], "tone-550", "yt-dlp names a direct file by its stem: {track}");
     assert_heard(&report, t.freq_hz, t.seconds);
-    let runs = || async { counter(&metrics(&h).await, "mesastream_plugin_process_runs_total", "program=\"yt-dlp\"") };
+    let runs =
+        || async { counter(&h.metrics().await, "mesastream_plugin_process_runs_total", &["program=\"yt-dlp\""]) };
     assert_eq!(runs().await, 1, "one yt-dlp run resolves a plain HTTP file; the host fetches it");
 
     // HLS is something only yt-dlp follows: the track streams from yt-dlp's stdout.
@@ -106,7 +93,7 @@ async fn a_resolver_cannot_run_a_program_it_was_not_granted() {
     let refused = h.enqueue(guild, &h.media.url("tone-440.mp3")).await;
     assert_eq!(refused.status, 503, "{refused:?}");
     assert!(refused.body["message"].as_str().unwrap().contains("program \"yt-dlp\" is not granted"), "{refused:?}");
-    assert_eq!(counter(&metrics(&h).await, "mesastream_plugin_process_runs_total", "yt-dlp"), 0);
+    assert_eq!(counter(&h.metrics().await, "mesastream_plugin_process_runs_total", &["yt-dlp"]), 0);
 }
 
 /// Titles of the tracks in a snapshot's queue.

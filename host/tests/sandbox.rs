@@ -8,21 +8,7 @@ mod support;
 use fake_voice::FakeVoiceConfig;
 use serde_json::{Value, json};
 use support::media::tone;
-use support::{Harness, assert_heard, enqueued_track_id};
-
-fn counter(metrics: &str, name: &str, labels: &[&str]) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn metrics(h: &Harness) -> String {
-    let r = h.http.get(h.url("/metrics")).bearer_auth(support::TOKEN).send().await.expect("metrics");
-    r.text().await.expect("metrics text")
-}
+use support::{Harness, assert_heard, counter, enqueued_track_id};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_filters_cost_one_call_and_every_player_keeps_playing() {
@@ -71,7 +57,7 @@ async fn misbehaving_filters_cost_one_call_and_every_player_keeps_playing() {
     assert!(ended["data"].get("error").is_none(), "{ended}");
     let failures = events.seen.iter().filter(|e| e["type"] == "FilterFailed").count();
     assert_eq!(failures, 3, "one failure per misbehaving player: {:?}", events.seen);
-    let m = metrics(&h).await;
+    let m = h.metrics().await;
     for (filter, kind) in cases {
         let labels = [&format!("filter=\"{filter}\"") as &str, &format!("reason=\"{kind}\"")];
         assert_eq!(counter(&m, "mesastream_filters_bypassed_total", &labels), 1, "{filter}");
@@ -133,7 +119,7 @@ async fn a_resolver_gets_only_what_it_was_granted() {
     assert!(m.contains("run refused: Error::Denied") && m.contains(r#"\"true\" is not granted"#), "{m}");
     let m = probe(&h, guild, "probe:run:true").await;
     assert!(m.contains("run exited Some(0)"), "{m}");
-    let runs = metrics(&h).await;
+    let runs = h.metrics().await;
     assert_eq!(counter(&runs, "mesastream_plugin_process_runs_total", &["program=\"sh\""]), 0);
     assert_eq!(counter(&runs, "mesastream_plugin_process_runs_total", &["plugin=\"prober\"", "program=\"true\""]), 1);
 

@@ -487,10 +487,7 @@ impl Output<'_> {
     }
 
     fn apply_gain(&self, frame: &mut [f32]) {
-        let g = self.controls.gain.get();
-        if (g - 1.0).abs() > f32::EPSILON {
-            frame.iter_mut().for_each(|s| *s = (*s * g).clamp(-1.0, 1.0));
-        }
+        scale(frame, self.controls.gain.get());
     }
 
     fn send(&mut self, flush: bool) -> Result<bool, String> {
@@ -503,9 +500,10 @@ impl Output<'_> {
         }
         let mut start = 0;
         while self.ready.len() - start >= FRAME_LEN + ahead {
-            let mut frame = self.ready[start + ahead..start + ahead + FRAME_LEN].to_vec();
-            self.apply_gain(&mut frame);
-            let packet = self.encoder.encode(&frame).map_err(|e| e.to_string())?;
+            // In place: each sample belongs to exactly one frame.
+            let frame = &mut self.ready[start + ahead..start + ahead + FRAME_LEN];
+            scale(frame, self.controls.gain.get());
+            let packet = self.encoder.encode(frame).map_err(|e| e.to_string())?;
             start += FRAME_LEN;
             if self.cancel.load(Ordering::Acquire) || self.tx.send(Frame::Audio(packet)).is_err() {
                 return Ok(false);
@@ -513,5 +511,12 @@ impl Output<'_> {
         }
         self.ready.drain(..start);
         Ok(true)
+    }
+}
+
+/// Applies a linear gain, clipped to full scale; 1 leaves the samples alone.
+fn scale(frame: &mut [f32], gain: f32) {
+    if (gain - 1.0).abs() > f32::EPSILON {
+        frame.iter_mut().for_each(|s| *s = (*s * gain).clamp(-1.0, 1.0));
     }
 }

@@ -79,14 +79,15 @@ struct Progress {
     complete: Option<bool>,
 }
 
-fn file_name(key: &str) -> String {
-    let hash: String = sha2::Sha256::digest(key.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("{hash}.opus")
+/// The name a key's file goes by (without `.opus`): a hash, so any key is a safe file name.
+fn stem_of(key: &str) -> String {
+    sha2::Sha256::digest(key.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 impl AudioCache {
-    /// Opens the directory and indexes what it holds (verifying every file, dropping
-    /// leftovers of interrupted fills). An unusable directory disables the cache.
+    /// Opens the directory and indexes what it holds by name, size and time (files are
+    /// verified when they are next played, not here), dropping leftovers of interrupted
+    /// fills and expired files. An unusable directory disables the cache.
     pub fn open(settings: CacheSettings, metrics: Arc<Metrics>) -> Arc<Self> {
         let usable = settings.max_bytes > 0 && Self::prepare(&settings.dir);
         let cache = Arc::new(Self { settings, usable, state: Mutex::default(), metrics });
@@ -122,17 +123,13 @@ impl AudioCache {
             let Some(stem) = name.strip_suffix(".opus") else { continue };
             let meta = std::fs::metadata(&path).ok();
             let last_played = meta.as_ref().and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH);
-            let complete = File::open(&path).ok().is_some_and(|f| verify(BufReader::new(f)).is_ok());
-            match complete {
-                true if !self.expired(last_played) => {
-                    let bytes = meta.map_or(0, |m| m.len());
-                    state.bytes += bytes;
-                    state.entries.insert(stem.to_string(), Entry { path, bytes, last_played });
-                }
-                _ => {
-                    let _ = std::fs::remove_file(&path);
-                }
+            if self.expired(last_played) {
+                let _ = std::fs::remove_file(&path);
+                continue;
             }
+            let bytes = meta.map_or(0, |m| m.len());
+            state.bytes += bytes;
+            state.entries.insert(stem.to_string(), Entry { path, bytes, last_played });
         }
         self.evict(&mut state, None);
         tracing::info!(tracks = state.entries.len(), bytes = state.bytes, "audio cache indexed");
@@ -148,7 +145,7 @@ impl AudioCache {
 
     /// Whether `key` is cached or being filled (so its source need not be checked again).
     pub fn knows(&self, key: &str) -> bool {
-        let stem = file_name(key).trim_end_matches(".opus").to_string();
+        let stem = stem_of(key);
         let state = self.state.lock();
         state.entries.contains_key(&stem) || state.fills.get(&stem).is_some_and(|f| f.strong_count() > 0)
     }
@@ -161,7 +158,7 @@ impl AudioCache {
             self.count("off");
             return Plan::Stream;
         }
-        let stem = file_name(key).trim_end_matches(".opus").to_string();
+        let stem = stem_of(key);
         let mut state = self.state.lock();
         if let Some(entry) = state.entries.get(&stem) {
             let path = entry.path.clone();

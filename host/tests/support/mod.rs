@@ -106,6 +106,11 @@ impl Harness {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// The `/metrics` exposition text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.body.as_str().unwrap_or_default().to_string()
+    }
+
     /// A POST without a body, as the client sends play, skip and the playlist calls.
     pub async fn post_bare(&self, path: &str) -> Reply {
         self.call(reqwest::Method::POST, path, None).await
@@ -264,4 +269,19 @@ pub fn assert_heard(report: &fake_voice::Report, freq_hz: f64, seconds: f64) {
     assert!(off.is_empty(), "windows off {freq_hz} Hz: {off:?}");
     let expected_ms = (seconds * 1000.0) as i64;
     assert!((report.audible_ms as i64 - expected_ms).abs() <= 60, "heard {} ms of {expected_ms} ms", report.audible_ms);
+}
+
+/// The first sample of `name` that carries every one of `labels` (0 when there is none).
+pub fn counter(metrics: &str, name: &str, labels: &[&str]) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The Opus payloads a listener heard, without the silence frames around the track.
+pub fn heard_packets(session: &Session) -> Vec<Vec<u8>> {
+    session.payloads().into_iter().filter(|p| p.as_slice() != fake_voice::analysis::OPUS_SILENCE).collect()
 }
