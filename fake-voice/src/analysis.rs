@@ -51,6 +51,18 @@ pub struct Window {
     pub right_db: f64,
 }
 
+/// A place where the timestamps jumped ahead of the sequence numbers: silence the listener
+/// heard inside a talk spurt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gap {
+    /// 20 ms ticks missing between the two packets.
+    pub ticks: u64,
+    /// Arrival of the packet before the jump.
+    pub before: Instant,
+    /// Arrival of the packet after it.
+    pub after: Instant,
+}
+
 /// Everything measured for one sender.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -67,8 +79,11 @@ pub struct Report {
     /// Packets missing according to the RTP sequence numbers.
     pub lost_packets: u64,
     /// 20 ms ticks the sender skipped inside a talk spurt (timestamp advanced more than the
-    /// sequence number).
+    /// sequence number after an audio frame). The PCM does not include them: it holds the
+    /// content in order, with lost packets as silence.
     pub skipped_ticks: u64,
+    /// Each jump counted in `skipped_ticks`, with when it was heard.
+    pub gaps: Vec<Gap>,
     /// Packets whose timestamp went backwards or was not a multiple of 960 after its predecessor.
     pub timestamp_errors: u64,
     /// Arrival lateness against the RTP timestamp schedule, anchored at the earliest packet.
@@ -120,7 +135,8 @@ pub struct Analyzer {
     keep_pcm: bool,
     decoder: Option<Decoder>,
     epoch: Option<(Instant, u32)>,
-    last: Option<(Instant, u16, u32)>,
+    /// Arrival, sequence, timestamp and whether it was a silence frame, of the last packet.
+    last: Option<(Instant, u16, u32, bool)>,
     offsets_ms: Vec<f64>,
     interarrival_ms: Vec<f64>,
     report: Report,
@@ -162,8 +178,9 @@ impl Analyzer {
         let media_ms = timestamp.wrapping_sub(ts0) as f64 / 48.0;
         self.offsets_ms.push(arrival.duration_since(t0).as_secs_f64() * 1000.0 - media_ms);
 
+        let silence = matches!(&payload, Payload::Opus(opus) if *opus == OPUS_SILENCE);
         let mut missing_frames = 0usize;
-        if let Some((prev_arrival, prev_seq, prev_ts)) = self.last {
+        if let Some((prev_arrival, prev_seq, prev_ts, prev_silence)) = self.last {
             self.interarrival_ms.push(arrival.duration_since(prev_arrival).as_secs_f64() * 1000.0);
             let seq_step = sequence.wrapping_sub(prev_seq) as u64;
             let ts_step = timestamp.wrapping_sub(prev_ts) as u64;
@@ -172,13 +189,17 @@ impl Analyzer {
             } else {
                 self.report.lost_packets += seq_step - 1;
                 let ticks = ts_step / 960;
-                if ticks > seq_step {
+                // After a silence frame the sender had stopped talking (pause, end of a
+                // track): the time since then is silence it meant. Inside a talk spurt a jump
+                // is a gap; the PCM keeps the content contiguous and the gap is reported.
+                missing_frames = if prev_silence { ticks.saturating_sub(1) } else { seq_step - 1 } as usize;
+                if ticks > seq_step && !prev_silence {
                     self.report.skipped_ticks += ticks - seq_step;
+                    self.report.gaps.push(Gap { ticks: ticks - seq_step, before: prev_arrival, after: arrival });
                 }
-                missing_frames = ticks.saturating_sub(1) as usize;
             }
         }
-        self.last = Some((arrival, sequence, timestamp));
+        self.last = Some((arrival, sequence, timestamp, silence));
 
         if self.keep_pcm {
             self.pcm.resize(self.pcm.len() + missing_frames * FRAME_SAMPLES * 2, 0.0);
@@ -346,6 +367,24 @@ mod tests {
         let (windows, ms) = analyse_windows(&pcm);
         assert_eq!(ms, 500);
         assert_eq!(windows.len(), 5);
+    }
+
+    #[test]
+    fn a_jump_after_audio_is_a_gap_and_a_jump_after_silence_is_a_new_spurt() {
+        let mut a = Analyzer::new(false);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        let audio = || Payload::Opus(vec![0xFC, 0x01, 0x02]);
+        a.on_packet(at(0), 1, 0, audio());
+        a.on_packet(at(20), 2, 960, audio());
+        // Three ticks missing while talking: a gap.
+        a.on_packet(at(100), 3, 960 * 5, audio());
+        a.on_packet(at(120), 4, 960 * 6, Payload::Opus(OPUS_SILENCE.to_vec()));
+        // Resumed a second later after the silence frame: not a gap.
+        a.on_packet(at(1120), 5, 960 * 56, audio());
+        let report = a.report();
+        assert_eq!((report.skipped_ticks, report.lost_packets), (3, 0));
+        assert_eq!(report.gaps, vec![Gap { ticks: 3, before: at(20), after: at(100) }]);
     }
 
     #[test]

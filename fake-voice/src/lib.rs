@@ -14,7 +14,7 @@ mod server;
 mod session;
 mod tls;
 
-pub use analysis::{Percentiles, Report, Window};
+pub use analysis::{Gap, Percentiles, Report, Window};
 pub use server::{FakeVoiceConfig, FakeVoiceServer};
 pub use session::{Committer, Counters, Session};
 

@@ -77,9 +77,15 @@ pub struct FakeVoiceServer {
     ca_pem: Option<String>,
 }
 
+/// Bytes the listener's UDP socket may hold unread.
+const UDP_RECEIVE_BUFFER: usize = 8 << 20;
+
 impl FakeVoiceServer {
     pub async fn start(config: FakeVoiceConfig) -> Result<Self, FakeError> {
         let udp = UdpSocket::bind("127.0.0.1:0")?;
+        // Many senders catching up at once after a stall must not overflow the socket: a
+        // dropped packet would read as the server's loss. The kernel caps this at rmem_max.
+        let _ = socket2::SockRef::from(&udp).set_recv_buffer_size(UDP_RECEIVE_BUFFER);
         let udp_addr = udp.local_addr()?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let ws_addr = listener.local_addr()?;

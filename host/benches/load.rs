@@ -28,12 +28,59 @@ struct Step {
     p50: f64,
     p99: f64,
     max: f64,
+    /// The server's CPU time over the step (the process less the fake listener's thread).
+    server_cpu: Duration,
+    /// Share of the machine's CPU time the hypervisor took over the step.
+    steal: f64,
+    /// Time the stall witness (tests/support/stalls.rs) did not get the CPU.
+    stalled: Duration,
 }
 
 impl Step {
     fn late_share(&self) -> f64 {
         self.late as f64 / self.packets.max(1) as f64
     }
+
+    /// Server CPU per second of audio one player sends.
+    fn cpu_ms_per_player_second(&self) -> f64 {
+        let audio_seconds = self.packets as f64 * 0.02;
+        self.server_cpu.as_secs_f64() * 1e3 / audio_seconds.max(f64::EPSILON)
+    }
+}
+
+/// Linux reports CPU times in USER_HZ ticks, 100 per second on every architecture it runs on.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// utime + stime of a `/proc/.../stat` line (the command name may hold spaces and parens).
+fn stat_cpu(stat: &str) -> Duration {
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    Duration::from_secs_f64(ticks as f64 / TICKS_PER_SECOND)
+}
+
+/// CPU time of this process so far (exited threads included), less the fake listener's
+/// receiving thread (it stands in for Discord) and the stall witness: not the server's work.
+fn server_cpu() -> Duration {
+    let process = stat_cpu(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
+    let others: Duration = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| ["fake-voice-udp", "stall-witness"].contains(&comm.trim()))
+        })
+        .map(|task| stat_cpu(&std::fs::read_to_string(task.path().join("stat")).unwrap_or_default()))
+        .sum();
+    process.saturating_sub(others)
+}
+
+/// (steal, total) jiffies of the whole machine from `/proc/stat`.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<u64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    (cpu.get(7).copied().unwrap_or(0), cpu.iter().take(8).sum())
 }
 
 fn rss_bytes() -> u64 {
@@ -60,6 +107,7 @@ async fn destroy(h: &Harness, all: &[(u64, std::sync::Arc<fake_voice::Session>)]
 async fn step(h: &Harness, n: usize, file: &str, chain: &Value) -> Step {
     let mut events = h.events().await;
     let all = players(h, n).await;
+    let (cpu0, (steal0, total0), wall0) = (server_cpu(), machine_ticks(), Instant::now());
     if chain.as_array().is_some_and(|c| !c.is_empty()) {
         for (g, _) in &all {
             h.call(reqwest::Method::PUT, &format!("/players/{g}/filters"), Some(chain.clone())).await;
@@ -71,6 +119,8 @@ async fn step(h: &Harness, n: usize, file: &str, chain: &Value) -> Step {
         events.track_ended(*g, &enqueued_track_id(&reply.body)).await;
         let _ = session.wait(LIMIT, |c| c.silence_packets >= 5).await;
     }
+    let (cpu1, (steal1, total1)) = (server_cpu(), machine_ticks());
+    let stalled = support::stalls::stalled_between(wall0, Instant::now());
     let reports: Vec<_> = all.iter().map(|(_, s)| s.report()).collect();
     destroy(h, &all).await;
     let mut p50s: Vec<f64> = reports.iter().map(|r| r.lateness_ms.p50).collect();
@@ -82,6 +132,9 @@ async fn step(h: &Harness, n: usize, file: &str, chain: &Value) -> Step {
         p50: p50s.get(p50s.len() / 2).copied().unwrap_or(0.0),
         p99: reports.iter().map(|r| r.lateness_ms.p99).fold(0.0, f64::max),
         max: reports.iter().map(|r| r.lateness_ms.max).fold(0.0, f64::max),
+        server_cpu: cpu1.saturating_sub(cpu0),
+        steal: (steal1 - steal0) as f64 / (total1 - total0).max(1) as f64,
+        stalled,
     }
 }
 
@@ -140,14 +193,22 @@ fn encode_only_us_per_frame() -> f64 {
 fn print_steps(mode: &str, steps: &[Step]) {
     for s in steps {
         println!(
-            "| {mode} | {} | {:.2} % | {:.2} | {:.2} | {:.2} |",
+            "| {mode} | {} | {:.2} % | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} % | {} |",
             s.players,
             100.0 * s.late_share(),
             s.p50,
             s.p99,
-            s.max
+            s.max,
+            s.cpu_ms_per_player_second(),
+            100.0 * s.steal,
+            s.stalled.as_millis(),
         );
     }
+}
+
+/// Players one core carries by the server's CPU time alone, from the largest step run.
+fn per_core_by_cpu(steps: &[Step]) -> f64 {
+    steps.last().map_or(0.0, |s| 1000.0 / s.cpu_ms_per_player_second().max(f64::EPSILON))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -196,9 +257,9 @@ async fn main() {
     println!("cores: {cores}");
     println!();
     println!(
-        "| mode | players | packets > 5 ms late | lateness p50 ms (median player) | p99 ms (worst player) | max ms |"
+        "| mode | players | packets > 5 ms late | lateness p50 ms (median player) | p99 ms (worst player) | max ms | server CPU ms per player-second | steal | machine stalled ms |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     print_steps("passthrough (cached Opus)", &passthrough);
     print_steps("transcode (mp3 → lowPass → Opus)", &transcode);
     println!();
@@ -209,6 +270,10 @@ async fn main() {
     println!("| passthrough, players per core sustained (≤ 1 % late) | ≥ {pass_per_core:.0} |");
     println!("| transcode, players per core sustained (≤ 1 % late) | ≥ {trans_per_core:.0} |");
     println!("| transcode ÷ encode-only baseline | {:.2} |", trans_per_core / encode_only_per_core.max(f64::EPSILON));
+    let (pass_cpu, trans_cpu) = (per_core_by_cpu(&passthrough), per_core_by_cpu(&transcode));
+    println!("| passthrough, players per core by server CPU | {pass_cpu:.0} |");
+    println!("| transcode, players per core by server CPU | {trans_cpu:.0} |");
+    println!("| transcode by CPU ÷ encode-only baseline | {:.2} |", trans_cpu / encode_only_per_core.max(f64::EPSILON));
     println!("| enqueue → first packet, cached | {:.0} ms |", cached_latency.as_secs_f64() * 1e3);
     println!("| enqueue → first packet, local HTTP mp3 | {:.0} ms |", uncached_latency.as_secs_f64() * 1e3);
     println!("| RSS per idle player | {:.0} KiB |", per_idle as f64 / 1024.0);

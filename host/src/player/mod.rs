@@ -390,14 +390,15 @@ impl Player {
     }
 
     /// Tears the player down: its track work now, its voice connection once the silence
-    /// tail is out (bounded), so listeners hear a clean stop.
+    /// tail is out, so listeners hear a clean stop. The wait is bounded for a connection that
+    /// can no longer send, generously: a stalled machine must not cut the tail short.
     pub fn shut_down(self: &Arc<Self>, state: &mut State) {
         self.end_current(state);
         state.status = PlayerStatus::Stopped;
         let Some(voice) = state.voice.take() else { return };
         let player = self.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), player.output.wait_quiet()).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), player.output.wait_quiet()).await;
             player.output.set_sender(None);
             drop(voice);
         });

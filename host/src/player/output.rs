@@ -207,8 +207,12 @@ impl PlayerOutput {
         if left == 0 {
             return TickOutcome::Done;
         }
-        if sender.send(tick, &OPUS_SILENCE) == SendOutcome::Busy && !retry {
-            return TickOutcome::Retry;
+        match sender.send(tick, &OPUS_SILENCE) {
+            // Still owed: it goes out later in this tick or on the next one.
+            SendOutcome::Busy => return if retry { TickOutcome::Done } else { TickOutcome::Retry },
+            SendOutcome::NotReady => return TickOutcome::Done,
+            // A connection that refuses packets is not waited for.
+            SendOutcome::Sent | SendOutcome::Failed => {}
         }
         self.silence_left.store(left - 1, Ordering::Release);
         if left == 1 {
