@@ -90,6 +90,8 @@ pub struct Report {
     pub lateness_ms: Percentiles,
     /// Packets more than 5 ms behind the schedule.
     pub late_over_5ms: u64,
+    /// Of those, the ones among the first 50 packets (the first second of a talk).
+    pub late_in_first_second: u64,
     /// Time between consecutive arrivals.
     pub interarrival_ms: Percentiles,
     /// Full 100 ms windows between the first and last audible sample.
@@ -264,6 +266,7 @@ impl Analyzer {
         if let Some(min) = self.offsets_ms.iter().copied().reduce(f64::min) {
             let lateness: Vec<f64> = self.offsets_ms.iter().map(|o| o - min).collect();
             report.late_over_5ms = lateness.iter().filter(|l| **l > 5.0).count() as u64;
+            report.late_in_first_second = lateness.iter().take(50).filter(|l| **l > 5.0).count() as u64;
             report.lateness_ms = Percentiles::of(&lateness);
         }
         report.interarrival_ms = Percentiles::of(&self.interarrival_ms);

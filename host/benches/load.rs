@@ -25,6 +25,8 @@ struct Step {
     players: usize,
     packets: u64,
     late: u64,
+    /// Late packets among each player's first 50.
+    late_at_start: u64,
     p50: f64,
     p99: f64,
     max: f64,
@@ -34,6 +36,12 @@ struct Step {
     steal: f64,
     /// Time the stall witness (tests/support/stalls.rs) did not get the CPU.
     stalled: Duration,
+    /// Ticks the server's clock started more than 5 ms late.
+    late_ticks: u64,
+    /// Times a player's next frame was not ready when its tick came.
+    underruns: u64,
+    /// Runs it took to get one the machine did not disturb (see `step`).
+    runs: u32,
 }
 
 impl Step {
@@ -101,12 +109,35 @@ async fn players(h: &Harness, n: usize) -> Vec<(u64, std::sync::Arc<fake_voice::
 async fn destroy(h: &Harness, all: &[(u64, std::sync::Arc<fake_voice::Session>)]) {
     let paths: Vec<String> = all.iter().map(|(g, _)| format!("/players/{g}")).collect();
     join_all(paths.iter().map(|p| h.call(reqwest::Method::DELETE, p, None))).await;
+    // Teardown goes on after the answer (silence tails, closing connections): wait until
+    // every connection closed, so the next step does not measure this one's teardown.
+    join_all(all.iter().map(|(_, s)| s.wait(LIMIT, |c| !c.connected))).await;
+}
+
+/// A step disturbed by the machine (the witness lost the CPU this long) is run again.
+const DISTURBED: Duration = Duration::from_millis(20);
+
+/// Runs a step up to three times while the machine stalls under it and keeps the least
+/// disturbed run; the table shows how many runs it took and what stall remained.
+async fn step(h: &Harness, n: usize, file: &str, chain: &Value) -> Step {
+    let mut best = run_step(h, n, file, chain).await;
+    let mut runs = 1;
+    while best.stalled > DISTURBED && runs < 3 {
+        let again = run_step(h, n, file, chain).await;
+        runs += 1;
+        if again.stalled < best.stalled {
+            best = again;
+        }
+    }
+    best.runs = runs;
+    best
 }
 
 /// `n` players each play `file` through `chain` at once; the listener's timing for all.
-async fn step(h: &Harness, n: usize, file: &str, chain: &Value) -> Step {
+async fn run_step(h: &Harness, n: usize, file: &str, chain: &Value) -> Step {
     let mut events = h.events().await;
     let all = players(h, n).await;
+    let (late0, underruns0) = clock_counters(h).await;
     let (cpu0, (steal0, total0), wall0) = (server_cpu(), machine_ticks(), Instant::now());
     if chain.as_array().is_some_and(|c| !c.is_empty()) {
         for (g, _) in &all {
@@ -121,6 +152,7 @@ async fn step(h: &Harness, n: usize, file: &str, chain: &Value) -> Step {
     }
     let (cpu1, (steal1, total1)) = (server_cpu(), machine_ticks());
     let stalled = support::stalls::stalled_between(wall0, Instant::now());
+    let (late1, underruns1) = clock_counters(h).await;
     let reports: Vec<_> = all.iter().map(|(_, s)| s.report()).collect();
     destroy(h, &all).await;
     let mut p50s: Vec<f64> = reports.iter().map(|r| r.lateness_ms.p50).collect();
@@ -129,13 +161,26 @@ async fn step(h: &Harness, n: usize, file: &str, chain: &Value) -> Step {
         players: n,
         packets: reports.iter().map(|r| r.packets).sum(),
         late: reports.iter().map(|r| r.late_over_5ms).sum(),
+        late_at_start: reports.iter().map(|r| r.late_in_first_second).sum(),
         p50: p50s.get(p50s.len() / 2).copied().unwrap_or(0.0),
         p99: reports.iter().map(|r| r.lateness_ms.p99).fold(0.0, f64::max),
         max: reports.iter().map(|r| r.lateness_ms.max).fold(0.0, f64::max),
         server_cpu: cpu1.saturating_sub(cpu0),
         steal: (steal1 - steal0) as f64 / (total1 - total0).max(1) as f64,
         stalled,
+        late_ticks: late1 - late0,
+        underruns: underruns1 - underruns0,
+        runs: 1,
     }
+}
+
+/// The server's own account: (clock ticks started > 5 ms late, frames not ready in time).
+async fn clock_counters(h: &Harness) -> (u64, u64) {
+    let text = h.metrics().await;
+    (
+        support::counter(&text, "mesastream_clock_late_ticks_total", &[]),
+        support::counter(&text, "mesastream_frame_underruns_total", &[]),
+    )
 }
 
 /// Ramps up until the late budget is exceeded; returns every step run.
@@ -193,15 +238,19 @@ fn encode_only_us_per_frame() -> f64 {
 fn print_steps(mode: &str, steps: &[Step]) {
     for s in steps {
         println!(
-            "| {mode} | {} | {:.2} % | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} % | {} |",
+            "| {mode} | {} | {:.2} % | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.0} % | {} | {} |",
             s.players,
             100.0 * s.late_share(),
+            s.late_at_start,
             s.p50,
             s.p99,
             s.max,
+            s.late_ticks,
+            s.underruns,
             s.cpu_ms_per_player_second(),
             100.0 * s.steal,
             s.stalled.as_millis(),
+            s.runs,
         );
     }
 }
@@ -225,9 +274,9 @@ async fn main() {
     let cached_dir = cache_dir.path().to_path_buf();
     let pass = Harness::start_with(quiet.clone(), move |c| c.audio_cache_path = Some(cached_dir)).await;
     step(&pass, 1, "tone-600-long.opus", &json!([])).await;
-    let passthrough = ramp(&pass, "tone-600-long.opus", &json!([])).await;
 
-    // Memory: 100 idle players, then the same 100 playing (passthrough).
+    // Memory, before any ramp has grown the allocator's pools: 100 idle players, then the
+    // same 100 playing (passthrough).
     let rss0 = rss_bytes();
     let idle = players(&pass, 100).await;
     let rss_idle = rss_bytes();
@@ -238,6 +287,8 @@ async fn main() {
     destroy(&pass, &idle).await;
     let per_idle = rss_idle.saturating_sub(rss0) / 100;
     let per_playing = rss_playing.saturating_sub(rss0) / 100;
+
+    let passthrough = ramp(&pass, "tone-600-long.opus", &json!([])).await;
 
     // Latency to the first packet: a cached track, and a local mp3 fetched over HTTP.
     step(&pass, 1, "tone-440.mp3", &json!([])).await;
@@ -257,9 +308,9 @@ async fn main() {
     println!("cores: {cores}");
     println!();
     println!(
-        "| mode | players | packets > 5 ms late | lateness p50 ms (median player) | p99 ms (worst player) | max ms | server CPU ms per player-second | steal | machine stalled ms |"
+        "| mode | players | packets > 5 ms late | of which in a player's first second | lateness p50 ms (median player) | p99 ms (worst player) | max ms | late clock ticks | underruns | server CPU ms per player-second | steal | machine stalled ms | runs |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     print_steps("passthrough (cached Opus)", &passthrough);
     print_steps("transcode (mp3 → lowPass → Opus)", &transcode);
     println!();
