@@ -34,6 +34,21 @@ struct Entry {
     path: PathBuf,
     bytes: u64,
     last_played: SystemTime,
+    /// The file as this process last verified it; unchanged since, it is not read again.
+    checked: Option<Checked>,
+}
+
+/// A verified file's size and time, and what it holds.
+#[derive(Clone, Copy, PartialEq)]
+struct Checked {
+    bytes: u64,
+    modified: SystemTime,
+    index: Index,
+}
+
+/// A file's size and modification time, as they are now.
+fn stamp_of(path: &Path) -> Option<(u64, SystemTime)> {
+    std::fs::metadata(path).ok().and_then(|m| Some((m.len(), m.modified().ok()?)))
 }
 
 #[derive(Default)]
@@ -129,7 +144,7 @@ impl AudioCache {
             }
             let bytes = meta.map_or(0, |m| m.len());
             state.bytes += bytes;
-            state.entries.insert(stem.to_string(), Entry { path, bytes, last_played });
+            state.entries.insert(stem.to_string(), Entry { path, bytes, last_played, checked: None });
         }
         self.evict(&mut state, None);
         tracing::info!(tracks = state.entries.len(), bytes = state.bytes, "audio cache indexed");
@@ -163,14 +178,17 @@ impl AudioCache {
         if let Some(entry) = state.entries.get(&stem) {
             let path = entry.path.clone();
             let fresh = !self.expired(entry.last_played);
-            match fresh.then(|| self.open_verified(&path)).flatten() {
+            let unchanged = entry.checked.filter(|c| stamp_of(&path) == Some((c.bytes, c.modified)));
+            match fresh.then(|| self.open_track(&path, unchanged.map(|c| c.index))).flatten() {
                 Some(track) => {
+                    // The file's time is the last play, so the order survives a restart.
                     let now = SystemTime::now();
+                    let _ = File::options().append(true).open(&path).and_then(|f| f.set_modified(now));
                     if let Some(entry) = state.entries.get_mut(&stem) {
                         entry.last_played = now;
+                        entry.checked =
+                            stamp_of(&path).map(|(bytes, modified)| Checked { bytes, modified, index: track.index });
                     }
-                    // The file's time is the last play, so the order survives a restart.
-                    let _ = File::options().append(true).open(&path).and_then(|f| f.set_modified(now));
                     self.count("hit");
                     return Plan::Hit(track);
                 }
@@ -266,9 +284,14 @@ impl AudioCache {
         }
     }
 
-    fn open_verified(&self, path: &Path) -> Option<CachedTrack> {
+    /// Opens a cached file, verifying it page by page unless `known` says what it holds (it
+    /// was verified by this process and has not changed since).
+    fn open_track(&self, path: &Path, known: Option<Index>) -> Option<CachedTrack> {
         let open = || File::open(path).map(|f| BufReader::with_capacity(self.settings.reader_buffer, f));
-        let index = verify(open().ok()?).ok()?;
+        let index = match known {
+            Some(index) => index,
+            None => verify(open().ok()?).ok()?,
+        };
         let reader = OggOpusReader::open(open().ok()?).ok()?;
         Some(CachedTrack { index, reader })
     }
@@ -298,16 +321,18 @@ impl AudioCache {
     }
 
     fn publish(&self, stem: &str, partial: &Path) -> Result<(), String> {
-        File::open(partial)
+        let index = File::open(partial)
             .map_err(|e| e.to_string())
             .and_then(|f| verify(BufReader::new(f)).map_err(|e| e.to_string()))?;
         let path = self.settings.dir.join(format!("{stem}.opus"));
         std::fs::rename(partial, &path).map_err(|e| e.to_string())?;
-        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let stamp = stamp_of(&path);
+        let bytes = stamp.map_or(0, |(bytes, _)| bytes);
+        let checked = stamp.map(|(bytes, modified)| Checked { bytes, modified, index });
         let mut state = self.state.lock();
         self.remove(&mut state, stem);
         state.bytes += bytes;
-        state.entries.insert(stem.to_string(), Entry { path, bytes, last_played: SystemTime::now() });
+        state.entries.insert(stem.to_string(), Entry { path, bytes, last_played: SystemTime::now(), checked });
         self.evict(&mut state, Some(stem));
         Ok(())
     }

@@ -21,6 +21,9 @@ const SILENCE_FRAMES: u8 = 5;
 const MAX_LAG_TICKS: u64 = 25;
 /// Frames one player may send in a single tick while catching up.
 const MAX_BURST: u64 = 4;
+/// A new track starts once its frame buffer is full, or after this many ticks: starting with
+/// the full lead absorbs the burst of work when many tracks start at once.
+const START_WAIT_TICKS: u8 = 3;
 /// No schedule yet: the next frame is due at the current tick.
 const UNSCHEDULED: u64 = u64::MAX;
 
@@ -44,6 +47,8 @@ struct Feed {
     token: u64,
     frames: Receiver<Frame>,
     held: Option<Vec<u8>>,
+    /// Ticks a new track may still wait for its frame buffer to fill before it starts.
+    start_wait: u8,
 }
 
 /// What the current track did with one due frame.
@@ -53,7 +58,7 @@ enum Audio {
     Waiting,
     /// The E2EE state is locked right now.
     Busy,
-    /// No track, or it just ended.
+    /// No track, it just ended, or it is still filling its buffer to start.
     Idle,
 }
 
@@ -88,7 +93,7 @@ impl PlayerOutput {
 
     /// Switches to a new track's frames, starting the position at `start_frames`.
     pub fn play(&self, token: u64, frames: Receiver<Frame>, start_frames: u64) {
-        *self.feed.lock() = Some(Feed { token, frames, held: None });
+        *self.feed.lock() = Some(Feed { token, frames, held: None, start_wait: START_WAIT_TICKS });
         self.position_frames.store(start_frames, Ordering::Release);
     }
 
@@ -126,6 +131,14 @@ impl PlayerOutput {
     fn send_audio(&self, sender: &PacketSender, stamp: u64) -> Audio {
         let mut guard = self.feed.lock();
         let Some(feed) = guard.as_mut() else { return Audio::Idle };
+        if feed.start_wait > 0 {
+            if !feed.frames.is_full() {
+                feed.start_wait -= 1;
+                // Not scheduled yet: nothing is owed, so this is not an underrun.
+                return Audio::Idle;
+            }
+            feed.start_wait = 0;
+        }
         let mut ended = None;
         let frame = feed.held.take().or_else(|| match feed.frames.try_recv() {
             Ok(Frame::Audio(packet)) => Some(packet),
