@@ -8,6 +8,7 @@
 //! that could not be decrypted or arrived in plaintext.
 
 pub mod analysis;
+mod arrival;
 pub mod dave;
 pub mod rtp;
 mod server;

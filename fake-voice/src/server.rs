@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -86,6 +86,7 @@ impl FakeVoiceServer {
         // Many senders catching up at once after a stall must not overflow the socket: a
         // dropped packet would read as the server's loss. The kernel caps this at rmem_max.
         let _ = socket2::SockRef::from(&udp).set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+        crate::arrival::enable_timestamps(&udp);
         let udp_addr = udp.local_addr()?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let ws_addr = listener.local_addr()?;
@@ -173,8 +174,7 @@ impl FakeVoiceServer {
 fn udp_loop(socket: UdpSocket, shared: Arc<Shared>) {
     let mut buf = [0u8; 2048];
     loop {
-        let Ok((len, from)) = socket.recv_from(&mut buf) else { continue };
-        let arrival = Instant::now();
+        let Ok((len, from, arrival)) = crate::arrival::recv_from(&socket, &mut buf) else { continue };
         let packet = &buf[..len];
         if rtp::is_discovery_request(packet) {
             let ssrc = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
