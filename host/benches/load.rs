@@ -2,7 +2,7 @@
 //! the clock is and what a player costs in memory, against the in-repo fake voice server and
 //! a local media server, with a libopus encode-only baseline measured in the same run.
 //!
-//!     cargo bench --bench load
+//!     cargo bench --bench load [-- passthrough|transcode]
 //!
 //! Prints tables (see BENCHMARKS.md); asserts nothing about time.
 
@@ -262,23 +262,24 @@ fn per_core_by_cpu(steps: &[Step]) -> f64 {
     steps.last().map_or(0.0, |s| 1000.0 / s.cpu_ms_per_player_second().max(f64::EPSILON))
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let quiet = FakeVoiceConfig { keep_pcm: false, ..Default::default() };
+/// The passthrough mode's figures.
+struct Passthrough {
+    steps: Vec<Step>,
+    cached_latency: Duration,
+    rss_per_idle: u64,
+    rss_per_playing: u64,
+}
 
-    // Baseline: what libopus alone costs per frame, so the transcoding figure has a scale.
-    let encode_us = encode_only_us_per_frame();
-    let encode_only_per_core = 20_000.0 / encode_us;
-
-    // Passthrough: a cached Opus track (filled by a first play) to many players, no filter.
+/// A cached Opus track (filled by a first play) to many players, no filter; memory and the
+/// cached first-packet latency on the same server.
+async fn passthrough(voice: FakeVoiceConfig) -> Passthrough {
     let cache_dir = tempfile::tempdir().expect("cache dir");
     let cached_dir = cache_dir.path().to_path_buf();
-    let pass = Harness::start_with(quiet.clone(), move |c| c.audio_cache_path = Some(cached_dir)).await;
+    let pass = Harness::start_with(voice, move |c| c.audio_cache_path = Some(cached_dir)).await;
     step(&pass, 1, "tone-600-long.opus", &json!([])).await;
 
     // Memory, before any ramp has grown the allocator's pools: 100 idle players, then the
-    // same 100 playing (passthrough).
+    // same 100 playing.
     let rss0 = rss_bytes();
     let idle = players(&pass, 100).await;
     let rss_idle = rss_bytes();
@@ -287,48 +288,80 @@ async fn main() {
     join_all(idle.iter().map(|(_, s)| s.wait(LIMIT, |c| c.packets >= 100))).await;
     let rss_playing = rss_bytes();
     destroy(&pass, &idle).await;
-    let per_idle = rss_idle.saturating_sub(rss0) / 100;
-    let per_playing = rss_playing.saturating_sub(rss0) / 100;
 
-    let passthrough = ramp(&pass, "tone-600-long.opus", &json!([])).await;
+    let steps = ramp(&pass, "tone-600-long.opus", &json!([])).await;
 
-    // Latency to the first packet: a cached track, and a local mp3 fetched over HTTP.
+    // A local mp3 played once is cached; its first packet then comes from the file.
     step(&pass, 1, "tone-440.mp3", &json!([])).await;
     let cached_latency = first_packet(&pass, "tone-440.mp3", 7).await;
-    drop(pass);
+    Passthrough {
+        steps,
+        cached_latency,
+        rss_per_idle: rss_idle.saturating_sub(rss0) / 100,
+        rss_per_playing: rss_playing.saturating_sub(rss0) / 100,
+    }
+}
 
-    // Transcoding: mp3 → lowPass (WASM) → Opus, no cache, so every frame is decoded,
-    // filtered and encoded.
-    let plugins = ["lavalink-filters"];
-    let trans = Harness::with_plugins(quiet, &plugins, |c| c.audio_cache_max_bytes = 0).await;
-    let uncached_latency = first_packet(&trans, "tone-440.mp3", 7).await;
+/// mp3 → lowPass (WASM) → Opus with the cache off, so every frame is decoded, filtered and
+/// encoded; returns the ramp and the uncached first-packet latency.
+async fn transcode(voice: FakeVoiceConfig) -> (Vec<Step>, Duration) {
+    let trans = Harness::with_plugins(voice, &["lavalink-filters"], |c| c.audio_cache_max_bytes = 0).await;
+    let latency = first_packet(&trans, "tone-440.mp3", 7).await;
     let chain = json!([{ "name": "lowPass", "config": { "smoothing": 20.0 } }]);
-    let transcode = ramp(&trans, "tone-523-long.mp3", &chain).await;
+    (ramp(&trans, "tone-523-long.mp3", &chain).await, latency)
+}
 
-    let pass_per_core = sustained(&passthrough) as f64 / cores as f64;
-    let trans_per_core = sustained(&transcode) as f64 / cores as f64;
+/// `cargo bench --bench load [-- passthrough|transcode]`: both modes unless one is named (on
+/// a burstable VM whose CPU credits run out, run them apart with a rest in between).
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let named = |mode: &str| args.iter().any(|a| a == mode);
+    let all = !named("passthrough") && !named("transcode");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let quiet = FakeVoiceConfig { keep_pcm: false, ..Default::default() };
+
+    // Baseline: what libopus alone costs per frame, so the transcoding figure has a scale.
+    let encode_us = encode_only_us_per_frame();
+    let encode_only_per_core = 20_000.0 / encode_us;
+
+    let pass = if all || named("passthrough") { Some(passthrough(quiet.clone()).await) } else { None };
+    let trans = if all || named("transcode") { Some(transcode(quiet).await) } else { None };
+
     println!("cores: {cores}");
     println!();
     println!(
         "| mode | players | packets > 5 ms late | of which in a player's first second | lateness p50 ms (median player) | p99 ms (worst player) | max ms | late clock ticks | underruns | server CPU ms per player-second | steal | machine stalled ms | runs |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    print_steps("passthrough (cached Opus)", &passthrough);
-    print_steps("transcode (mp3 → lowPass → Opus)", &transcode);
+    if let Some(p) = &pass {
+        print_steps("passthrough (cached Opus)", &p.steps);
+    }
+    if let Some((steps, _)) = &trans {
+        print_steps("transcode (mp3 → lowPass → Opus)", steps);
+    }
     println!();
     println!("| figure | value |");
     println!("|---|---:|");
     println!("| libopus encode only, µs per 20 ms frame | {encode_us:.1} |");
     println!("| encode-only baseline, players per core | {encode_only_per_core:.0} |");
-    println!("| passthrough, players per core sustained (≤ 1 % late) | ≥ {pass_per_core:.0} |");
-    println!("| transcode, players per core sustained (≤ 1 % late) | ≥ {trans_per_core:.0} |");
-    println!("| transcode ÷ encode-only baseline | {:.2} |", trans_per_core / encode_only_per_core.max(f64::EPSILON));
-    let (pass_cpu, trans_cpu) = (per_core_by_cpu(&passthrough), per_core_by_cpu(&transcode));
-    println!("| passthrough, players per core by server CPU | {pass_cpu:.0} |");
-    println!("| transcode, players per core by server CPU | {trans_cpu:.0} |");
-    println!("| transcode by CPU ÷ encode-only baseline | {:.2} |", trans_cpu / encode_only_per_core.max(f64::EPSILON));
-    println!("| enqueue → first packet, cached | {:.0} ms |", cached_latency.as_secs_f64() * 1e3);
-    println!("| enqueue → first packet, local HTTP mp3 | {:.0} ms |", uncached_latency.as_secs_f64() * 1e3);
-    println!("| RSS per idle player | {:.0} KiB |", per_idle as f64 / 1024.0);
-    println!("| RSS per playing player | {:.0} KiB |", per_playing as f64 / 1024.0);
+    if let Some(p) = &pass {
+        println!(
+            "| passthrough, players per core sustained (≤ 1 % late) | ≥ {:.0} |",
+            sustained(&p.steps) as f64 / cores as f64
+        );
+        println!("| passthrough, players per core by server CPU | {:.0} |", per_core_by_cpu(&p.steps));
+        println!("| enqueue → first packet, cached | {:.0} ms |", p.cached_latency.as_secs_f64() * 1e3);
+        println!("| RSS per idle player | {:.0} KiB |", p.rss_per_idle as f64 / 1024.0);
+        println!("| RSS per playing player | {:.0} KiB |", p.rss_per_playing as f64 / 1024.0);
+    }
+    if let Some((steps, latency)) = &trans {
+        let per_core = sustained(steps) as f64 / cores as f64;
+        let by_cpu = per_core_by_cpu(steps);
+        println!("| transcode, players per core sustained (≤ 1 % late) | ≥ {per_core:.0} |");
+        println!("| transcode sustained ÷ encode-only baseline | {:.2} |", per_core / encode_only_per_core);
+        println!("| transcode, players per core by server CPU | {by_cpu:.0} |");
+        println!("| transcode by server CPU ÷ encode-only baseline | {:.2} |", by_cpu / encode_only_per_core);
+        println!("| enqueue → first packet, local HTTP mp3 | {:.0} ms |", latency.as_secs_f64() * 1e3);
+    }
 }
