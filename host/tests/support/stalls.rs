@@ -4,7 +4,7 @@
 //! the server and the fake listener stalled with it. A gap the listener heard while the
 //! witness ran on time was the server's own doing.
 
-use std::sync::OnceLock;
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use fake_voice::Gap;
@@ -17,29 +17,27 @@ const STALL: Duration = Duration::from_millis(15);
 /// before it jumps, and catches up within a few hundred milliseconds after a stall.
 const LOOKBACK: Duration = Duration::from_millis(1500);
 
-struct Witness {
-    stalls: Mutex<Vec<(Instant, Instant)>>,
-}
+/// When the witness asked to wake and when it did, for every wake far too late.
+static STALLS: Mutex<Vec<(Instant, Instant)>> = Mutex::new(Vec::new());
 
-fn witness() -> &'static Witness {
-    static WITNESS: OnceLock<&'static Witness> = OnceLock::new();
-    WITNESS.get_or_init(|| {
-        let witness: &'static Witness = Box::leak(Box::new(Witness { stalls: Mutex::new(Vec::new()) }));
+fn witness() -> &'static Mutex<Vec<(Instant, Instant)>> {
+    static STARTED: Once = Once::new();
+    STARTED.call_once(|| {
         std::thread::Builder::new()
             .name("stall-witness".into())
-            .spawn(move || {
+            .spawn(|| {
                 loop {
                     let asked = Instant::now() + PERIOD;
                     std::thread::sleep(PERIOD);
                     let woke = Instant::now();
                     if woke.duration_since(asked) > STALL {
-                        witness.stalls.lock().push((asked, woke));
+                        STALLS.lock().push((asked, woke));
                     }
                 }
             })
             .expect("stall witness thread");
-        witness
-    })
+    });
+    &STALLS
 }
 
 /// Starts the witness (once per test process); call before anything is measured.
@@ -54,7 +52,7 @@ pub fn stalled_around(gap: &Gap) -> Duration {
 
 /// How long the machine stalled between `from` and `to`.
 pub fn stalled_between(from: Instant, to: Instant) -> Duration {
-    witness().stalls.lock().iter().map(|&(start, end)| end.min(to).saturating_duration_since(start.max(from))).sum()
+    witness().lock().iter().map(|&(start, end)| end.min(to).saturating_duration_since(start.max(from))).sum()
 }
 
 /// Whether the machine stalled for at least half as long as `gap` lasted.
