@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use fake_voice::FakeVoiceConfig;
 use futures_util::future::join_all;
-use mesastream::audio::encode::{FRAME_LEN, OpusEncoder};
+use mesastream::audio::encode::{OpusEncoder, tone_frame};
 use serde_json::{Value, json};
 use support::{Harness, LIMIT, enqueued_track_id};
 
@@ -220,12 +220,7 @@ async fn first_packet(h: &Harness, file: &str, runs: usize) -> Duration {
 
 fn encode_only_us_per_frame() -> f64 {
     let mut encoder = OpusEncoder::new(128).expect("encoder");
-    let frame: Vec<f32> = (0..FRAME_LEN / 2)
-        .flat_map(|i| {
-            let s = 0.4 * (std::f32::consts::TAU * 440.0 * i as f32 / 48_000.0).sin();
-            [s, s]
-        })
-        .collect();
+    let frame = tone_frame(440.0, 0.4, 0);
     for _ in 0..200 {
         std::hint::black_box(encoder.encode(&frame).expect("encode"));
     }

@@ -37,3 +37,14 @@ impl OpusEncoder {
         Ok(self.out[..n].to_vec())
     }
 }
+
+/// One frame of a sine at `hz` with peak `amplitude` in both channels, its first sample
+/// being sample `first` of the tone: what unit tests and benchmarks encode.
+pub fn tone_frame(hz: f32, amplitude: f32, first: usize) -> Vec<f32> {
+    (first..first + FRAME_LEN / 2)
+        .flat_map(|i| {
+            let s = amplitude * (std::f32::consts::TAU * hz * i as f32 / 48_000.0).sin();
+            [s, s]
+        })
+        .collect()
+}

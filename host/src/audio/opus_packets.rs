@@ -80,22 +80,11 @@ impl PacketDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audio::encode::{FRAME_LEN, OpusEncoder};
+    use crate::audio::encode::{FRAME_LEN, OpusEncoder, tone_frame};
 
     fn tone_packets(n: usize) -> Vec<Vec<u8>> {
         let mut encoder = OpusEncoder::new(128).unwrap();
-        (0..n)
-            .map(|f| {
-                let frame: Vec<f32> = (0..FRAME_LEN / 2)
-                    .flat_map(|i| {
-                        let t = (f * FRAME_LEN / 2 + i) as f32 / 48_000.0;
-                        let s = 0.5 * (std::f32::consts::TAU * 440.0 * t).sin();
-                        [s, s]
-                    })
-                    .collect();
-                encoder.encode(&frame).unwrap()
-            })
-            .collect()
+        (0..n).map(|f| encoder.encode(&tone_frame(440.0, 0.5, f * FRAME_LEN / 2)).unwrap()).collect()
     }
 
     #[test]

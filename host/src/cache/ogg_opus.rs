@@ -224,23 +224,12 @@ mod tests {
 
     use super::*;
     use crate::audio::decode::{SourceDecoder, Unit};
-    use crate::audio::encode::{FRAME_LEN, OpusEncoder};
+    use crate::audio::encode::{OpusEncoder, tone_frame};
 
     /// `n` 20 ms packets of a tone whose frequency rises with the packet number, so packets differ.
     fn packets(n: usize) -> Vec<Vec<u8>> {
         let mut encoder = OpusEncoder::new(96).unwrap();
-        (0..n)
-            .map(|f| {
-                let hz = 200.0 + 10.0 * f as f32;
-                let frame: Vec<f32> = (0..FRAME_LEN / 2)
-                    .flat_map(|i| {
-                        let s = 0.4 * (std::f32::consts::TAU * hz * i as f32 / 48_000.0).sin();
-                        [s, s]
-                    })
-                    .collect();
-                encoder.encode(&frame).unwrap()
-            })
-            .collect()
+        (0..n).map(|f| encoder.encode(&tone_frame(200.0 + 10.0 * f as f32, 0.4, 0)).unwrap()).collect()
     }
 
     fn file_of(packets: &[Vec<u8>], pre_skip: u16) -> (Vec<u8>, Index) {

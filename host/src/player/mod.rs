@@ -19,6 +19,8 @@ use crate::audio::{Controls, TrackInfo, TrackRequest, TrackSource, pipeline};
 use crate::events::Event;
 use crate::model::{Equalizer, FilterEntry, Id, PlayerSnapshot, PlayerStatus, Track, VoiceBridgePayload};
 use crate::plugins::resolver::Locator;
+use crate::voice::scheduler::Registration;
+use crate::voice::{VoiceConnection, VoiceEvent};
 
 /// Where a queued track's media is and what it is cached under, as its resolver said.
 #[derive(Debug, Clone)]
@@ -26,8 +28,6 @@ pub struct KnownSource {
     pub locator: Locator,
     pub cache_key: String,
 }
-use crate::voice::scheduler::Registration;
-use crate::voice::{VoiceConnection, VoiceEvent};
 
 /// Mutable state of one player.
 pub struct State {
@@ -188,9 +188,10 @@ impl Player {
         };
         let span =
             tracing::info_span!("track", player = %self.id, track_id = %track.id, url = %track.source_url, start_ms);
+        let (source, cache_key) = self.source_of(state, &track);
         let request = TrackRequest {
-            source: self.source_of(state, &track),
-            cache_key: self.cache_key_of(state, &track),
+            source,
+            cache_key,
             duration_hint_ms: Some(track.metadata.duration_ms).filter(|ms| *ms > 0),
             start_ms,
             span,
@@ -233,25 +234,20 @@ impl Player {
         }
     }
 
-    /// Where `track`'s media comes from: what its resolver said at enqueue, else the
-    /// resolvers again (tracks restored after a restart), else its URL.
-    fn source_of(&self, state: &State, track: &Track) -> TrackSource {
+    /// Where `track`'s media comes from and what it is cached under: what its resolver said
+    /// at enqueue; else the resolvers again (tracks restored after a restart; the pipeline
+    /// learns the key when it resolves); else its URL.
+    fn source_of(&self, state: &State, track: &Track) -> (TrackSource, Option<String>) {
         match state.sources.get(&track.id) {
-            Some(known) => TrackSource::Located(known.locator.clone()),
-            _ if self.ctx.pipeline.plugins.as_ref().is_some_and(|h| h.has_resolvers()) => {
-                TrackSource::Resolve { query: track.source_url.clone(), guild_id: Some(self.guild_id.to_string()) }
-            }
-            _ => TrackSource::Located(Locator::Http { url: track.stream_url.clone(), headers: Vec::new() }),
-        }
-    }
-
-    /// What `track` is cached under, when known before it plays (else the pipeline learns it
-    /// when it resolves the track).
-    fn cache_key_of(&self, state: &State, track: &Track) -> Option<String> {
-        match state.sources.get(&track.id) {
-            Some(known) => Some(known.cache_key.clone()),
-            None if self.ctx.pipeline.plugins.as_ref().is_some_and(|h| h.has_resolvers()) => None,
-            None => Some(pipeline::direct_cache_key(&track.stream_url)),
+            Some(known) => (TrackSource::Located(known.locator.clone()), Some(known.cache_key.clone())),
+            _ if self.ctx.pipeline.plugins.as_ref().is_some_and(|h| h.has_resolvers()) => (
+                TrackSource::Resolve { query: track.source_url.clone(), guild_id: Some(self.guild_id.to_string()) },
+                None,
+            ),
+            _ => (
+                TrackSource::Located(Locator::Http { url: track.stream_url.clone(), headers: Vec::new() }),
+                Some(pipeline::direct_cache_key(&track.stream_url)),
+            ),
         }
     }
 

@@ -141,7 +141,11 @@ impl Metrics {
             "Cache fills discarded (cut off, not writable, not verified)",
             m.cache_fill_failures.clone(),
         );
-        registry.register("audio_cache_evictions", "Cached tracks removed for size or age", m.cache_evictions.clone());
+        registry.register(
+            "audio_cache_evictions",
+            "Cached tracks removed to stay under the size cap",
+            m.cache_evictions.clone(),
+        );
         registry.register("audio_cache_bytes", "Bytes of complete cached tracks", m.cache_bytes.clone());
         registry.register("audio_cache_disabled", "1 while the cache directory is unusable", m.cache_disabled.clone());
         Self { registry, ..m }
