@@ -24,6 +24,9 @@ async fn play_filtered(h: &Harness, file: &str, chain: Value) -> Report {
     assert_eq!(reply.status, 200, "{reply:?}");
     let ended = events.track_ended(guild, &enqueued_track_id(&reply.body)).await;
     assert!(ended["data"].get("error").is_none(), "{ended}");
+    // A filter taken out of the chain would leave the rest of the track unfiltered.
+    let failed: Vec<&Value> = events.seen.iter().filter(|e| e["type"] == "FilterFailed").collect();
+    assert!(failed.is_empty(), "a filter failed mid-track: {failed:?}");
     session.wait(support::LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
     let report = session.report();
     assert_eq!((report.lost_packets, report.undecryptable), (0, 0), "{report:?}");

@@ -2,14 +2,18 @@
 //! compiled components.
 //!
 //! Runaway guests are bounded three ways: a memory cap per store (growing past it traps),
-//! an epoch deadline on guest compute time per call (time spent in host calls does not
-//! count; those have their own timeouts), and one store per instance, so a trap poisons
-//! only the instance that trapped.
+//! an epoch deadline on guest compute time per call, and one store per instance, so a trap
+//! poisons only the instance that trapped. Compute time is the calling thread's CPU time:
+//! a thread waiting for a core (a busy machine, a hypervisor taking the vCPU) is not
+//! charged for the wait, and time spent in host calls does not count either (those have
+//! their own timeouts).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use cpu_time::ThreadTime;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ResourceTable};
@@ -46,6 +50,9 @@ pub fn build(pool_instances: u32) -> Result<Engine, PluginError> {
             Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?
         }
     };
+    if ThreadTime::try_now().is_err() {
+        tracing::error!("no per-thread CPU clock on this system; plugin calls are not time-bounded");
+    }
     start_epoch_ticker(&engine);
     Ok(engine)
 }
@@ -115,18 +122,29 @@ pub struct Limits {
     pub call_time: Duration,
 }
 
-/// Accounts for the time a call spends in the guest, as opposed to in host calls.
+/// Accounts for the CPU time a call spends in the guest, as opposed to in host calls.
 #[derive(Debug)]
 pub struct Budget {
-    started: Instant,
+    /// The thread's CPU time when the call began.
+    started: Duration,
     in_host: Duration,
     limit: Duration,
 }
 
 impl Budget {
-    fn guest_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.in_host)
+    fn new(limit: Duration) -> Self {
+        Self { started: thread_cpu_time(), in_host: Duration::ZERO, limit }
     }
+
+    fn guest_time(&self) -> Duration {
+        thread_cpu_time().saturating_sub(self.started).saturating_sub(self.in_host)
+    }
+}
+
+/// CPU time the calling thread has used so far (zero where the system cannot tell, which
+/// `build` reports).
+fn thread_cpu_time() -> Duration {
+    ThreadTime::try_now().map_or(Duration::ZERO, |t| t.as_duration())
 }
 
 /// What a store carries for its one instance.
@@ -151,9 +169,9 @@ impl WasiView for PluginState {
 impl PluginState {
     /// Runs a host call, keeping its time out of the guest's budget.
     pub fn in_host<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let start = Instant::now();
+        let start = thread_cpu_time();
         let result = f();
-        self.budget.in_host += start.elapsed();
+        self.budget.in_host += thread_cpu_time().saturating_sub(start);
         result
     }
 }
@@ -179,7 +197,7 @@ pub fn new_store(
             .memory_size(limits.memory_bytes.min(MAX_MEMORY_BYTES))
             .trap_on_grow_failure(true)
             .build(),
-        budget: Budget { started: Instant::now(), in_host: Duration::ZERO, limit: limits.call_time },
+        budget: Budget::new(limits.call_time),
         log,
         caps,
     };
@@ -201,8 +219,7 @@ pub fn new_store(
 /// Starts the budget for a new call.
 pub fn begin_call(store: &mut Store<PluginState>) {
     let budget = &mut store.data_mut().budget;
-    budget.started = Instant::now();
-    budget.in_host = Duration::ZERO;
+    *budget = Budget::new(budget.limit);
     let limit = budget.limit;
     store.set_epoch_deadline(ticks(limit));
 }
@@ -240,6 +257,28 @@ impl FailureKind {
             Self::Memory => "memory",
             Self::Trap => "trap",
             Self::Refused => "refused",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn a_call_is_charged_for_the_cpu_it_uses_not_for_waiting() {
+        let budget = Budget::new(Duration::from_millis(20));
+        // Off the CPU for three budgets' worth of wall time, as when the machine is busy.
+        std::thread::sleep(Duration::from_millis(60));
+        let waited = budget.guest_time();
+        assert!(waited < Duration::from_millis(5), "charged {waited:?} for sleeping");
+
+        // Spinning is charged: the budget runs out (a generous wall limit only ends a hang).
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while budget.guest_time() < budget.limit {
+            assert!(Instant::now() < give_up, "spinning never used up the budget");
         }
     }
 }
