@@ -2,9 +2,12 @@
 
 mod support;
 
+use std::time::{Duration, Instant};
+
 use fake_voice::FakeVoiceConfig;
+use mesastream::audio::encode::OpusEncoder;
 use serde_json::{Value, json};
-use support::{Harness, LIMIT, enqueued_track_id, media::tone};
+use support::{Harness, LIMIT, enqueued_track_id, media::tone, stalls};
 
 fn audio_packets(report: &fake_voice::Report) -> i64 {
     (report.packets - report.silence_packets) as i64
@@ -132,6 +135,79 @@ async fn volume_and_equalizer_change_what_is_heard() {
     let cut = level(3.0, 3.6);
     assert!((full - half - 6.02).abs() < 1.0, "volume 0.5: {full:.1} dB → {half:.1} dB");
     assert!(half - cut > 30.0, "bass 0 removes the 100 Hz tone: {half:.1} dB → {cut:.1} dB");
+}
+
+/// The level of the left channel in 2 ms windows every 1 ms, in dB, from where the decoded
+/// audio lines up with the track's frames (the encoder's delay in).
+fn left_levels(pcm: &[f32]) -> Vec<f64> {
+    let lookahead = OpusEncoder::new(64).expect("encoder").lookahead();
+    let left: Vec<f32> = pcm.iter().step_by(2).skip(lookahead).copied().collect();
+    left.windows(96)
+        .step_by(48)
+        .map(|w| 10.0 * (w.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / 96.0).max(1e-12).log10())
+        .collect()
+}
+
+/// Frames between the last one the player had sent when a change was answered and the
+/// first frame that carries it: 1 means the next frame but one (the next one was made
+/// before the change came). The change starts where the level first steps down by 3 dB;
+/// the codec smears a step up to 2.5 ms into the frame before, which is allowed for.
+fn frames_until_heard(levels: &[f64], answered_ms: u64) -> i64 {
+    let answered = (answered_ms / 20) as usize;
+    let ms = |frame: usize| frame * 20;
+    let before = &levels[ms(answered.saturating_sub(10))..ms(answered.saturating_sub(5))];
+    let old = before.iter().sum::<f64>() / before.len() as f64;
+    let from = ms(answered.saturating_sub(5));
+    let step = levels[from..].iter().position(|l| *l < old - 3.0).expect("the change is heard");
+    // Window centre, in samples per channel, plus the smear allowance.
+    let at = (from + step) * 48 + 48 + 120;
+    (at / 960) as i64 - answered as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_and_filter_changes_are_heard_on_the_next_frame_made() {
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["lavalink-filters"], |_| {}).await;
+    let mut events = h.events().await;
+    let (guild, session) = h.new_player().await;
+    let t = tone("tone-1000-left.wav");
+    let track_id = enqueued_track_id(&h.enqueue(guild, &h.media.url(t.file)).await.body);
+    // Each change is timed by the frames the player had sent when it answered, and by the
+    // machine: a stall just before a change leaves the player owing frames it then makes
+    // at once, all with the old setting.
+    let change = async |method: reqwest::Method, path: &str, body: Value| {
+        let asked = Instant::now();
+        let reply = h.call(method, &format!("/players/{guild}/{path}"), Some(body)).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let at = reply.body["position_ms"].as_u64();
+        (at, stalls::stalled_between(asked - Duration::from_millis(100), Instant::now()))
+    };
+    session.wait(LIMIT, |c| c.packets >= 30).await.expect("playing");
+    let (volume_at, volume_stall) = change(reqwest::Method::POST, "volume", json!({"volume": 0.5})).await;
+    session.wait(LIMIT, |c| c.packets >= 60).await.expect("playing");
+    // A level change through a filter (a change of stereo image would be smoothed over a few
+    // frames by the codec itself, hiding where it started).
+    let quarter = json!([{"name": "channelMix", "config": {"leftToLeft": 0.25}}]);
+    let (_, filter_stall) = change(reqwest::Method::PUT, "filters", quarter).await;
+    // The chain's answer is the chain, not a snapshot: the position comes from the player.
+    let filter_at = h.get(&format!("/players/{guild}")).await.body["position_ms"].as_u64();
+    events.track_ended(guild, &track_id).await;
+    session.wait(LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
+    let report = session.report();
+    assert_eq!(report.lost_packets, 0, "{report:?}");
+    support::assert_no_gaps(&report);
+
+    let levels = left_levels(&session.pcm());
+    let check = |what: &str, late: i64, stalled: Duration| {
+        if late > 1 && stalled > Duration::from_millis(20) {
+            eprintln!("{what} heard {late} frames late while the machine stalled for {stalled:?}");
+        } else {
+            assert!(late <= 1, "{what} heard {late} frames after the answer");
+        }
+    };
+    // The track fills the cache as it plays, so it reaches the encoder as Opus packets: a
+    // filter acts on them decoded, which starts its change a lookahead into the frame.
+    check("volume 0.5", frames_until_heard(&levels, volume_at.expect("position")), volume_stall);
+    check("channelMix 0.25", frames_until_heard(&levels, filter_at.expect("position")), filter_stall);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

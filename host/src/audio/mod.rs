@@ -1,6 +1,7 @@
 //! From a URL to 20 ms Opus frames: fetch, decode, resample, filter, encode.
 
 pub mod decode;
+pub mod demand;
 pub mod encode;
 pub mod fetch;
 pub mod filter_chain;
@@ -9,4 +10,4 @@ pub mod pipeline;
 pub mod process_stream;
 pub mod resample;
 
-pub use pipeline::{Controls, Frame, Gain, PipelineConfig, TrackInfo, TrackRequest, TrackSource};
+pub use pipeline::{Controls, Frame, Gain, PipelineConfig, TrackFrames, TrackInfo, TrackRequest, TrackSource};

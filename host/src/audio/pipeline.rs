@@ -1,8 +1,8 @@
 //! One track's production line on two threads. The decoder thread fetches, decodes and
 //! resamples to 48 kHz stereo, keeping up to `frames_ahead` 20 ms blocks of PCM ready. The
-//! encoder thread takes one block at a time just before the clock needs it, runs the filter
-//! chain and the volume, and encodes Opus into a buffer of two frames, so a filter or volume
-//! change is heard within a couple of frames. An Opus source's packets are not decoded at all
+//! encoder thread takes a block only when the clock asks for another frame (see `demand`),
+//! runs the filter chain and the volume, and encodes Opus, so a filter or volume change is
+//! heard from the next frame the clock asks for. An Opus source's packets are not decoded at all
 //! while no filter works and the volume is 1: they go to the transport as they are
 //! (passthrough), and the encoder thread decodes them from the packet where that stops
 //! being true. A dropped receiver or the cancel flag ends both.
@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use symphonia::core::io::MediaSource;
 
 use super::decode::{SourceDecoder, Unit};
+use super::demand::Demand;
 use super::encode::{FRAME_LEN, OpusEncoder};
 use super::fetch::{FetchOptions, HttpSource};
 use super::filter_chain::{ChainControl, FailureReport, FilterChain};
@@ -24,8 +25,10 @@ use crate::cache::store::{AudioCache, FillWriter, Plan};
 use crate::plugins::PluginHost;
 use crate::plugins::resolver::{Locator, ResolvedTrack};
 
-/// Encoded frames kept ready for the clock.
-const ENCODED_AHEAD: usize = 2;
+/// Frames asked for before a track starts: its first two frames are ready when it does.
+const START_FRAMES: u64 = 2;
+/// Room for every frame the clock may ask for while catching up.
+const FRAMES_CAPACITY: usize = 16;
 /// Consecutive Opus packets that fail to decode before the track is given up.
 const MAX_UNDECODABLE: u32 = 20;
 
@@ -35,6 +38,12 @@ pub enum Frame {
     Audio(Vec<u8>),
     /// The track is over; an error says why it ended early.
     End(Result<(), String>),
+}
+
+/// A running track as the clock sees it: its frames and where to ask for more.
+pub struct TrackFrames {
+    pub frames: Receiver<Frame>,
+    pub demand: Arc<Demand>,
 }
 
 /// Settings shared by every track.
@@ -124,15 +133,17 @@ pub fn spawn(
     controls: Arc<Controls>,
     cancel: Arc<AtomicBool>,
     on_open: impl FnOnce(TrackInfo) + Send + 'static,
-) -> std::io::Result<Receiver<Frame>> {
+) -> std::io::Result<TrackFrames> {
     let (pcm_tx, pcm_rx) = bounded(config.frames_ahead.max(2));
-    let (tx, rx) = bounded(ENCODED_AHEAD);
+    let (tx, rx) = bounded(FRAMES_CAPACITY);
+    let demand = Arc::new(Demand::new(START_FRAMES));
+    let encoder_demand = demand.clone();
     let span = request.span.clone();
     let encoder_cancel = cancel.clone();
     let bitrate = config.bitrate_kbps;
     let chain = FilterChain::new(config.plugins.clone(), controls.on_filter_failure.clone());
     std::thread::Builder::new().name("track-encode".into()).spawn(move || {
-        let ended = span.in_scope(|| encode(bitrate, chain, &controls, &encoder_cancel, &pcm_rx, &tx));
+        let ended = span.in_scope(|| encode(bitrate, chain, &controls, &encoder_demand, &encoder_cancel, &pcm_rx, &tx));
         let ended = match ended {
             Ok(None) => return,
             Ok(Some(result)) => result,
@@ -150,7 +161,7 @@ pub fn spawn(
         let result = span.in_scope(|| decode(&request, &config, &cancel, &pcm_tx, on_open));
         let _ = pcm_tx.send(Block::End(result));
     })?;
-    Ok(rx)
+    Ok(TrackFrames { frames: rx, demand })
 }
 
 /// Fetches, decodes and resamples into 20 ms blocks (the last one may be shorter).
@@ -351,16 +362,22 @@ fn encode(
     bitrate_kbps: u32,
     chain: FilterChain,
     controls: &Controls,
+    demand: &Demand,
     cancel: &AtomicBool,
     rx: &Receiver<Block>,
     tx: &Sender<Frame>,
 ) -> Result<Option<Result<(), String>>, String> {
     let encoder = OpusEncoder::new(bitrate_kbps).map_err(|e| e.to_string())?;
     let lookahead = encoder.lookahead();
-    let mut out = Output { encoder, chain, controls, cancel, tx, ready: Vec::with_capacity(FRAME_LEN * 4), offset: 0 };
+    let mut out =
+        Output { encoder, chain, controls, cancel, tx, ready: Vec::with_capacity(FRAME_LEN * 4), offset: 0, made: 0 };
     let mut opus: Option<PacketDecoder> = None;
     let mut undecodable = 0u32;
     loop {
+        // The next block is filtered and encoded only once the clock wants its frame.
+        if !demand.wait_beyond(out.made, cancel) {
+            return Ok(None);
+        }
         let Ok(block) = rx.recv() else { return Ok(None) };
         let more = match block {
             Block::Pcm(pcm) => out.transcode(pcm, false)?,
@@ -414,6 +431,8 @@ struct Output<'a> {
     /// Each frame is encoded from that far ahead so the encoder's delay is cancelled and the
     /// re-encoded frames line up with the source's packets (switching is seamless).
     offset: usize,
+    /// Audio frames sent so far.
+    made: u64,
 }
 
 impl Output<'_> {
@@ -445,7 +464,7 @@ impl Output<'_> {
         } else {
             decoder.pass(&packet);
         }
-        Ok(Ok(!self.cancel.load(Ordering::Acquire) && self.tx.send(Frame::Audio(packet)).is_ok()))
+        Ok(Ok(self.deliver(packet)))
     }
 
     /// Switches an Opus source to decoding at `packet`. The encoder is first fed (output
@@ -505,12 +524,21 @@ impl Output<'_> {
             scale(frame, self.controls.gain.get());
             let packet = self.encoder.encode(frame).map_err(|e| e.to_string())?;
             start += FRAME_LEN;
-            if self.cancel.load(Ordering::Acquire) || self.tx.send(Frame::Audio(packet)).is_err() {
+            if !self.deliver(packet) {
                 return Ok(false);
             }
         }
         self.ready.drain(..start);
         Ok(true)
+    }
+
+    /// Hands one frame to the clock. False when nobody listens any more.
+    fn deliver(&mut self, packet: Vec<u8>) -> bool {
+        if self.cancel.load(Ordering::Acquire) || self.tx.send(Frame::Audio(packet)).is_err() {
+            return false;
+        }
+        self.made += 1;
+        true
     }
 }
 

@@ -4,6 +4,8 @@
 //! state busy, decoder a little behind) keeps its timestamp and goes out on a later tick, a
 //! few per tick, so listeners get every frame in order; only a player more than half a second
 //! behind skips ahead. A frame without an E2EE key is never sent in the clear: it waits.
+//! Each tick it asks the track's encoder for the frames it owes and one more, so the encoder
+//! works just ahead of the clock and a volume or filter change is heard on the next frame.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -13,7 +15,8 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 
-use crate::audio::Frame;
+use crate::audio::demand::Demand;
+use crate::audio::{Frame, TrackFrames};
 use crate::voice::{OPUS_SILENCE, PacketSender, SendOutcome, TickOutcome, Tickable};
 
 const SILENCE_FRAMES: u8 = 5;
@@ -21,9 +24,13 @@ const SILENCE_FRAMES: u8 = 5;
 const MAX_LAG_TICKS: u64 = 25;
 /// Frames one player may send in a single tick while catching up.
 const MAX_BURST: u64 = 4;
-/// A new track starts once its frame buffer is full, or after this many ticks: starting with
-/// the full lead absorbs the burst of work when many tracks start at once.
+/// A new track starts once its first frames are ready, or after this many ticks: starting with
+/// a lead absorbs the burst of work when many tracks start at once.
 const START_WAIT_TICKS: u8 = 3;
+/// Frames ready before a new track starts (as many as the pipeline makes up front).
+const START_FRAMES: usize = 2;
+/// Frames asked for beyond those due: the one for the next tick.
+const ASK_AHEAD: u64 = 1;
 /// No schedule yet: the next frame is due at the current tick.
 const UNSCHEDULED: u64 = u64::MAX;
 
@@ -46,9 +53,18 @@ pub struct OutputCounters {
 struct Feed {
     token: u64,
     frames: Receiver<Frame>,
+    demand: Arc<Demand>,
     held: Option<Vec<u8>>,
-    /// Ticks a new track may still wait for its frame buffer to fill before it starts.
+    /// Frames of this track sent so far.
+    sent: u64,
+    /// Ticks a new track may still wait for its first frames before it starts.
     start_wait: u8,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.demand.close();
+    }
 }
 
 /// What the current track did with one due frame.
@@ -92,8 +108,9 @@ impl PlayerOutput {
     }
 
     /// Switches to a new track's frames, starting the position at `start_frames`.
-    pub fn play(&self, token: u64, frames: Receiver<Frame>, start_frames: u64) {
-        *self.feed.lock() = Some(Feed { token, frames, held: None, start_wait: START_WAIT_TICKS });
+    pub fn play(&self, token: u64, track: TrackFrames, start_frames: u64) {
+        let TrackFrames { frames, demand } = track;
+        *self.feed.lock() = Some(Feed { token, frames, demand, held: None, sent: 0, start_wait: START_WAIT_TICKS });
         self.position_frames.store(start_frames, Ordering::Release);
     }
 
@@ -132,7 +149,7 @@ impl PlayerOutput {
         let mut guard = self.feed.lock();
         let Some(feed) = guard.as_mut() else { return Audio::Idle };
         if feed.start_wait > 0 {
-            if !feed.frames.is_full() {
+            if feed.frames.len() < START_FRAMES {
                 feed.start_wait -= 1;
                 // Not scheduled yet: nothing is owed, so this is not an underrun.
                 return Audio::Idle;
@@ -166,6 +183,7 @@ impl PlayerOutput {
         sender.set_speaking(true);
         match sender.send(stamp, &packet) {
             SendOutcome::Sent => {
+                feed.sent += 1;
                 self.position_frames.fetch_add(1, Ordering::AcqRel);
                 self.counters.frames_sent.inc();
                 self.silence_left.store(SILENCE_FRAMES, Ordering::Release);
@@ -212,7 +230,17 @@ impl PlayerOutput {
             }
         }
         self.due.store(if outcome.is_none() { UNSCHEDULED } else { due }, Ordering::Release);
+        if outcome.is_some() {
+            self.ask_ahead((tick + 1).saturating_sub(due));
+        }
         outcome
+    }
+
+    /// Asks the encoder for the `owed` frames due and not yet sent, and the next one.
+    fn ask_ahead(&self, owed: u64) {
+        if let Some(feed) = self.feed.lock().as_ref() {
+            feed.demand.ask_up_to(feed.sent + owed.min(MAX_BURST) + ASK_AHEAD);
+        }
     }
 
     fn send_silence(&self, sender: &PacketSender, tick: u64, retry: bool) -> TickOutcome {
