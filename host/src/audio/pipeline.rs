@@ -25,8 +25,8 @@ use crate::cache::store::{AudioCache, FillWriter, Plan};
 use crate::plugins::PluginHost;
 use crate::plugins::resolver::{Locator, ResolvedTrack};
 
-/// Frames asked for before a track starts: its first two frames are ready when it does.
-const START_FRAMES: u64 = 2;
+/// Frames asked for before a track starts: the clock starts it once they are ready.
+pub const START_FRAMES: u64 = 2;
 /// Room for every frame the clock may ask for while catching up.
 const FRAMES_CAPACITY: usize = 16;
 /// Consecutive Opus packets that fail to decode before the track is given up.

@@ -16,6 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 
 use crate::audio::demand::Demand;
+use crate::audio::pipeline::START_FRAMES;
 use crate::audio::{Frame, TrackFrames};
 use crate::voice::{OPUS_SILENCE, PacketSender, SendOutcome, TickOutcome, Tickable};
 
@@ -27,8 +28,6 @@ const MAX_BURST: u64 = 4;
 /// A new track starts once its first frames are ready, or after this many ticks: starting with
 /// a lead absorbs the burst of work when many tracks start at once.
 const START_WAIT_TICKS: u8 = 3;
-/// Frames ready before a new track starts (as many as the pipeline makes up front).
-const START_FRAMES: usize = 2;
 /// Frames asked for beyond those due: the one for the next tick.
 const ASK_AHEAD: u64 = 1;
 /// No schedule yet: the next frame is due at the current tick.
@@ -149,7 +148,7 @@ impl PlayerOutput {
         let mut guard = self.feed.lock();
         let Some(feed) = guard.as_mut() else { return Audio::Idle };
         if feed.start_wait > 0 {
-            if feed.frames.len() < START_FRAMES {
+            if (feed.frames.len() as u64) < START_FRAMES {
                 feed.start_wait -= 1;
                 // Not scheduled yet: nothing is owed, so this is not an underrun.
                 return Audio::Idle;
