@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use mesastream::plugins::filter::FilterInstance;
 use mesastream::plugins::{PluginHost, PluginSettings, Services};
 use mesastream::store::StateStore;
-use mesastream::telemetry::metrics::Metrics;
 
 /// 20 ms of 48 kHz stereo.
 const FRAME: usize = 1920;
@@ -57,7 +56,7 @@ fn main() {
         pool_instances: 16,
     };
     let store = StateStore::in_memory("bench").expect("store");
-    let services = Services { runtime: runtime.handle().clone(), store, metrics: Arc::new(Metrics::new()) };
+    let services = Services::offline(runtime.handle().clone(), store).expect("services");
     let host = PluginHost::new(settings, services).expect("plugin host");
     host.scan();
 

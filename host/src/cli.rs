@@ -11,7 +11,6 @@ use crate::config::Config;
 use crate::plugins::grants::OperatorConfig;
 use crate::plugins::{Change, LoadedPlugin, PluginHost, PluginSettings, Services, info_of};
 use crate::store::StateStore;
-use crate::telemetry::metrics::Metrics;
 
 /// A Discord audio streaming host whose resolvers and filters are WebAssembly plugins.
 /// Without a command it runs the server, configured by environment variables (see README).
@@ -122,7 +121,7 @@ fn host(
         pool_instances: 16,
     };
     let store = StateStore::in_memory(&config.redis_prefix).map_err(|e| e.to_string())?;
-    let services = Services { runtime: runtime.handle().clone(), store, metrics: Arc::new(Metrics::new()) };
+    let services = Services::offline(runtime.handle().clone(), store).map_err(|e| e.to_string())?;
     PluginHost::new(settings, services).map_err(|e| e.to_string())
 }
 

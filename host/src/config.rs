@@ -1,8 +1,13 @@
 //! Configuration from the environment, with mesastream's variable names and defaults. Bad
 //! values stop startup with a message naming the variable (no silent fallbacks).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+
+use std::collections::BTreeMap;
+
+use crate::egress::AllowList;
+use crate::plugins::grants::ProgramPolicy;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
@@ -62,6 +67,29 @@ pub struct Config {
     pub cache_writer_buffer_bytes: usize,
     /// `CACHE_READER_BUFFER_BYTES` (65536, at least 6000).
     pub cache_reader_buffer_bytes: usize,
+    /// `MEDIA_ALLOW_HOSTS`: hosts media may come from although they are not public.
+    pub media_allow_hosts: AllowList,
+    /// `MEDIA_DNS_SERVER` (`ip:port`): resolve media hosts with this server, not the system's.
+    pub media_dns_server: Option<SocketAddr>,
+    /// `MEDIA_MAX_BYTES` (2 GiB): the most one track may download.
+    pub media_max_bytes: u64,
+    /// `YT_DLP_PATH`: the yt-dlp that runs when a plugin is granted `yt-dlp`.
+    pub yt_dlp_path: Option<PathBuf>,
+    /// `YT_DLP_COOKIES`: a cookies file handed (as a copy) to every yt-dlp run.
+    pub yt_dlp_cookies: Option<PathBuf>,
+}
+
+impl Config {
+    /// How programs run when a grant does not say: yt-dlp from `YT_DLP_PATH`, with the
+    /// cookies of `YT_DLP_COOKIES`.
+    pub fn program_defaults(&self) -> BTreeMap<String, ProgramPolicy> {
+        let yt_dlp = ProgramPolicy {
+            path: self.yt_dlp_path.clone(),
+            cookies: self.yt_dlp_cookies.clone(),
+            ..Default::default()
+        };
+        BTreeMap::from([("yt-dlp".to_string(), yt_dlp)])
+    }
 }
 
 fn parse<T: std::str::FromStr>(
@@ -156,6 +184,22 @@ impl Config {
                 ok,
             )?
             .max(6_000),
+            media_allow_hosts: AllowList::parse(&get("MEDIA_ALLOW_HOSTS").unwrap_or_default()).map_err(|e| {
+                ConfigError::Invalid {
+                    name: "MEDIA_ALLOW_HOSTS",
+                    value: get("MEDIA_ALLOW_HOSTS").unwrap_or_default(),
+                    why: e.to_string(),
+                }
+            })?,
+            media_dns_server: get("MEDIA_DNS_SERVER")
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| parse("MEDIA_DNS_SERVER", Some(v), SocketAddr::from(([0, 0, 0, 0], 53)), ok))
+                .transpose()?,
+            yt_dlp_path: get("YT_DLP_PATH").filter(|v| !v.trim().is_empty()).map(PathBuf::from),
+            yt_dlp_cookies: get("YT_DLP_COOKIES").filter(|v| !v.trim().is_empty()).map(PathBuf::from),
+            media_max_bytes: parse("MEDIA_MAX_BYTES", get("MEDIA_MAX_BYTES"), 2 << 30, |v| {
+                (*v > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string())
+            })?,
         })
     }
 }
@@ -183,5 +227,8 @@ mod tests {
         assert!(e.to_string().starts_with("PORT=\"eighty\" is invalid"), "{e}");
         assert!(with(&[("AUTH_TOKEN", "t"), ("ENCODING_BITRATE", "1000")]).is_err());
         assert!(with(&[("AUTH_TOKEN", "t"), ("SOURCE_STREAM_CHANNEL_CAPACITY", "0")]).is_err());
+        let e = with(&[("AUTH_TOKEN", "t"), ("MEDIA_ALLOW_HOSTS", "media.lan,http://x")]).unwrap_err();
+        assert!(e.to_string().starts_with("MEDIA_ALLOW_HOSTS=\"media.lan,http://x\" is invalid"), "{e}");
+        assert!(with(&[("AUTH_TOKEN", "t"), ("MEDIA_DNS_SERVER", "localhost")]).is_err());
     }
 }

@@ -7,6 +7,7 @@ pub mod audio;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod events;
 pub mod model;
 pub mod player;
@@ -67,19 +68,26 @@ impl Server {
             .map_err(StartError::Threads)?;
         let extra: Vec<&Path> = config.extra_ca_file.as_deref().into_iter().collect();
         let tls = voice::tls::client_config(&extra)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(Duration::from_secs(30))
-            .user_agent(concat!("mesastream/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| StartError::Http(e.to_string()))?;
+        let egress = egress::Egress::new(egress::EgressSettings {
+            allow: config.media_allow_hosts.clone(),
+            dns_server: config.media_dns_server,
+            ..Default::default()
+        })
+        .map_err(|e| StartError::Http(e.to_string()))?;
+        // Programs plugins run reach the network through the same checks.
+        let proxy_egress = egress.clone();
+        let proxy = media
+            .spawn(async move { egress::proxy::GuardProxy::start(proxy_egress).await })
+            .await
+            .map_err(|e| StartError::Threads(e.into()))?
+            .map_err(StartError::Threads)?;
         let metrics = Arc::new(telemetry::Metrics::new());
         let mut store = match &config.redis_uri {
-            Some(uri) => store::StateStore::redis(uri, &config.redis_prefix).await?,
+            Some(uri) => store::StateStore::redis(uri, &config.redis_prefix)?,
             None => store::StateStore::embedded(&config.data_dir.join("state.redb"), &config.redis_prefix)?,
         };
         store.errors = metrics.store_errors.clone();
-        tracing::info!(store = store.kind(), "state store ready");
+        tracing::info!(store = store.kind(), "state store configured");
         let clock_stats = voice::scheduler::ClockStats {
             ticks: metrics.clock_ticks.clone(),
             late_ticks: metrics.clock_late_ticks.clone(),
@@ -87,8 +95,15 @@ impl Server {
         };
         let scheduler = Scheduler::start(config.clock_threads, clock_stats).map_err(StartError::Threads)?;
         let events = EventBus::new(1024);
-        let services =
-            plugins::Services { runtime: media.handle().clone(), store: store.clone(), metrics: metrics.clone() };
+        let services = plugins::Services {
+            runtime: media.handle().clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            egress: egress.clone(),
+            proxy_environment: Arc::new(proxy.environment()),
+            program_defaults: Arc::new(config.program_defaults()),
+            process_runs: Arc::default(),
+        };
         let plugins = start_plugins(&config, services, &events).await?;
         let cache_settings = cache::store::CacheSettings {
             dir: config.audio_cache_path.clone().unwrap_or_else(|| config.data_dir.join("audio-cache")),
@@ -106,9 +121,10 @@ impl Server {
             events: events.clone(),
             pipeline: PipelineConfig {
                 fetch: FetchOptions {
-                    client: http.clone(),
+                    egress: egress.clone(),
                     runtime: media.handle().clone(),
                     channel_capacity: config.source_channel_capacity,
+                    max_bytes: config.media_max_bytes,
                 },
                 bitrate_kbps: config.bitrate_kbps,
                 frames_ahead: (config.frame_buffer_ms / 20) as usize,
@@ -124,7 +140,7 @@ impl Server {
             },
             scheduler: scheduler.clone(),
             media: media.handle().clone(),
-            http,
+            egress: egress.clone(),
             store,
             output_counters: player::OutputCounters {
                 frames_sent: metrics.frames_sent.clone(),

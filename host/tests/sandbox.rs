@@ -106,7 +106,7 @@ async fn a_resolver_gets_only_what_it_was_granted() {
     let m = probe(&h, guild, &format!("probe:http:http://127.0.0.1:{port}/tone-440.mp3")).await;
     assert!(m.contains("http refused: Error::Denied(\"host 127.0.0.1 is not granted\")"), "{m}");
     let m = probe(&h, guild, &format!("probe:http:http://localhost:{port}/tone-440.mp3")).await;
-    assert!(m.contains("localhost resolves to the private address 127.0.0.1"), "{m}");
+    assert!(m.contains("localhost resolves to a loopback address, not a public one"), "{m}");
     // The same request from the plugin granted that address goes through.
     let m = probe(&h, guild, &format!("probe-b:http:http://127.0.0.1:{port}/tone-440.mp3")).await;
     assert!(m.contains("http answered 200"), "{m}");
@@ -132,6 +132,115 @@ async fn a_resolver_gets_only_what_it_was_granted() {
 
     let report = playing.finish().await;
     assert_heard(&report, t.freq_hz, t.seconds);
+}
+
+/// Waits until `metric` (with `labels`) reaches `at_least` on the server's `/metrics`.
+async fn metric_reaches(h: &Harness, metric: &str, labels: &[&str], at_least: u64) {
+    let deadline = tokio::time::Instant::now() + support::LIMIT;
+    while counter(&h.metrics().await, metric, labels) < at_least {
+        assert!(tokio::time::Instant::now() < deadline, "{metric} {labels:?} never reached {at_least}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_program_runs_confined_and_dangerous_options_are_refused() {
+    let grants = "[plugins.prober]\nprocess = [\"yt-dlp\", \"env\", \"sh\", \"cat\"]\n\
+                  limits = { process-concurrency = 1 }\n\
+                  [plugins.prober.programs.sh]\ncpu-seconds = 7\nmemory-mb = 300\n";
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["prober"], |c| {
+        support::plugins::grant(c.plugins_dir.as_deref().expect("plugins dir"), grants)
+    })
+    .await;
+    let (guild, _session) = h.new_player().await;
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let touched = elsewhere.path().join("touched");
+
+    // yt-dlp's options that run commands, write elsewhere or read other configuration.
+    for (args, why) in [
+        (format!("--exec|touch {}|https://example.com/a", touched.display()), "option --exec is refused"),
+        (format!("--exe|touch {}|https://example.com/a", touched.display()), "option --exe is refused"),
+        (format!("-o|{}/%(id)s|https://example.com/a", elsewhere.path().display()), "is outside the run's directory"),
+        (format!("-xo{}/x|https://example.com/a", elsewhere.path().display()), "is outside the run's directory"),
+        ("--config-locations|/etc/passwd".into(), "option --config-locations is refused"),
+        ("--batch-file|/etc/passwd".into(), "option --batch-file is refused"),
+        ("--plugin-dirs|/tmp".into(), "option --plugin-dirs is refused"),
+    ] {
+        let m = probe(&h, guild, &format!("probe:run:yt-dlp|{args}")).await;
+        assert!(m.contains("run refused: Error::Denied") && m.contains(why), "{args}: {m}");
+    }
+    assert!(!touched.exists(), "a refused run ran");
+    let metrics = h.metrics().await;
+    let yt_dlp = ["plugin=\"prober\"", "program=\"yt-dlp\""];
+    assert_eq!(counter(&metrics, "mesastream_plugin_process_refusals_total", &yt_dlp), 7);
+    assert_eq!(counter(&metrics, "mesastream_plugin_process_runs_total", &yt_dlp), 0);
+    let m = probe(&h, guild, "probe:run:yt-dlp|--ignore-config|--version").await;
+    assert!(m.contains("run exited Some(0)"), "{m}");
+
+    // A clean environment: PATH, a private HOME, and the guard proxy; nothing of the server's.
+    let m = probe(&h, guild, "probe:run:env").await;
+    let printed = m.split_once("run exited Some(0): ").map(|(_, p)| p.trim_end_matches('"')).expect(&m);
+    let mut names: Vec<&str> = printed.split(';').filter_map(|line| line.split_once('=').map(|(k, _)| k)).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["ALL_PROXY", "HOME", "HTTPS_PROXY", "HTTP_PROXY", "PATH", "all_proxy", "http_proxy", "https_proxy"],
+        "{m}"
+    );
+
+    // It runs in its own directory, removed afterwards, under the grant's rlimits.
+    let m = probe(&h, guild, "probe:run:sh|-c|pwd; ulimit -t; ulimit -v").await;
+    let printed = m.split_once("run exited Some(0): ").map(|(_, p)| p.trim_end_matches('"')).expect(&m);
+    let lines: Vec<&str> = printed.split(';').collect();
+    assert!(lines[0].contains("mesastream-prober-"), "{m}");
+    assert!(!std::path::Path::new(lines[0]).exists(), "the run's directory was removed: {m}");
+    assert_eq!(&lines[1..], ["7", &(300 * 1024).to_string()], "{m}");
+
+    // One run at a time for this plugin: a second is refused while the first waits on a fifo.
+    let fifo = elsewhere.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+    let first = {
+        let url = h.url(&format!("/players/{guild}/queue"));
+        let body = json!({"url": format!("probe:run:cat|{}", fifo.display())});
+        let request = h.http.post(url).bearer_auth(support::TOKEN).json(&body).send();
+        tokio::spawn(async move { request.await.expect("first run").json::<Value>().await.expect("json") })
+    };
+    metric_reaches(&h, "mesastream_plugin_process_runs_total", &["program=\"cat\""], 1).await;
+    let m = probe(&h, guild, "probe:run:env").await;
+    assert!(m.contains("already runs 1 programs at once (process-concurrency)"), "{m}");
+    std::fs::write(&fifo, "released\n").expect("write fifo");
+    let first = first.await.expect("first run joins");
+    assert!(first["message"].as_str().unwrap_or_default().contains("run exited Some(0): released"), "{first}");
+    let m = probe(&h, guild, "probe:run:env").await;
+    assert!(m.contains("run exited Some(0)"), "the slot came back: {m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_compiled_plugin_is_compiled_again_not_loaded() {
+    let plugins = support::plugins::install(&["prober"]);
+    let bytes = std::fs::read(plugins.path().join("prober/prober.wasm")).expect("component");
+    let cache = tempfile::tempdir().expect("cache dir");
+    let engine = mesastream::plugins::engine::build(16).expect("engine");
+    mesastream::plugins::engine::load_component(&engine, &bytes, Some(cache.path())).expect("compiles");
+    let compiled = std::fs::read_dir(cache.path())
+        .expect("cache listing")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .expect("a compiled file");
+    let original = std::fs::read(&compiled).expect("compiled bytes");
+
+    // Flip bytes in the middle (where the code is), as a damaged disk or a hostile write would.
+    let mut tampered = original.clone();
+    let middle = tampered.len() / 2;
+    for b in &mut tampered[middle..middle + 64] {
+        *b ^= 0xa5;
+    }
+    std::fs::write(&compiled, &tampered).expect("tamper");
+    mesastream::plugins::engine::load_component(&engine, &bytes, Some(cache.path())).expect("loads");
+    let after = std::fs::read(&compiled).expect("compiled bytes");
+    assert!(after != tampered, "the tampered file was kept (and so loaded)");
+    assert_eq!(after.len(), original.len(), "compiled again from the component");
 }
 
 /// Level of the windows away from the ends (where fades and the encoder's start live).

@@ -274,9 +274,10 @@ async fn data_in_the_original_redis_layout_is_restored() {
 
 // ---- restart after SIGKILL ----
 
-async fn restart_resumes_the_track(env: Vec<(&str, String)>) {
+async fn restart_resumes_the_track(mut env: Vec<(&str, String)>) {
     let fake = FakeVoiceServer::start(FakeVoiceConfig { keep_pcm: false, ..Default::default() }).await.expect("fake");
     let media = MediaServer::start().await;
+    env.push(("MEDIA_ALLOW_HOSTS", media.allow_hosts()));
     let guild = 555_000_000_000_000_001u64;
     fake.register_call(&guild.to_string(), 42);
     let payload = |n: u32| {

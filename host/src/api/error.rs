@@ -39,6 +39,10 @@ impl ApiError {
     pub fn service_unavailable(detail: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "service unavailable", detail)
     }
+    /// The state store could not answer: nothing was changed; the caller may retry.
+    pub fn store_unavailable(e: crate::store::StoreError) -> Self {
+        Self::service_unavailable(format!("{e}; nothing was changed, try again"))
+    }
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error", detail)
     }
@@ -66,6 +70,7 @@ impl From<PlayerError> for ApiError {
         match e {
             PlayerError::NotFound(id) => Self::not_found(format!("player {id} not found")),
             PlayerError::Voice(v) => Self::service_unavailable(v),
+            PlayerError::Store(e) => Self::store_unavailable(e),
             PlayerError::Internal(detail) => Self::internal(detail),
         }
     }

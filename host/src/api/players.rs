@@ -86,9 +86,9 @@ async fn direct(app: &AppState, raw: &str) -> ApiResult<Track> {
         // Played before (or playing now): no need to ask the source again.
         return Ok(track::direct_track(&url, raw));
     }
-    let client = app.registry.ctx.http.clone();
+    let egress = app.registry.ctx.egress.clone();
     let target = url.to_string();
-    let checked = app.registry.ctx.media.spawn(async move { fetch::check(&client, &target).await });
+    let checked = app.registry.ctx.media.spawn(async move { fetch::check(&egress, &target).await });
     checked.await.map_err(ApiError::internal)?.map_err(|e| ApiError::source_unavailable(format!("{url}: {e}")))?;
     Ok(track::direct_track(&url, raw))
 }
@@ -288,7 +288,7 @@ pub async fn save_playlist(
     let player = app.registry.get(id)?;
     let tracks: Vec<Track> = player.state.lock().await.queue.iter().cloned().collect();
     let playlist = PlaylistSnapshot { player_id: id, name, tracks };
-    app.registry.ctx.store.save_playlist(player.guild_id, &playlist).await;
+    app.registry.ctx.store.save_playlist(player.guild_id, &playlist).await.map_err(ApiError::store_unavailable)?;
     Ok(Json(playlist))
 }
 
@@ -311,7 +311,8 @@ pub async fn enqueue_playlist(
             Err(other) => return Err(failure_error(other)),
         },
         None => {
-            let playlist = app.registry.ctx.store.playlist(player.guild_id, &name).await.ok_or_else(not_found)?;
+            let stored = app.registry.ctx.store.playlist(player.guild_id, &name).await;
+            let playlist = stored.map_err(ApiError::store_unavailable)?.ok_or_else(not_found)?;
             (playlist.tracks, Vec::new())
         }
     };

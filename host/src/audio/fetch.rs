@@ -1,6 +1,7 @@
 //! Streaming HTTP(S) media source. Bytes arrive on the media runtime and are read on a decode
 //! thread, so playback starts with the first chunk. When the server accepts byte ranges the
 //! source is seekable (a new ranged request), which containers with trailing indexes need.
+//! Every request, ranged ones included, goes through the guarded [`Egress`].
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
@@ -13,19 +14,23 @@ use symphonia::core::io::MediaSource;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use crate::egress::{Egress, EgressError, Outgoing};
+
 /// How fetches are made.
 #[derive(Clone)]
 pub struct FetchOptions {
-    pub client: reqwest::Client,
+    pub egress: Egress,
     pub runtime: Handle,
     /// Chunks buffered between the network and the decoder.
     pub channel_capacity: usize,
+    /// `MEDIA_MAX_BYTES`: the most one track may download.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("request failed: {0}")]
-    Request(String),
+    #[error(transparent)]
+    Egress(#[from] EgressError),
     #[error("server answered HTTP {0}")]
     Status(u16),
     #[error("not audio: the server says {0}")]
@@ -59,8 +64,8 @@ fn is_clearly_not_media(content_type: &str) -> bool {
 }
 
 /// Checks that `url` answers with something that may be media, without downloading it.
-pub async fn check(client: &reqwest::Client, url: &str) -> Result<Probe, FetchError> {
-    let response = client.get(url).send().await.map_err(|e| FetchError::Request(e.without_url().to_string()))?;
+pub async fn check(egress: &Egress, url: &str) -> Result<Probe, FetchError> {
+    let response = egress.send(Outgoing::get(url, &[])).await?;
     if !response.status().is_success() {
         return Err(FetchError::Status(response.status().as_u16()));
     }
@@ -90,27 +95,29 @@ fn start(
     options: &FetchOptions,
     offset: u64,
 ) -> Result<(Probe, mpsc::Receiver<Result<Bytes, String>>), FetchError> {
-    let mut request = options.client.get(url);
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
+    let mut request = Outgoing::get(url, headers);
     if offset > 0 {
-        request = request.header(RANGE, format!("bytes={offset}-"));
+        request.headers.push((RANGE.to_string(), format!("bytes={offset}-")));
     }
-    let response = options
-        .runtime
-        .block_on(async move { request.send().await })
-        .map_err(|e| FetchError::Request(e.without_url().to_string()))?;
+    let egress = options.egress.clone();
+    let response = options.runtime.block_on(async move { egress.send(request).await })?;
     if !response.status().is_success() {
         return Err(FetchError::Status(response.status().as_u16()));
     }
     let probe = probe_of(&response);
     let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
+    let mut budget = options.max_bytes.saturating_sub(offset);
     options.runtime.spawn(async move {
         let mut response = response;
         loop {
             let item = match response.chunk().await {
-                Ok(Some(bytes)) => Ok(bytes),
+                Ok(Some(bytes)) if bytes.len() as u64 > budget => {
+                    Err(format!("the media is larger than the {} byte limit (MEDIA_MAX_BYTES)", offset + budget))
+                }
+                Ok(Some(bytes)) => {
+                    budget -= bytes.len() as u64;
+                    Ok(bytes)
+                }
                 Ok(None) => return,
                 Err(e) => Err(e.without_url().to_string()),
             };

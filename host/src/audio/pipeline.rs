@@ -223,9 +223,9 @@ fn decode(
     let (media, content_type): (Box<dyn MediaSource>, Option<String>) = match locator {
         Locator::Process { plugin, program, args } => {
             let host = config.plugins.as_ref().ok_or("process streams need the plugin host")?;
-            let command = host.stream_command(&plugin, &program, &args)?;
-            let stream =
-                ProcessStream::spawn(command, cancel.clone()).map_err(|e| format!("cannot start {program}: {e}"))?;
+            let run = host.stream_command(&plugin, &program, &args)?;
+            let stream = ProcessStream::spawn(run.command, Some(run.workdir), cancel.clone())
+                .map_err(|e| format!("cannot start {program}: {e}"))?;
             (Box::new(stream), None)
         }
         Locator::Http { url, headers } => {

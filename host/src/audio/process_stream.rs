@@ -26,11 +26,17 @@ pub struct ProcessStream {
     at: usize,
     cancel: Arc<AtomicBool>,
     ended: bool,
+    /// The program's private directory, removed with the stream.
+    _workdir: Option<tempfile::TempDir>,
 }
 
 impl ProcessStream {
-    /// Starts `command` with stdout piped to the decoder.
-    pub fn spawn(mut command: Command, cancel: Arc<AtomicBool>) -> io::Result<Self> {
+    /// Starts `command` with stdout piped to the decoder; `workdir` lives as long as it.
+    pub fn spawn(
+        mut command: Command,
+        workdir: Option<tempfile::TempDir>,
+        cancel: Arc<AtomicBool>,
+    ) -> io::Result<Self> {
         let program = command.get_program().to_string_lossy().into_owned();
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
         let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
@@ -66,7 +72,7 @@ impl ProcessStream {
             }
             tail
         })?;
-        Ok(Self { program, child, chunks, stderr, chunk: Vec::new(), at: 0, cancel, ended: false })
+        Ok(Self { program, child, chunks, stderr, chunk: Vec::new(), at: 0, cancel, ended: false, _workdir: workdir })
     }
 
     /// After stdout closed: an error when the program failed.

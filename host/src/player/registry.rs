@@ -21,7 +21,8 @@ pub struct Context {
     pub scheduler: Arc<Scheduler>,
     /// The runtime for network and voice work, apart from the API's.
     pub media: tokio::runtime::Handle,
-    pub http: reqwest::Client,
+    /// The guarded client every media request goes through.
+    pub egress: crate::egress::Egress,
     pub store: StateStore,
     pub metrics: Arc<crate::telemetry::Metrics>,
     pub output_counters: super::OutputCounters,
@@ -33,6 +34,8 @@ pub enum PlayerError {
     NotFound(Id),
     #[error(transparent)]
     Voice(#[from] VoiceError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Internal(String),
 }
@@ -111,6 +114,11 @@ impl Registry {
         let (voice_tx, voice_rx) = mpsc::unbounded_channel();
         let voice = self.connect_voice(&payload, voice_tx.clone()).await?;
 
+        // What to restore: a replaced player's state in memory, else the stored guild state,
+        // read before anything changes: if the store cannot answer, the call fails and the
+        // saved queue is left as it is (the new connection is dropped).
+        let in_memory = guard(&self.players).values().any(|p| p.guild_id == payload.guild_id);
+        let stored = if in_memory { None } else { Some(self.stored_state(payload.guild_id).await?) };
         let replaced: Vec<Arc<Player>> = {
             let mut players = guard(&self.players);
             let ids: Vec<Id> = players
@@ -120,7 +128,6 @@ impl Registry {
                 .collect();
             ids.iter().filter_map(|id| players.remove(id)).collect()
         };
-        // What to restore: a replaced player's state in memory, else the stored guild state.
         let mut restored: Option<PersistView> = None;
         for old in replaced {
             let mut state = old.state.lock().await;
@@ -129,14 +136,11 @@ impl Registry {
             }
             self.tear_down(&old, &mut state, true);
         }
-        let (queue, position_ms) = match restored {
-            Some(view) => (view.queue, view.position_ms),
-            None => {
-                let queue = self.ctx.store.queue(payload.guild_id).await;
-                let position =
-                    if queue.is_empty() { 0 } else { self.ctx.store.position(payload.guild_id).await.unwrap_or(0) };
-                (queue, position)
-            }
+        let (queue, position_ms) = match (restored, stored) {
+            (Some(view), _) => (view.queue, view.position_ms),
+            (None, Some(stored)) => stored,
+            // The guild's player went away while this one connected: read again.
+            (None, None) => self.stored_state(payload.guild_id).await?,
         };
 
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
@@ -174,6 +178,13 @@ impl Registry {
         });
         player.persist(&state);
         Ok(player.snapshot_of(&state))
+    }
+
+    /// The guild's saved queue and the position in its first track.
+    async fn stored_state(&self, guild: Id) -> Result<(Vec<crate::model::Track>, u64), PlayerError> {
+        let queue = self.ctx.store.queue(guild).await?;
+        let position = if queue.is_empty() { 0 } else { self.ctx.store.position(guild).await?.unwrap_or(0) };
+        Ok((queue, position))
     }
 
     /// `PUT /players/{id}/connection`: connects the new session first (DAVE ready), then
@@ -251,19 +262,20 @@ async fn write_state(store: StateStore, guild: Id, mut views: watch::Receiver<Op
     while views.changed().await.is_ok() {
         let Some(view) = views.borrow_and_update().clone() else { continue };
         let ids: Vec<String> = view.queue.iter().map(|t| t.id.clone()).collect();
-        if last_queue.as_ref() != Some(&ids) {
-            store.save_queue(guild, &view.queue).await;
+        // What failed to save is not marked saved, so the next change tries it again.
+        if last_queue.as_ref() != Some(&ids) && store.save_queue(guild, &view.queue).await.is_ok() {
             last_queue = Some(ids);
         }
         let moved = last_position.is_none_or(|p| p.abs_diff(view.position_ms) >= 250 || view.position_ms == 0);
-        if moved && last_position != Some(view.position_ms) {
-            store.save_position(guild, view.position_ms).await;
+        if moved
+            && last_position != Some(view.position_ms)
+            && store.save_position(guild, view.position_ms).await.is_ok()
+        {
             last_position = Some(view.position_ms);
         }
         let mut comparable = view.snapshot.clone();
         comparable.position_ms = 0;
-        if last_snapshot.as_ref() != Some(&comparable) {
-            store.save_player_state(&view.snapshot).await;
+        if last_snapshot.as_ref() != Some(&comparable) && store.save_player_state(&view.snapshot).await.is_ok() {
             last_snapshot = Some(comparable);
         }
     }

@@ -71,44 +71,87 @@ fn start_epoch_ticker(engine: &Engine) {
 }
 
 /// Loads a component, from the compiled cache when it holds this exact component for this
-/// exact engine, compiling (and caching) it otherwise.
+/// exact engine and its checksum matches, compiling (and caching) it otherwise. Compiled
+/// code is native code: a cached file that does not match its checksum (damaged, or written
+/// by someone else) is deleted and compiled again, never loaded.
 pub fn load_component(engine: &Engine, bytes: &[u8], cache_dir: Option<&Path>) -> Result<Component, PluginError> {
     let Some(dir) = cache_dir else {
         return Component::new(engine, bytes)
             .map_err(|e| PluginError::Invalid(format!("not a valid component: {e:#}")));
     };
-    let path = cache_path(engine, bytes, dir);
-    if path.exists() {
-        // SAFETY: the file was written by `Component::serialize` of this same engine
-        // configuration (its name carries the engine's compatibility hash and the
-        // component's digest) into the host's own data directory.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled plugin"),
-        }
+    let key = CacheKey::new(engine, bytes);
+    let path = dir.join(format!("{}.cwasm", key.name));
+    if let Some(component) = load_cached(engine, &key, &path) {
+        return Ok(component);
     }
     let component =
         Component::new(engine, bytes).map_err(|e| PluginError::Invalid(format!("not a valid component: {e:#}")))?;
-    if let Err(e) = write_cache(&component, &path) {
+    if let Err(e) = write_cache(&component, &key, &path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled plugin");
     }
     Ok(component)
 }
 
-fn cache_path(engine: &Engine, bytes: &[u8], dir: &Path) -> PathBuf {
-    let mut hasher = DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    let digest = Sha256::digest(bytes);
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    dir.join(format!("{hex}-{:016x}.cwasm", hasher.finish()))
+/// What a compiled file is for: this component's digest and this engine's compatibility.
+struct CacheKey {
+    name: String,
+    component_digest: [u8; 32],
+    engine_hash: u64,
 }
 
-fn write_cache(component: &Component, path: &Path) -> std::io::Result<()> {
+impl CacheKey {
+    fn new(engine: &Engine, bytes: &[u8]) -> Self {
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = hasher.finish();
+        let component_digest: [u8; 32] = Sha256::digest(bytes).into();
+        let hex: String = component_digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        Self { name: format!("{hex}-{engine_hash:016x}"), component_digest, engine_hash }
+    }
+
+    /// The checksum of a compiled file made from this component for this engine.
+    fn checksum(&self, compiled: &[u8]) -> String {
+        let mut sum = Sha256::new();
+        sum.update(self.component_digest);
+        sum.update(self.engine_hash.to_le_bytes());
+        sum.update(compiled);
+        sum.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn checksum_path(path: &Path) -> PathBuf {
+    path.with_extension("cwasm.sha256")
+}
+
+fn load_cached(engine: &Engine, key: &CacheKey, path: &Path) -> Option<Component> {
+    let compiled = std::fs::read(path).ok()?;
+    let recorded = std::fs::read_to_string(checksum_path(path)).unwrap_or_default();
+    if recorded.trim() != key.checksum(&compiled) {
+        tracing::warn!(path = %path.display(), "compiled plugin does not match its checksum; compiling it again");
+        let _ = std::fs::remove_file(path);
+        return None;
+    }
+    // SAFETY: these bytes were checked against the checksum recorded when this engine
+    // configuration serialized this component (the key covers the component's digest and
+    // the engine's compatibility hash), and they are the bytes deserialized: nothing can
+    // change between the check and the load.
+    match unsafe { Component::deserialize(engine, &compiled) } {
+        Ok(component) => Some(component),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled plugin");
+            None
+        }
+    }
+}
+
+fn write_cache(component: &Component, key: &CacheKey, path: &Path) -> std::io::Result<()> {
     let bytes = component.serialize().map_err(std::io::Error::other)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, key.checksum(&bytes))?;
+    std::fs::rename(&tmp, checksum_path(path))?;
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }

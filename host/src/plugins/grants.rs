@@ -6,11 +6,16 @@
 //! process = ["yt-dlp"]          # programs it may run, by name
 //! kv = true
 //! http = { hosts = ["*.example.com"], private = false }
-//! limits = { memory-mb = 64, call-timeout-ms = 20000 }
+//! limits = { memory-mb = 64, call-timeout-ms = 20000, process-concurrency = 4 }
+//!
+//! [plugins.ytdlp.programs.yt-dlp] # optional: how that program runs
+//! path = "/opt/yt-dlp/bin/yt-dlp"
+//! refuse-options = ["--write-comments"]
+//! cpu-seconds = 600
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +55,9 @@ pub struct Grants {
     pub http: Option<HttpGrant>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub process: Vec<String>,
+    /// How granted programs run; a program named here is granted too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub programs: BTreeMap<String, ProgramPolicy>,
     #[serde(default)]
     pub kv: bool,
     #[serde(default)]
@@ -75,6 +83,7 @@ impl Default for Grants {
             log: true,
             http: None,
             process: Vec::new(),
+            programs: BTreeMap::new(),
             kv: false,
             library: false,
             delegate: false,
@@ -89,7 +98,7 @@ impl Grants {
         match capability {
             Capability::Log => self.log,
             Capability::Http => self.http.is_some(),
-            Capability::Process => !self.process.is_empty(),
+            Capability::Process => !self.process.is_empty() || !self.programs.is_empty(),
             Capability::Kv => self.kv,
             Capability::Library => self.library,
             Capability::Delegate => self.delegate,
@@ -98,6 +107,11 @@ impl Grants {
 
     pub fn granted(&self) -> Vec<Capability> {
         Capability::ALL.into_iter().filter(|c| self.allows(*c)).collect()
+    }
+
+    /// Whether `program` is granted.
+    pub fn grants_program(&self, program: &str) -> bool {
+        self.process.iter().any(|p| p == program) || self.programs.contains_key(program)
     }
 
     /// The limits for a plugin of `kind`, defaults filled in.
@@ -130,6 +144,49 @@ impl HttpGrant {
     }
 }
 
+/// How one granted program runs. Every field is optional; unset ones take the defaults
+/// (the program found on PATH, the built-in option refusals, the rlimits below).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProgramPolicy {
+    /// What runs when the plugin names this program.
+    pub path: Option<PathBuf>,
+    /// Options refused on top of the built-in ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refuse_options: Vec<String>,
+    /// When set, the only options a plugin may pass.
+    pub allow_options: Option<Vec<String>>,
+    /// A cookies file copied into each run's directory and passed as `--cookies` (yt-dlp),
+    /// so the program never writes the operator's file.
+    pub cookies: Option<PathBuf>,
+    /// RLIMIT_CPU (600).
+    pub cpu_seconds: Option<u64>,
+    /// RLIMIT_AS in MiB (2048).
+    pub memory_mb: Option<u64>,
+    /// RLIMIT_FSIZE in MiB (256): the largest file it may write.
+    pub file_size_mb: Option<u64>,
+    /// RLIMIT_NPROC (unset: counted per user, so it would include the server's own threads).
+    pub processes: Option<u64>,
+}
+
+impl ProgramPolicy {
+    /// This policy, with `defaults` filling what it leaves unset.
+    pub fn over(&self, defaults: &ProgramPolicy) -> ProgramPolicy {
+        let mut refuse = defaults.refuse_options.clone();
+        refuse.extend(self.refuse_options.iter().cloned());
+        ProgramPolicy {
+            path: self.path.clone().or_else(|| defaults.path.clone()),
+            refuse_options: refuse,
+            allow_options: self.allow_options.clone().or_else(|| defaults.allow_options.clone()),
+            cookies: self.cookies.clone().or_else(|| defaults.cookies.clone()),
+            cpu_seconds: self.cpu_seconds.or(defaults.cpu_seconds),
+            memory_mb: self.memory_mb.or(defaults.memory_mb),
+            file_size_mb: self.file_size_mb.or(defaults.file_size_mb),
+            processes: self.processes.or(defaults.processes),
+        }
+    }
+}
+
 /// Optional overrides of the defaults.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -140,6 +197,8 @@ pub struct LimitSettings {
     pub http_max_bytes: Option<usize>,
     pub process_timeout_ms: Option<u64>,
     pub process_max_output_bytes: Option<usize>,
+    /// Programs this plugin may have running at once through `process.run` (4).
+    pub process_concurrency: Option<usize>,
     pub kv_max_value_bytes: Option<usize>,
 }
 
@@ -167,5 +226,21 @@ mod tests {
         assert!(http.allows_host("cdn.example.com") && !http.allows_host("example.org") && !http.private);
         assert_eq!(ytdlp.limits(Kind::Resolver).memory_bytes, 16 << 20);
         assert!(toml::from_str::<OperatorConfig>("[plugins.x]\nnetwork = true").is_err());
+
+        let config: OperatorConfig = toml::from_str(
+            r#"
+            [plugins.fetcher.programs.curl]
+            path = "/usr/bin/curl"
+            refuse-options = ["--output"]
+            cpu-seconds = 5
+            "#,
+        )
+        .unwrap();
+        let fetcher = config.grants("fetcher");
+        assert!(fetcher.grants_program("curl") && !fetcher.grants_program("wget"));
+        assert!(fetcher.allows(Capability::Process));
+        let defaults = ProgramPolicy { memory_mb: Some(100), cpu_seconds: Some(60), ..Default::default() };
+        let merged = fetcher.programs["curl"].over(&defaults);
+        assert_eq!((merged.cpu_seconds, merged.memory_mb), (Some(5), Some(100)));
     }
 }

@@ -219,18 +219,18 @@ impl PluginHost {
         self.registry.read().by_folder.values().any(|(p, _)| p.manifest.kind == Kind::Resolver)
     }
 
-    /// The command for a process stream locator from `plugin`, if its current grants still
-    /// allow `program`.
+    /// The confined command for a process stream locator from `plugin`, if its current
+    /// grants still allow `program` with these arguments.
     pub fn stream_command(
         &self,
         plugin: &str,
         program: &str,
         args: &[String],
-    ) -> Result<std::process::Command, String> {
+    ) -> Result<capabilities::process::PreparedRun, String> {
         let loaded = self.plugins().into_iter().find(|p| p.id() == plugin);
         let loaded = loaded.ok_or_else(|| format!("plugin {plugin} is no longer loaded"))?;
-        capabilities::process::check(&loaded.grants, program).map_err(|why| format!("{plugin}: {why}"))?;
-        Ok(capabilities::process::command(&self.services.metrics, plugin, program, args))
+        capabilities::process::prepare(&self.services, &loaded.grants, plugin, program, args)
+            .map_err(|why| format!("{plugin}: {why}"))
     }
 
     /// The plugin providing filter `name`.

@@ -1,7 +1,9 @@
 //! Guild state that outlives a player and the process: queues, positions, playlists and the
 //! last snapshot, in the original mesastream's key layout (`{prefix}:guild:{id}:queue`, …,
-//! JSON values) on an embedded redb file or on Redis. Store failures are logged, counted and
-//! retried; they never stop playback.
+//! JSON values) on an embedded redb file or on Redis. A read that fails is an error for the
+//! caller (only a key that is confirmed absent reads as nothing), so a store outage can
+//! never look like an empty queue that is then saved over the real one. Background writes
+//! are logged, counted and retried; they never stop playback.
 
 mod embedded;
 mod redis;
@@ -53,8 +55,9 @@ impl StateStore {
         Ok(Self::with(Backend::Embedded(EmbeddedKv::in_memory()?), prefix))
     }
 
-    pub async fn redis(uri: &str, prefix: &str) -> Result<Self, StoreError> {
-        Ok(Self::with(Backend::Redis(RedisKv::connect(uri).await?), prefix))
+    /// Redis at `uri`; connects in the background, so Redis may still be down.
+    pub fn redis(uri: &str, prefix: &str) -> Result<Self, StoreError> {
+        Ok(Self::with(Backend::Redis(RedisKv::connect(uri)?), prefix))
     }
 
     fn with(backend: Backend, prefix: &str) -> Self {
@@ -101,41 +104,56 @@ impl StateStore {
         }
     }
 
-    /// Reads a JSON value; an unreadable value counts as absent (and is logged).
-    async fn read<T: DeserializeOwned>(&self, rest: &str) -> Option<T> {
+    /// Reads a JSON value. A store error is returned; a value that does not parse is moved
+    /// aside to `<key>:unreadable` (kept for the operator, logged) and reads as absent.
+    async fn read<T: DeserializeOwned>(&self, rest: &str) -> Result<Option<T>, StoreError> {
         let key = self.key(rest);
-        match self.raw_get(&key).await {
-            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    tracing::warn!(%key, error = %e, "state store value does not parse; ignoring it");
-                    None
-                }
-            },
-            Ok(None) => None,
+        let bytes = match self.raw_get(&key).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
             Err(e) => {
                 self.errors.inc();
                 tracing::warn!(%key, error = %e, "state store read failed");
-                None
+                return Err(e);
+            }
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => {
+                let aside = format!("{key}:unreadable");
+                tracing::warn!(%key, %aside, error = %e, "state store value does not parse; moving it aside");
+                self.raw_set(&aside, bytes, None).await.inspect_err(|_| {
+                    self.errors.inc();
+                })?;
+                self.raw_delete(&key).await.inspect_err(|_| {
+                    self.errors.inc();
+                })?;
+                Ok(None)
             }
         }
     }
 
-    /// Writes a JSON value, retrying a few times; a final failure is logged and counted.
-    async fn write<T: Serialize>(&self, rest: &str, value: &T, ttl: Option<Duration>) {
+    /// Writes a JSON value, retrying a few times; a final failure is logged, counted and
+    /// returned.
+    async fn write<T: Serialize>(&self, rest: &str, value: &T, ttl: Option<Duration>) -> Result<(), StoreError> {
         let key = self.key(rest);
-        let Ok(bytes) = serde_json::to_vec(value) else { return };
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut last = StoreError::Backend("no attempt".into());
         for attempt in 1..=WRITE_ATTEMPTS {
             match self.raw_set(&key, bytes.clone(), ttl).await {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
                 Err(e) => {
                     self.errors.inc();
                     tracing::warn!(%key, attempt, error = %e, "state store write failed");
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    last = e;
+                    if attempt < WRITE_ATTEMPTS {
+                        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    }
                 }
             }
         }
         tracing::error!(%key, "state store write lost after {WRITE_ATTEMPTS} attempts");
+        Err(last)
     }
 
     async fn remove(&self, rest: &str) {
@@ -174,37 +192,39 @@ impl StateStore {
         })
     }
 
-    pub async fn queue(&self, guild: Id) -> Vec<Track> {
-        self.read(&format!("guild:{guild}:queue")).await.unwrap_or_default()
+    /// The guild's saved queue (empty only when none is saved).
+    pub async fn queue(&self, guild: Id) -> Result<Vec<Track>, StoreError> {
+        Ok(self.read(&format!("guild:{guild}:queue")).await?.unwrap_or_default())
     }
 
     /// The guild's queue; a track that is playing is stored at its head so a restart resumes it.
-    pub async fn save_queue(&self, guild: Id, tracks: &[Track]) {
-        self.write(&format!("guild:{guild}:queue"), &tracks, None).await;
+    pub async fn save_queue(&self, guild: Id, tracks: &[Track]) -> Result<(), StoreError> {
+        self.write(&format!("guild:{guild}:queue"), &tracks, None).await
     }
 
-    pub async fn position(&self, guild: Id) -> Option<u64> {
+    pub async fn position(&self, guild: Id) -> Result<Option<u64>, StoreError> {
         self.read(&format!("guild:{guild}:position")).await
     }
 
     /// The position in the track at the head of the saved queue.
-    pub async fn save_position(&self, guild: Id, ms: u64) {
+    pub async fn save_position(&self, guild: Id, ms: u64) -> Result<(), StoreError> {
         if ms == 0 {
             self.remove(&format!("guild:{guild}:position")).await;
+            Ok(())
         } else {
-            self.write(&format!("guild:{guild}:position"), &ms, Some(POSITION_TTL)).await;
+            self.write(&format!("guild:{guild}:position"), &ms, Some(POSITION_TTL)).await
         }
     }
 
-    pub async fn playlist(&self, guild: Id, name: &str) -> Option<PlaylistSnapshot> {
+    pub async fn playlist(&self, guild: Id, name: &str) -> Result<Option<PlaylistSnapshot>, StoreError> {
         self.read(&format!("guild:{guild}:playlist:{name}")).await
     }
 
-    pub async fn save_playlist(&self, guild: Id, playlist: &PlaylistSnapshot) {
-        self.write(&format!("guild:{guild}:playlist:{}", playlist.name), playlist, None).await;
+    pub async fn save_playlist(&self, guild: Id, playlist: &PlaylistSnapshot) -> Result<(), StoreError> {
+        self.write(&format!("guild:{guild}:playlist:{}", playlist.name), playlist, None).await
     }
 
-    pub async fn save_player_state(&self, snapshot: &PlayerSnapshot) {
-        self.write(&format!("player:{}:state", snapshot.player_id), snapshot, None).await;
+    pub async fn save_player_state(&self, snapshot: &PlayerSnapshot) -> Result<(), StoreError> {
+        self.write(&format!("player:{}:state", snapshot.player_id), snapshot, None).await
     }
 }

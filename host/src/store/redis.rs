@@ -1,14 +1,22 @@
-//! The Redis backend, through a connection manager that reconnects on its own.
+//! The Redis backend. The first connection is made in the background, retried until Redis
+//! answers, so the server starts (and serves what needs no store) while Redis is down; once
+//! connected, the connection manager reconnects on its own. Until then every operation is
+//! an error, never an empty answer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
+use tokio::sync::OnceCell;
 
 use super::StoreError;
 
+/// Longest wait between two attempts at the first connection.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct RedisKv {
-    conn: ConnectionManager,
+    conn: Arc<OnceCell<ConnectionManager>>,
 }
 
 fn err(e: redis::RedisError) -> StoreError {
@@ -16,18 +24,41 @@ fn err(e: redis::RedisError) -> StoreError {
 }
 
 impl RedisKv {
-    pub async fn connect(uri: &str) -> Result<Self, StoreError> {
+    /// Checks the URI and starts connecting in the background (on the current runtime).
+    pub fn connect(uri: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(uri).map_err(err)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(Duration::from_secs(3)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config).await.map_err(err)?;
+        let conn = Arc::new(OnceCell::new());
+        let connecting = conn.clone();
+        tokio::spawn(async move {
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(3)))
+                .set_response_timeout(Some(Duration::from_secs(3)))
+                .set_number_of_retries(2);
+            let mut wait = Duration::from_millis(100);
+            loop {
+                match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+                    Ok(manager) => {
+                        let _ = connecting.set(manager);
+                        tracing::info!("connected to redis");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "redis is not reachable yet");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(MAX_RETRY);
+                    }
+                }
+            }
+        });
         Ok(Self { conn })
     }
 
+    fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        self.conn.get().cloned().ok_or_else(|| StoreError::Backend("redis is not connected yet".into()))
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        redis::cmd("GET").arg(key).query_async(&mut self.conn.clone()).await.map_err(err)
+        redis::cmd("GET").arg(key).query_async(&mut self.conn()?).await.map_err(err)
     }
 
     pub async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), StoreError> {
@@ -36,14 +67,14 @@ impl RedisKv {
         if let Some(ttl) = ttl {
             cmd.arg("EX").arg(ttl.as_secs().max(1));
         }
-        cmd.query_async::<()>(&mut self.conn.clone()).await.map_err(err)
+        cmd.query_async::<()>(&mut self.conn()?).await.map_err(err)
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        redis::cmd("DEL").arg(key).query_async::<()>(&mut self.conn.clone()).await.map_err(err)
+        redis::cmd("DEL").arg(key).query_async::<()>(&mut self.conn()?).await.map_err(err)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        redis::cmd("PING").query_async::<String>(&mut self.conn.clone()).await.map(|_| ()).map_err(err)
+        redis::cmd("PING").query_async::<String>(&mut self.conn()?).await.map(|_| ()).map_err(err)
     }
 }

@@ -67,6 +67,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
     pub plugin_calls: Family<PluginCallLabels, Counter>,
     pub plugin_process_runs: Family<ProcessLabels, Counter>,
+    pub plugin_process_refusals: Family<ProcessLabels, Counter>,
     pub filters_bypassed: Family<FilterLabels, Counter>,
 }
 
@@ -99,6 +100,7 @@ impl Metrics {
             requests: Family::new_with_constructor(request_histogram as fn() -> Histogram),
             plugin_calls: Family::default(),
             plugin_process_runs: Family::default(),
+            plugin_process_refusals: Family::default(),
             filters_bypassed: Family::default(),
         };
         registry.register("players", "Players in memory", m.players.clone());
@@ -129,6 +131,11 @@ impl Metrics {
             "plugin_process_runs",
             "Programs run by plugins through the process capability",
             m.plugin_process_runs.clone(),
+        );
+        registry.register(
+            "plugin_process_refusals",
+            "Program runs refused (program not granted, or an option its policy refuses)",
+            m.plugin_process_refusals.clone(),
         );
         registry.register(
             "filters_bypassed",

@@ -1,5 +1,6 @@
 //! Test media: tone files generated with ffmpeg at test time, served by a local HTTP server
-//! that honours byte ranges and can misbehave on purpose (404, HTML, truncated bodies).
+//! that honours byte ranges and can misbehave on purpose (404, HTML, truncated bodies,
+//! redirects set while a test runs).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -224,6 +225,8 @@ pub struct MediaServer {
     pub addr: SocketAddr,
     truncating: SocketAddr,
     requests: Arc<Mutex<HashMap<String, u64>>>,
+    /// Paths answered with a redirect instead of their file.
+    redirects: Arc<Mutex<HashMap<String, String>>>,
 }
 
 /// `/feed.rss`: a podcast feed whose two episodes are tone-660.flac and tone-770.ogg on
@@ -281,21 +284,43 @@ impl MediaServer {
         let addr = listener.local_addr().expect("media addr");
         let requests = Arc::new(Mutex::new(HashMap::new()));
         let counted = requests.clone();
+        let redirects: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
+        let redirecting = redirects.clone();
         let app = Router::new()
             .route("/feed.rss", get(feed))
             .with_state(addr)
             .fallback_service(ServeDir::new(dir))
             .layer(middleware::from_fn(move |request: Request, next: Next| {
                 let counted = counted.clone();
+                let redirect = redirecting.lock().expect("redirects").get(request.uri().path()).cloned();
                 async move {
                     *counted.lock().expect("request counts").entry(request.uri().path().to_string()).or_insert(0) += 1;
-                    next.run(request).await
+                    match redirect {
+                        Some(to) => axum::response::Redirect::temporary(&to).into_response(),
+                        None => next.run(request).await,
+                    }
                 }
             }));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, truncating: truncating_addr, requests }
+        Self { addr, truncating: truncating_addr, requests, redirects }
+    }
+
+    /// Opens this server's ports (and nothing else on loopback) in an allow-list.
+    pub fn allow_in(&self, list: &mut mesastream::egress::AllowList) {
+        list.add(&self.addr.ip().to_string(), Some(self.addr.port()));
+        list.add(&self.truncating.ip().to_string(), Some(self.truncating.port()));
+    }
+
+    /// The same, as the `MEDIA_ALLOW_HOSTS` value for a server started as a process.
+    pub fn allow_hosts(&self) -> String {
+        format!("{},{}", self.addr, self.truncating)
+    }
+
+    /// From now on, `path` answers `307 Location: to`.
+    pub fn redirect(&self, path: &str, to: &str) {
+        self.redirects.lock().expect("redirects").insert(format!("/{}", path.trim_start_matches('/')), to.to_string());
     }
 
     /// How many requests asked for `path` so far.

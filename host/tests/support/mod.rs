@@ -1,6 +1,7 @@
 //! Shared test harness: the real server, the fake voice server, a media server and a client.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod media;
 pub mod plugins;
 pub mod process;
@@ -81,9 +82,11 @@ impl Harness {
         config.extra_ca_file = ca_file.as_ref().map(|f| f.path().to_path_buf());
         let data = tempfile::tempdir().expect("data dir");
         config.data_dir = data.path().to_path_buf();
+        // The media server is on loopback: the operator's allow-list opens its ports only.
+        let media = MediaServer::start().await;
+        media.allow_in(&mut config.media_allow_hosts);
         tweak(&mut config);
         let server = Server::start(config).await.expect("server starts");
-        let media = MediaServer::start().await;
         Self { server, fake, media, http: reqwest::Client::new(), plugins: None, _ca_file: ca_file, _data: data }
     }
 
@@ -169,6 +172,37 @@ impl Harness {
             }
         });
         Events { rx, seen: Vec::new() }
+    }
+}
+
+/// A loopback listener that only counts who connects: a request that must never leave the
+/// server is pointed here, and the count proves it did not.
+pub struct Tripwire {
+    pub addr: std::net::SocketAddr,
+    connections: Arc<AtomicU64>,
+}
+
+impl Tripwire {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind tripwire");
+        let addr = listener.local_addr().expect("tripwire addr");
+        let connections = Arc::new(AtomicU64::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(socket);
+            }
+        });
+        Self { addr, connections }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 

@@ -1,13 +1,12 @@
-//! `mesastream:plugin/http`: requests to granted hosts only, private addresses refused
-//! unless granted (checked on the resolved addresses, which the request is then pinned
-//! to, so a name cannot be re-pointed between check and use), no redirects followed,
-//! bounded time and body size.
-
-use std::net::{IpAddr, SocketAddr};
+//! `mesastream:plugin/http`: requests to granted hosts only, through the host's guarded
+//! client (so private addresses are refused unless this plugin is granted them or the
+//! operator listed the host in `MEDIA_ALLOW_HOSTS`, and the checked address is the one
+//! connected to); no redirects followed (the plugin sees them), bounded time and body size.
 
 use futures_util::StreamExt;
 
 use super::{Capabilities, bounded};
+use crate::egress::{EgressError, Outgoing, Reach};
 use crate::plugins::engine::PluginState;
 use crate::plugins::resolver::bindings::mesastream::plugin::http::{Error, Host, Request, Response};
 
@@ -33,108 +32,50 @@ fn send(caps: &Capabilities, request: Request) -> Result<Response, Error> {
     if !grant.allows_host(&host) {
         return Err(Error::Denied(format!("host {host} is not granted")));
     }
-    let port = url.port_or_known_default().unwrap_or(80);
+    let method = reqwest::Method::from_bytes(request.method.as_bytes())
+        .map_err(|_| Error::Failed(format!("invalid method {:?}", request.method)))?;
     let timeout = bounded(request.timeout_ms, caps.limits.http_timeout);
     let max = caps.limits.http_max_bytes;
-    let private_ok = grant.private;
+    let outgoing = Outgoing {
+        method,
+        url: url.to_string(),
+        headers: request.headers,
+        body: request.body,
+        follow_redirects: false,
+        reach: if grant.private { Reach::Any } else { Reach::Public },
+        timeout: Some(timeout),
+    };
+    let egress = caps.services.egress.clone();
     caps.services.runtime.block_on(async move {
-        let addrs: Vec<SocketAddr> = tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), port)))
-            .await
-            .map_err(|_| Error::Timeout)?
-            .map_err(|e| Error::Failed(format!("cannot resolve {host}: {e}")))?
-            .collect();
-        if !private_ok && let Some(bad) = addrs.iter().find(|a| is_private(a.ip())) {
-            return Err(Error::Denied(format!("{host} resolves to the private address {}", bad.ip())));
-        }
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .resolve_to_addrs(&host, &addrs)
-            .build()
-            .map_err(|e| Error::Failed(e.to_string()))?;
-        let method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| Error::Failed(format!("invalid method {:?}", request.method)))?;
-        let mut builder = client.request(method, url);
-        for (name, value) in &request.headers {
-            builder = builder.header(name, value);
-        }
-        if let Some(body) = request.body {
-            builder = builder.body(body);
-        }
-        let response = builder.send().await.map_err(classify)?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(classify)?;
-            if body.len() + chunk.len() > max {
-                return Err(Error::TooLarge);
+        let work = async {
+            let response = egress.send(outgoing).await.map_err(classify)?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect();
+            let mut body = Vec::new();
+            let mut stream = response.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| Error::Failed(e.without_url().to_string()))?;
+                if body.len() + chunk.len() > max {
+                    return Err(Error::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Response { status, headers, body })
+            Ok(Response { status, headers, body })
+        };
+        tokio::time::timeout(timeout, work).await.map_err(|_| Error::Timeout)?
     })
 }
 
-fn classify(e: reqwest::Error) -> Error {
-    if e.is_timeout() { Error::Timeout } else { Error::Failed(e.to_string()) }
-}
-
-/// Loopback, private, link-local, shared (CGNAT), unspecified, broadcast and multicast.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || (a == 100 && (64..128).contains(&b))
+fn classify(e: EgressError) -> Error {
+    match e {
+        EgressError::Timeout => Error::Timeout,
+        EgressError::RefusedAddress { .. } | EgressError::RefusedName(_) | EgressError::Scheme(_) => {
+            Error::Denied(e.to_string())
         }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn knows_private_ranges() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(is_private(private.parse().unwrap()), "{private}");
-        }
-        for public in ["93.184.216.34", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
-            assert!(!is_private(public.parse().unwrap()), "{public}");
-        }
+        other => Error::Failed(other.to_string()),
     }
 }

@@ -71,6 +71,7 @@ impl library::Host for PluginState {
         self.in_host(|| {
             let store = caps.services.store.clone();
             let playlist = caps.services.runtime.block_on(async move { store.playlist(guild, &name).await });
+            let playlist = playlist.map_err(|e| library::Error::Failed(e.to_string()))?;
             playlist
                 .map(|p| p.tracks.iter().map(serde_json::to_string).collect::<Result<Vec<_>, _>>())
                 .transpose()

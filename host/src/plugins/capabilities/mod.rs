@@ -2,14 +2,17 @@
 //! `denied` when it is missing; none ever traps the guest. Calls run on the resolver's
 //! blocking thread and wait on the media runtime for their I/O.
 
+mod arguments;
 mod http;
 mod kv;
 pub(crate) mod process;
 
-use std::sync::{Arc, Weak};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::grants::{Grants, LimitSettings};
+use super::grants::{Grants, LimitSettings, ProgramPolicy};
+use crate::egress::Egress;
 use crate::store::StateStore;
 use crate::telemetry::metrics::Metrics;
 
@@ -19,6 +22,30 @@ pub struct Services {
     pub runtime: tokio::runtime::Handle,
     pub store: StateStore,
     pub metrics: Arc<Metrics>,
+    /// The guarded client plugins' requests go through.
+    pub egress: Egress,
+    /// Points the programs plugins run at the guard proxy.
+    pub proxy_environment: Arc<Vec<(&'static str, String)>>,
+    /// How a program runs when a grant does not say (`YT_DLP_PATH`, `YT_DLP_COOKIES`).
+    pub program_defaults: Arc<BTreeMap<String, ProgramPolicy>>,
+    /// Programs each plugin has running through `process.run`.
+    pub process_runs: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Services {
+    /// Services for loading plugins without serving (the CLI, benchmarks): the default
+    /// egress checks and no proxy for programs.
+    pub fn offline(runtime: tokio::runtime::Handle, store: StateStore) -> Result<Self, crate::egress::EgressError> {
+        Ok(Self {
+            runtime,
+            store,
+            metrics: Arc::new(Metrics::new()),
+            egress: Egress::new(Default::default())?,
+            proxy_environment: Arc::default(),
+            program_defaults: Arc::default(),
+            process_runs: Arc::default(),
+        })
+    }
 }
 
 /// One resolver call's view of what its plugin may do.
