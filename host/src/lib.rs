@@ -83,7 +83,7 @@ impl Server {
             .map_err(StartError::Threads)?;
         let metrics = Arc::new(telemetry::Metrics::new());
         let mut store = match &config.redis_uri {
-            Some(uri) => store::StateStore::redis(uri, &config.redis_prefix)?,
+            Some(uri) => store::StateStore::redis(uri, &config.redis_prefix).await?,
             None => store::StateStore::embedded(&config.data_dir.join("state.redb"), &config.redis_prefix)?,
         };
         store.errors = metrics.store_errors.clone();

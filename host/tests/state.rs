@@ -8,7 +8,7 @@ use fake_voice::{FakeVoiceConfig, FakeVoiceServer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use support::process::spawn_server;
-use support::redis::RedisServer;
+use support::redis::{RedisServer, free_port};
 use support::{Harness, LIMIT, MediaServer, TOKEN, enqueued_track_id};
 
 // ---- bm-lib's models, as strict as the client parses them ----
@@ -270,6 +270,81 @@ async fn data_in_the_original_redis_layout_is_restored() {
         ("3f1c2d9e-0000-4000-8000-000000000001", "Old song")
     );
     assert!(snap.position_ms >= 2000, "resumes at the saved position: {}", snap.position_ms);
+}
+
+// ---- store outages ----
+
+/// Waits until `/ready` answers 200 (the store is back).
+async fn wait_ready(h: &Harness) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while h.get("/ready").await.status != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "the server never came ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The track ids of the guild's queue as saved in Redis.
+async fn saved_queue(redis: &RedisServer, guild: u64) -> Vec<String> {
+    let mut conn = redis.connection().await;
+    let raw: Option<String> =
+        redis::cmd("GET").arg(format!("mesastream:guild:{guild}:queue")).query_async(&mut conn).await.expect("get");
+    let tracks: Vec<Value> = raw.map(|r| serde_json::from_str(&r).expect("queue json")).unwrap_or_default();
+    tracks.iter().map(|t| t["id"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_during_create_fails_the_call_and_keeps_the_saved_queue() {
+    let mut redis = RedisServer::start().await;
+    let uri = redis.uri();
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.redis_uri = Some(uri)).await;
+    let (guild, payload) = h.new_call();
+    assert_eq!(h.post("/players", payload.clone()).await.status, 201);
+    for file in ["tone-523-long.mp3", "tone-440.mp3", "tone-660.flac"] {
+        assert_eq!(h.enqueue(guild, &h.media.url(file)).await.status, 200);
+    }
+    assert_eq!(h.call(reqwest::Method::DELETE, &format!("/players/{guild}"), None).await.status, 204);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while saved_queue(&redis, guild).await.len() != 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the queue was never saved");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let saved = saved_queue(&redis, guild).await;
+
+    // Redis goes away: the bot's create fails with the contract's 503, and changes nothing.
+    redis.stop();
+    let failed = h.post("/players", payload.clone()).await;
+    assert_eq!((failed.status, failed.body["code"].as_str()), (503, Some("service_unavailable")), "{failed:?}");
+    let message = failed.body["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("service unavailable: state store: ") && message.contains("nothing was changed"));
+    assert_eq!(h.get(&format!("/players/{guild}")).await.status, 404, "no player was made");
+
+    // Redis returns with the queue as it was, and the retried create restores it.
+    redis.start_again().await;
+    assert_eq!(saved_queue(&redis, guild).await, saved, "the saved queue is intact");
+    wait_ready(&h).await;
+    let created = h.post("/players", payload).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.body["current_track"]["id"], saved[0].as_str(), "{created:?}");
+    let queued: Vec<&str> = created.body["queue"].as_array().unwrap().iter().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(queued, saved[1..].iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_starts_with_redis_down_and_comes_ready_when_it_appears() {
+    let port = free_port();
+    let uri = format!("redis://127.0.0.1:{port}/");
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.redis_uri = Some(uri)).await;
+    assert_eq!(h.get("/health").await.status, 200);
+    let ready = h.get("/ready").await;
+    assert_eq!((ready.status, ready.body.clone()), (503, json!({"status": "degraded"})));
+    assert_eq!(h.get("/players").await.status, 200, "what needs no store is served");
+    let (_guild, payload) = h.new_call();
+    let refused = h.post("/players", payload.clone()).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (503, Some("service_unavailable")), "{refused:?}");
+
+    let _redis = RedisServer::start_on(port).await;
+    wait_ready(&h).await;
+    assert_eq!(h.post("/players", payload).await.status, 201);
 }
 
 // ---- restart after SIGKILL ----

@@ -55,9 +55,9 @@ impl StateStore {
         Ok(Self::with(Backend::Embedded(EmbeddedKv::in_memory()?), prefix))
     }
 
-    /// Redis at `uri`; connects in the background, so Redis may still be down.
-    pub fn redis(uri: &str, prefix: &str) -> Result<Self, StoreError> {
-        Ok(Self::with(Backend::Redis(RedisKv::connect(uri)?), prefix))
+    /// Redis at `uri`; when it does not answer yet, it is connected in the background.
+    pub async fn redis(uri: &str, prefix: &str) -> Result<Self, StoreError> {
+        Ok(Self::with(Backend::Redis(RedisKv::connect(uri).await?), prefix))
     }
 
     fn with(backend: Backend, prefix: &str) -> Self {

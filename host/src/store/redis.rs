@@ -1,7 +1,7 @@
-//! The Redis backend. The first connection is made in the background, retried until Redis
-//! answers, so the server starts (and serves what needs no store) while Redis is down; once
-//! connected, the connection manager reconnects on its own. Until then every operation is
-//! an error, never an empty answer.
+//! The Redis backend. When Redis does not answer at startup, the first connection is retried
+//! in the background, so the server starts (and serves what needs no store) while Redis is
+//! down; once connected, the connection manager reconnects on its own. Until then every
+//! operation is an error, never an empty answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,16 +24,24 @@ fn err(e: redis::RedisError) -> StoreError {
 }
 
 impl RedisKv {
-    /// Checks the URI and starts connecting in the background (on the current runtime).
-    pub fn connect(uri: &str) -> Result<Self, StoreError> {
+    /// Checks the URI and connects; when Redis does not answer, goes on connecting in the
+    /// background (on the current runtime).
+    pub async fn connect(uri: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(uri).map_err(err)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(3)))
+            .set_number_of_retries(2);
         let conn = Arc::new(OnceCell::new());
+        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            Ok(manager) => {
+                let _ = conn.set(manager);
+                return Ok(Self { conn });
+            }
+            Err(e) => tracing::warn!(error = %e, "redis is not reachable; starting without it and retrying"),
+        }
         let connecting = conn.clone();
         tokio::spawn(async move {
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(3)))
-                .set_response_timeout(Some(Duration::from_secs(3)))
-                .set_number_of_retries(2);
             let mut wait = Duration::from_millis(100);
             loop {
                 match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
