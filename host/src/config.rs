@@ -47,7 +47,9 @@ pub struct Config {
     pub ws_auth: bool,
     /// `OTLP_ENDPOINT`, `OTLP_AUTH`, `OTLP_ORGANIZATION` (and the standard `OTEL_*` ones).
     pub otlp: crate::telemetry::tracing::OtlpSettings,
-    /// `PLUGINS_DIR`: folders of resolver and filter plugins; unset runs without plugins.
+    /// `PLUGINS_DIR`: folders of resolver and filter plugins. Unset: the first-party plugins
+    /// installed beside the binary (`<bin>/../share/mesastream/plugins`), when there;
+    /// `none`: no plugins.
     pub plugins_dir: Option<PathBuf>,
     /// `PLUGINS_CONFIG` (`<PLUGINS_DIR>/plugins.toml`): the operator's grants and limits.
     pub plugins_config: Option<PathBuf>,
@@ -92,6 +94,14 @@ impl Config {
     }
 }
 
+/// Where `scripts/install.sh` (and the container image) put the first-party plugins:
+/// `<prefix>/share/mesastream/plugins` beside `<prefix>/bin/mesastream`.
+pub fn installed_plugins_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.join("share/mesastream/plugins");
+    dir.is_dir().then_some(dir)
+}
+
 fn parse<T: std::str::FromStr>(
     name: &'static str,
     raw: Option<String>,
@@ -124,7 +134,11 @@ impl Config {
         let auth_token =
             get("AUTH_TOKEN").filter(|t| !t.trim().is_empty()).ok_or(ConfigError::Missing("AUTH_TOKEN"))?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let plugins_dir = get("PLUGINS_DIR").filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+        let plugins_dir = match get("PLUGINS_DIR").filter(|v| !v.trim().is_empty()) {
+            Some(v) if v.trim() == "none" => None,
+            Some(v) => Some(PathBuf::from(v)),
+            None => installed_plugins_dir(),
+        };
         Ok(Self {
             auth_token: auth_token.trim().to_string(),
             port: parse("PORT", get("PORT"), 8080, ok)?,

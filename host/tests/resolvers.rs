@@ -22,7 +22,7 @@ async fn play_query(h: &Harness, query: &str) -> (Value, fake_voice::Report) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn direct_resolver_plays_a_listed_host_and_refuses_what_is_not_audio() {
+async fn direct_resolver_plays_a_listed_host_and_declines_a_web_page() {
     // The default grants: any host, private addresses refused; the media server on loopback
     // is reachable only because the operator listed it (MEDIA_ALLOW_HOSTS).
     let h = Harness::with_plugins(FakeVoiceConfig::default(), &["direct"], |_| {}).await;
@@ -33,11 +33,12 @@ async fn direct_resolver_plays_a_listed_host_and_refuses_what_is_not_audio() {
     assert_eq!(track["source_url"], url.as_str());
     assert_heard(&report, t.freq_hz, t.seconds);
 
-    // A page that is not audio is refused by the plugin's sniffing, with the contract's error.
+    // A web page is declined (a page reader such as yt-dlp may take it; none is loaded
+    // here), with the contract's error.
     let (guild, _session) = h.new_player().await;
     let html = h.enqueue(guild, &h.media.url("page.html")).await;
-    assert_eq!(html.status, 404, "{html:?}");
-    assert!(html.body["message"].as_str().unwrap().contains("is not audio"), "{html:?}");
+    assert_eq!((html.status, html.body["code"].as_str()), (404, Some("source_unavailable")), "{html:?}");
+    assert_eq!(html.body["message"], "source unavailable: no source supports this URL", "{html:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

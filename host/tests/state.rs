@@ -198,6 +198,27 @@ async fn black_mesa_commands_with_redis() {
     assert_eq!((degraded.status, degraded.body.clone()), (503, json!({"status": "degraded"})));
 }
 
+/// Drop-in: the binary as installed (its first-party plugins beside it) with nothing but the
+/// original's variables (and the local media server listed) serves Black Mesa's sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_mesa_commands_against_the_installed_server_with_the_originals_environment() {
+    let h = Harness::installed(FakeVoiceConfig::default(), &[]).await;
+    black_mesa_session(&h).await;
+    let plugins = h.get("/plugins").await;
+    let ids: Vec<&str> = plugins.body.as_array().unwrap().iter().filter_map(|p| p["id"].as_str()).collect();
+    assert!(
+        ids.contains(&"ytdlp") && ids.contains(&"direct"),
+        "first-party plugins found without PLUGINS_DIR: {ids:?}"
+    );
+
+    let redis = RedisServer::start().await;
+    let h = Harness::installed(FakeVoiceConfig::default(), &[("REDIS_URI", redis.uri())]).await;
+    black_mesa_session(&h).await;
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("mesastream:*").query_async(&mut conn).await.expect("keys");
+    assert!(keys.iter().any(|k| k.ends_with(":playlist:p1")), "{keys:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_session_answers_503_and_the_bot_retry_path_works() {
     let h = Harness::start(FakeVoiceConfig::default()).await;

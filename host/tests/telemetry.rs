@@ -37,7 +37,7 @@ async fn metrics_count_players_frames_and_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_stream_can_require_the_token() {
     let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.ws_auth = true).await;
-    let url = format!("ws://{}/ws", h.server.addr);
+    let url = format!("ws://{}/ws", h.addr);
     let refused = tokio_tungstenite::connect_async(url.clone()).await;
     assert!(refused.is_err(), "no token, no stream");
     let accepted = tokio_tungstenite::connect_async(format!("{url}?token={TOKEN}")).await;

@@ -299,26 +299,14 @@ pub async fn enqueue_playlist(
 ) -> ApiResult<Json<PlayerSnapshot>> {
     let name = playlist_name(&raw)?;
     let player = app.registry.get(id)?;
-    let not_found = || ApiError::not_found(format!("playlist {name} not found"));
-    // Through the playlist resolver when one is loaded, like a `playlist:<name>` query.
-    let query = format!("playlist:{name}");
-    let resolver = app.registry.ctx.pipeline.plugins.clone().filter(|h| h.claims(&query));
-    let (tracks, locators) = match resolver {
-        Some(host) => match resolve_off_thread(&app, host, &query, player.guild_id).await? {
-            Ok(resolved) if resolved.is_empty() => (Vec::new(), Vec::new()),
-            Ok(resolved) => queue_entries(resolved, &query)?,
-            Err(ResolveFailure::Unavailable(_) | ResolveFailure::Unsupported) => return Err(not_found()),
-            Err(other) => return Err(failure_error(other)),
-        },
-        None => {
-            let stored = app.registry.ctx.store.playlist(player.guild_id, &name).await;
-            let playlist = stored.map_err(ApiError::store_unavailable)?.ok_or_else(not_found)?;
-            (playlist.tracks, Vec::new())
-        }
-    };
+    // The saved tracks themselves, with the ids they were saved with (as the original);
+    // each is resolved again when it starts.
+    let stored = app.registry.ctx.store.playlist(player.guild_id, &name).await;
+    let playlist = stored
+        .map_err(ApiError::store_unavailable)?
+        .ok_or_else(|| ApiError::not_found(format!("playlist {name} not found")))?;
     let mut state = player.state.lock().await;
-    state.sources.extend(locators);
-    player.enqueue(&mut state, tracks);
+    player.enqueue(&mut state, playlist.tracks);
     player.persist(&state);
     Ok(Json(player.snapshot_of(&state)))
 }

@@ -27,6 +27,10 @@ pub struct Manifest {
     /// Resolvers: the queries the plugin handles, as globs (`https://*.youtube.com/*`, `ytsearch:*`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub patterns: Vec<String>,
+    /// Resolvers: queries tried only after every resolver whose `patterns` match declined
+    /// them (answered `unsupported`), e.g. any web page for a general-purpose extractor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_patterns: Vec<String>,
     /// Resolvers: tried in descending priority among those whose patterns match.
     #[serde(default)]
     pub priority: i32,
@@ -148,7 +152,9 @@ impl Manifest {
             ));
         }
         match self.kind {
-            Kind::Resolver if self.patterns.is_empty() => return Err("a resolver needs at least one pattern".into()),
+            Kind::Resolver if self.patterns.is_empty() && self.fallback_patterns.is_empty() => {
+                return Err("a resolver needs at least one pattern".into());
+            }
             Kind::Filter if self.filters.is_empty() => {
                 return Err("a filter plugin needs at least one [[filters]]".into());
             }
@@ -172,6 +178,11 @@ impl Manifest {
     /// Whether this resolver handles `query`.
     pub fn matches(&self, query: &str) -> bool {
         self.patterns.iter().any(|p| glob_match::glob_match(p, query))
+    }
+
+    /// Whether this resolver takes `query` when the resolvers that match it declined.
+    pub fn falls_back_on(&self, query: &str) -> bool {
+        self.fallback_patterns.iter().any(|p| glob_match::glob_match(p, query))
     }
 }
 

@@ -99,6 +99,11 @@ impl LoadedPlugin {
             && (self.manifest.matches(query) || self.grants.patterns.iter().any(|p| glob_match::glob_match(p, query)))
     }
 
+    /// Whether this resolver takes `query` once the ones that match it declined.
+    pub fn falls_back_on(&self, query: &str) -> bool {
+        self.manifest.kind == Kind::Resolver && self.manifest.falls_back_on(query)
+    }
+
     pub fn provides_filter(&self, name: &str) -> bool {
         self.manifest.kind == Kind::Filter && self.manifest.filters.iter().any(|f| f.name == name)
     }
@@ -118,6 +123,8 @@ pub struct PluginInfo {
     pub limits: LimitsInfo,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub patterns: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallback_patterns: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<manifest::FilterDecl>,
 }
@@ -390,6 +397,7 @@ pub fn info_of(p: &LoadedPlugin) -> PluginInfo {
             call_timeout_ms: p.limits.call_time.as_millis() as u64,
         },
         patterns: m.patterns.iter().chain(&p.grants.patterns).cloned().collect(),
+        fallback_patterns: m.fallback_patterns.clone(),
         filters: m.filters.clone(),
     }
 }

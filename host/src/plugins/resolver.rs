@@ -98,7 +98,7 @@ pub enum ResolveFailure {
 impl PluginHost {
     /// Whether some resolver's patterns match `query`.
     pub fn claims(&self, query: &str) -> bool {
-        self.plugins().iter().any(|p| p.resolver_pre().is_some() && p.matches(query))
+        self.plugins().iter().any(|p| p.resolver_pre().is_some() && (p.matches(query) || p.falls_back_on(query)))
     }
 
     /// Resolves `query` with the matching resolvers, skipping `exclude`. Blocking.
@@ -109,13 +109,18 @@ impl PluginHost {
         exclude: Option<&str>,
         depth: u8,
     ) -> Result<Resolved, ResolveFailure> {
-        let mut candidates: Vec<Arc<LoadedPlugin>> = self
-            .plugins()
-            .into_iter()
-            .filter(|p| p.resolver_pre().is_some() && Some(p.id()) != exclude && p.matches(query))
-            .collect();
-        candidates.sort_by(|a, b| b.manifest.priority.cmp(&a.manifest.priority).then_with(|| a.id().cmp(b.id())));
-        for plugin in candidates {
+        let eligible: Vec<Arc<LoadedPlugin>> =
+            self.plugins().into_iter().filter(|p| p.resolver_pre().is_some() && Some(p.id()) != exclude).collect();
+        let by_priority = |a: &Arc<LoadedPlugin>, b: &Arc<LoadedPlugin>| {
+            b.manifest.priority.cmp(&a.manifest.priority).then_with(|| a.id().cmp(b.id()))
+        };
+        // First the resolvers whose patterns match, then those that take what they declined.
+        let mut matching: Vec<_> = eligible.iter().filter(|p| p.matches(query)).cloned().collect();
+        matching.sort_by(by_priority);
+        let mut fallbacks: Vec<_> =
+            eligible.iter().filter(|p| !p.matches(query) && p.falls_back_on(query)).cloned().collect();
+        fallbacks.sort_by(by_priority);
+        for plugin in matching.into_iter().chain(fallbacks) {
             match self.call_resolver(&plugin, query, guild_id.clone(), depth) {
                 Err(ResolveFailure::Unsupported) => continue,
                 other => return other,

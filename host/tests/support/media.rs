@@ -227,6 +227,17 @@ pub struct MediaServer {
     requests: Arc<Mutex<HashMap<String, u64>>>,
     /// Paths answered with a redirect instead of their file.
     redirects: Arc<Mutex<HashMap<String, String>>>,
+    /// The last `Cookie` header sent for each path.
+    cookies: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// `/player.html`: a web page with the 440 Hz tone in an HTML5 audio element, as a site
+/// embeds its media (yt-dlp's generic extractor finds it).
+async fn player_page() -> impl IntoResponse {
+    axum::response::Html(
+        "<!DOCTYPE html><html><head><title>Fixture page</title></head>\
+         <body><h1>Listen</h1><audio controls src=\"/tone-440.mp3\"></audio></body></html>",
+    )
 }
 
 /// `/feed.rss`: a podcast feed whose two episodes are tone-660.flac and tone-770.ogg on
@@ -286,13 +297,19 @@ impl MediaServer {
         let counted = requests.clone();
         let redirects: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
         let redirecting = redirects.clone();
+        let cookies: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
+        let tasting = cookies.clone();
         let app = Router::new()
             .route("/feed.rss", get(feed))
+            .route("/player.html", get(player_page))
             .with_state(addr)
             .fallback_service(ServeDir::new(dir))
             .layer(middleware::from_fn(move |request: Request, next: Next| {
                 let counted = counted.clone();
                 let redirect = redirecting.lock().expect("redirects").get(request.uri().path()).cloned();
+                if let Some(cookie) = request.headers().get(axum::http::header::COOKIE).and_then(|c| c.to_str().ok()) {
+                    tasting.lock().expect("cookies").insert(request.uri().path().to_string(), cookie.to_string());
+                }
                 async move {
                     *counted.lock().expect("request counts").entry(request.uri().path().to_string()).or_insert(0) += 1;
                     match redirect {
@@ -304,7 +321,7 @@ impl MediaServer {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, truncating: truncating_addr, requests, redirects }
+        Self { addr, truncating: truncating_addr, requests, redirects, cookies }
     }
 
     /// Opens this server's ports (and nothing else on loopback) in an allow-list.
@@ -321,6 +338,11 @@ impl MediaServer {
     /// From now on, `path` answers `307 Location: to`.
     pub fn redirect(&self, path: &str, to: &str) {
         self.redirects.lock().expect("redirects").insert(format!("/{}", path.trim_start_matches('/')), to.to_string());
+    }
+
+    /// The `Cookie` header last sent for `path`.
+    pub fn cookie(&self, path: &str) -> Option<String> {
+        self.cookies.lock().expect("cookies").get(path).cloned()
     }
 
     /// How many requests asked for `path` so far.

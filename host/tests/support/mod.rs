@@ -27,8 +27,16 @@ pub const LIMIT: Duration = Duration::from_secs(30);
 
 static NEXT_GUILD: AtomicU64 = AtomicU64::new(100_000_000_000_000_001);
 
+/// The server under test: in this process, or the installed binary as its own process.
+pub enum Serving {
+    InProcess(Server),
+    Installed(process::Process, tempfile::TempDir),
+}
+
 pub struct Harness {
-    pub server: Server,
+    /// Where the server listens.
+    pub addr: std::net::SocketAddr,
+    pub serving: Serving,
     pub fake: FakeVoiceServer,
     pub media: MediaServer,
     pub http: reqwest::Client,
@@ -87,11 +95,68 @@ impl Harness {
         media.allow_in(&mut config.media_allow_hosts);
         tweak(&mut config);
         let server = Server::start(config).await.expect("server starts");
-        Self { server, fake, media, http: reqwest::Client::new(), plugins: None, _ca_file: ca_file, _data: data }
+        Self {
+            addr: server.addr,
+            serving: Serving::InProcess(server),
+            fake,
+            media,
+            http: reqwest::Client::new(),
+            plugins: None,
+            _ca_file: ca_file,
+            _data: data,
+        }
+    }
+
+    /// The binary installed by `scripts/install.sh` into a fresh prefix (the container
+    /// image's layout: its plugins beside it, found without PLUGINS_DIR), started as its own
+    /// process with the token, a private data directory, the media server listed in
+    /// `MEDIA_ALLOW_HOSTS`, and `env`.
+    pub async fn installed(voice: FakeVoiceConfig, env: &[(&str, String)]) -> Self {
+        stalls::watch();
+        let fake = FakeVoiceServer::start(voice).await.expect("fake voice server");
+        let media = MediaServer::start().await;
+        let prefix = tempfile::tempdir().expect("install prefix");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = std::process::Command::new("bash")
+            .arg(root.join("scripts/install.sh"))
+            .arg(prefix.path())
+            .arg(env!("CARGO_BIN_EXE_mesastream"))
+            .env("PLUGINS_TARGET_DIR", std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../plugins"))
+            .status()
+            .expect("run scripts/install.sh");
+        assert!(status.success(), "scripts/install.sh failed");
+        let ca_file = fake.ca_pem().map(|pem| {
+            let mut f = tempfile::NamedTempFile::new().expect("ca file");
+            std::io::Write::write_all(&mut f, pem.as_bytes()).expect("write ca");
+            f
+        });
+        let mut all = vec![("MEDIA_ALLOW_HOSTS", media.allow_hosts())];
+        if let Some(f) = &ca_file {
+            all.push(("SSL_CERT_FILE", f.path().display().to_string()));
+        }
+        all.extend(env.iter().map(|(k, v)| (*k, v.clone())));
+        let exe = prefix.path().join("bin/mesastream");
+        let process = process::spawn_at(&exe, &all).await;
+        let addr = ([127, 0, 0, 1], process.port).into();
+        let data = tempfile::tempdir().expect("data dir");
+        Self {
+            addr,
+            serving: Serving::Installed(process, prefix),
+            fake,
+            media,
+            http: reqwest::Client::new(),
+            plugins: None,
+            _ca_file: ca_file,
+            _data: data,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.server.base_url(), path)
+        format!("{}{}", self.base_url(), path)
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
@@ -158,7 +223,7 @@ impl Harness {
     }
 
     pub async fn events(&self) -> Events {
-        let url = format!("ws://{}/ws", self.server.addr);
+        let url = format!("ws://{}/ws", self.addr);
         let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connects");
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {

@@ -39,8 +39,13 @@ pub fn free_port() -> u16 {
 
 /// The binary with the test token, a private data directory unless `env` names one, and `env`.
 pub fn command(env: &[(&str, String)]) -> (Command, tempfile::TempDir) {
+    command_at(std::path::Path::new(env!("CARGO_BIN_EXE_mesastream")), env)
+}
+
+/// The same for the binary at `exe`.
+pub fn command_at(exe: &std::path::Path, env: &[(&str, String)]) -> (Command, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("data dir");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesastream"));
+    let mut cmd = Command::new(exe);
     cmd.env("AUTH_TOKEN", TOKEN).env("BIND_ADDRESS", "127.0.0.1").env("RUST_LOG", "warn").env("DATA_DIR", data.path());
     for (k, v) in env {
         cmd.env(k, v);
@@ -50,8 +55,13 @@ pub fn command(env: &[(&str, String)]) -> (Command, tempfile::TempDir) {
 
 /// Starts the server on a free port and returns once `/health` answers.
 pub async fn spawn_server(env: &[(&str, String)]) -> Process {
+    spawn_at(std::path::Path::new(env!("CARGO_BIN_EXE_mesastream")), env).await
+}
+
+/// The same for the binary at `exe`.
+pub async fn spawn_at(exe: &std::path::Path, env: &[(&str, String)]) -> Process {
     let port = free_port();
-    let (mut cmd, data) = command(env);
+    let (mut cmd, data) = command_at(exe, env);
     let child = cmd
         .env("PORT", port.to_string())
         .stdout(Stdio::null())

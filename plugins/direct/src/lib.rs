@@ -1,5 +1,6 @@
 //! Resolves direct HTTP(S) media links. The link must answer, and with audio: by its
-//! Content-Type, or when that says nothing useful, by the file's first bytes.
+//! Content-Type, or when that says nothing useful, by the file's first bytes. A web page is
+//! declined (`unsupported`), so a resolver that reads pages can take it.
 
 wit_bindgen::generate!({ world: "resolver", path: "../../wit" });
 
@@ -25,6 +26,10 @@ impl Guest for Direct {
                 sniff(&start.body)
             }
         };
+        if !audio && content_type.to_ascii_lowercase().starts_with("text/html") {
+            // A page, not a file: a resolver that reads pages (yt-dlp) may find its media.
+            return Err(ResolveError::Unsupported);
+        }
         if !audio {
             return Err(ResolveError::Unavailable(format!("{url} is not audio (the server says {content_type})")));
         }
