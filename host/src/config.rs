@@ -79,6 +79,44 @@ pub struct Config {
     pub yt_dlp_path: Option<PathBuf>,
     /// `YT_DLP_COOKIES`: a cookies file handed (as a copy) to every yt-dlp run.
     pub yt_dlp_cookies: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+/// How much one node takes on; each bound answers a clear error when reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `MAX_PLAYERS` (5000): players on this node.
+    pub players: usize,
+    /// `MAX_QUEUE_TRACKS` (1000): tracks waiting in one player's queue.
+    pub queue_tracks: usize,
+    /// `MAX_PLAYLIST_TRACKS` (500): tracks one resolved or saved playlist may hold.
+    pub playlist_tracks: usize,
+    /// `MAX_EVENT_CLIENTS` (64): WebSocket event-stream clients at once.
+    pub event_clients: usize,
+    /// `RESOLVES_PER_GUILD` (2): enqueues being resolved at once for one guild.
+    pub resolves_per_guild: usize,
+    /// `RESOLVES_PER_NODE` (32): enqueues being resolved at once on this node.
+    pub resolves_per_node: usize,
+    /// `RATE_LIMIT_PER_MINUTE` (unset: off): requests per minute from one client address.
+    pub requests_per_minute: Option<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            players: 5000,
+            queue_tracks: 1000,
+            playlist_tracks: 500,
+            event_clients: 64,
+            resolves_per_guild: 2,
+            resolves_per_node: 32,
+            requests_per_minute: None,
+        }
+    }
+}
+
+fn at_least_one(v: &usize) -> Result<(), String> {
+    (*v > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string())
 }
 
 impl Config {
@@ -211,6 +249,40 @@ impl Config {
                 .transpose()?,
             yt_dlp_path: get("YT_DLP_PATH").filter(|v| !v.trim().is_empty()).map(PathBuf::from),
             yt_dlp_cookies: get("YT_DLP_COOKIES").filter(|v| !v.trim().is_empty()).map(PathBuf::from),
+            limits: {
+                let d = Limits::default();
+                Limits {
+                    players: parse("MAX_PLAYERS", get("MAX_PLAYERS"), d.players, at_least_one)?,
+                    queue_tracks: parse("MAX_QUEUE_TRACKS", get("MAX_QUEUE_TRACKS"), d.queue_tracks, at_least_one)?,
+                    playlist_tracks: parse(
+                        "MAX_PLAYLIST_TRACKS",
+                        get("MAX_PLAYLIST_TRACKS"),
+                        d.playlist_tracks,
+                        at_least_one,
+                    )?,
+                    event_clients: parse("MAX_EVENT_CLIENTS", get("MAX_EVENT_CLIENTS"), d.event_clients, at_least_one)?,
+                    resolves_per_guild: parse(
+                        "RESOLVES_PER_GUILD",
+                        get("RESOLVES_PER_GUILD"),
+                        d.resolves_per_guild,
+                        at_least_one,
+                    )?,
+                    resolves_per_node: parse(
+                        "RESOLVES_PER_NODE",
+                        get("RESOLVES_PER_NODE"),
+                        d.resolves_per_node,
+                        at_least_one,
+                    )?,
+                    requests_per_minute: get("RATE_LIMIT_PER_MINUTE")
+                        .filter(|v| !v.trim().is_empty())
+                        .map(|v| {
+                            parse("RATE_LIMIT_PER_MINUTE", Some(v), 0u32, |n| {
+                                (*n > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string())
+                            })
+                        })
+                        .transpose()?,
+                }
+            },
             media_max_bytes: parse("MEDIA_MAX_BYTES", get("MEDIA_MAX_BYTES"), 2 << 30, |v| {
                 (*v > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string())
             })?,

@@ -148,6 +148,7 @@ impl Server {
                 skipped: metrics.player_skipped_ticks.clone(),
             },
             metrics,
+            limits: config.limits,
         });
         let registry = Registry::new(ctx);
         let state = api::AppState {
@@ -155,6 +156,7 @@ impl Server {
             events: events.clone(),
             auth_token: config.auth_token.clone().into(),
             ws_auth: config.ws_auth,
+            limits: Arc::new(api::limits::ApiLimits::new(config.limits)),
         };
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
@@ -165,6 +167,7 @@ impl Server {
             let graceful = async move {
                 let _ = shutdown_rx.await;
             };
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
                 tracing::error!(error = %e, "http server stopped");
             }

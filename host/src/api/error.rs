@@ -60,6 +60,10 @@ impl ApiError {
             message: "forbidden: the bearer token is not valid".into(),
         }
     }
+    /// A bound of this node was reached (`limit_exceeded`, 429).
+    pub fn limit(detail: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", "limit exceeded", detail)
+    }
     pub fn payload_too_large(detail: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "payload too large", detail)
     }
@@ -67,10 +71,12 @@ impl ApiError {
 
 impl From<PlayerError> for ApiError {
     fn from(e: PlayerError) -> Self {
+        let detail = e.to_string();
         match e {
             PlayerError::NotFound(id) => Self::not_found(format!("player {id} not found")),
             PlayerError::Voice(v) => Self::service_unavailable(v),
             PlayerError::Store(e) => Self::store_unavailable(e),
+            PlayerError::Full(_) => Self::limit(detail),
             PlayerError::Internal(detail) => Self::internal(detail),
         }
     }

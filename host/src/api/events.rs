@@ -36,9 +36,16 @@ pub async fn stream(
             Some(_) => {}
         }
     }
+    let slot = match app.limits.event_client() {
+        Ok(slot) => slot,
+        Err(e) => return e.into_response(),
+    };
     let events = app.events.subscribe();
     let dropped = app.registry.ctx.metrics.events_dropped.clone();
-    upgrade.on_upgrade(move |socket| forward(socket, events, dropped))
+    upgrade.on_upgrade(move |socket| async move {
+        forward(socket, events, dropped).await;
+        drop(slot);
+    })
 }
 
 async fn forward(

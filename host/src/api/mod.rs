@@ -5,6 +5,7 @@ mod error;
 mod events;
 mod extract;
 mod filters;
+pub mod limits;
 mod players;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub auth_token: Arc<str>,
     /// Whether `/ws` requires the token too.
     pub ws_auth: bool,
+    pub limits: Arc<limits::ApiLimits>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -62,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(events::stream))
         .merge(players)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
         .layer(middleware::from_fn_with_state(state.clone(), time_request))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(crate::telemetry::tracing::request_span))
         .with_state(state)

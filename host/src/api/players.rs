@@ -64,16 +64,17 @@ pub async fn enqueue(
         track::parse_url(&query).map_err(ApiError::source_unavailable)?;
     }
     let player = app.registry.get(id)?;
+    let slot = app.limits.resolve_slot(player.guild_id)?;
     let (tracks, locators) = match resolvers {
         Some(host) => resolve(&app, host, query, player.guild_id).await?,
         None => (vec![direct(&app, &query).await?], Vec::new()),
     };
+    drop(slot);
     let mut state = player.state.lock().await;
     for track in &tracks {
         tracing::info!(player = %id, track = %track.id, url = %track.source_url, "track_enqueued");
     }
-    state.sources.extend(locators);
-    player.enqueue(&mut state, tracks);
+    player.enqueue(&mut state, tracks, locators).map_err(ApiError::limit)?;
     player.persist(&state);
     Ok(Json(player.snapshot_of(&state)))
 }
@@ -102,7 +103,7 @@ async fn resolve(
     guild: crate::model::Id,
 ) -> ApiResult<QueueEntries> {
     let resolved = resolve_off_thread(app, host, &query, guild).await?.map_err(failure_error)?;
-    queue_entries(resolved, &query)
+    queue_entries(resolved, &query, app.limits.limits.playlist_tracks)
 }
 
 async fn resolve_off_thread(
@@ -125,8 +126,9 @@ fn failure_error(e: ResolveFailure) -> ApiError {
     }
 }
 
-/// Queue entries for what `query` resolved to, with the locators already known.
-fn queue_entries(resolved: Resolved, query: &str) -> ApiResult<QueueEntries> {
+/// Queue entries for what `query` resolved to, with the locators already known. A playlist
+/// longer than `max_tracks` is refused whole.
+fn queue_entries(resolved: Resolved, query: &str, max_tracks: usize) -> ApiResult<QueueEntries> {
     let single = matches!(resolved, Resolved::Track(_));
     let search = matches!(resolved, Resolved::Search(_));
     let mut found = resolved.into_tracks();
@@ -135,6 +137,12 @@ fn queue_entries(resolved: Resolved, query: &str) -> ApiResult<QueueEntries> {
     }
     if found.is_empty() {
         return Err(ApiError::source_unavailable(format!("nothing found for {query}")));
+    }
+    if found.len() > max_tracks {
+        return Err(ApiError::payload_too_large(format!(
+            "{query} has {} tracks; at most {max_tracks} can be enqueued at once (MAX_PLAYLIST_TRACKS)",
+            found.len()
+        )));
     }
     let mut tracks = Vec::with_capacity(found.len());
     let mut locators = Vec::new();
@@ -185,7 +193,7 @@ async fn control(
 }
 
 pub async fn clear_queue(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
-    control(&app, id, |_, state| state.queue.clear()).await
+    control(&app, id, |p, state| p.clear_queue(state)).await
 }
 
 pub async fn pause(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
@@ -287,6 +295,13 @@ pub async fn save_playlist(
     let name = playlist_name(&raw)?;
     let player = app.registry.get(id)?;
     let tracks: Vec<Track> = player.state.lock().await.queue.iter().cloned().collect();
+    let limit = app.limits.limits.playlist_tracks;
+    if tracks.len() > limit {
+        return Err(ApiError::payload_too_large(format!(
+            "the queue has {} tracks; a playlist holds at most {limit} (MAX_PLAYLIST_TRACKS)",
+            tracks.len()
+        )));
+    }
     let playlist = PlaylistSnapshot { player_id: id, name, tracks };
     app.registry.ctx.store.save_playlist(player.guild_id, &playlist).await.map_err(ApiError::store_unavailable)?;
     Ok(Json(playlist))
@@ -306,7 +321,7 @@ pub async fn enqueue_playlist(
         .map_err(ApiError::store_unavailable)?
         .ok_or_else(|| ApiError::not_found(format!("playlist {name} not found")))?;
     let mut state = player.state.lock().await;
-    player.enqueue(&mut state, playlist.tracks);
+    player.enqueue(&mut state, playlist.tracks, Vec::new()).map_err(ApiError::limit)?;
     player.persist(&state);
     Ok(Json(player.snapshot_of(&state)))
 }

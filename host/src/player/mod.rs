@@ -29,6 +29,15 @@ pub struct KnownSource {
     pub cache_key: String,
 }
 
+/// An enqueue that would take the queue past its limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a queue holds at most {limit} tracks ({queued} queued, {adding} more asked; MAX_QUEUE_TRACKS)")]
+pub struct QueueFull {
+    pub limit: usize,
+    pub queued: usize,
+    pub adding: usize,
+}
+
 /// Mutable state of one player.
 pub struct State {
     pub connection: VoiceBridgePayload,
@@ -299,10 +308,30 @@ impl Player {
     }
 
     /// Appends tracks; an idle player starts playing.
-    pub fn enqueue(&self, state: &mut State, tracks: impl IntoIterator<Item = Track>) {
+    /// Appends `tracks` (with what their resolvers said about fetching some of them); an
+    /// idle player starts. Refused whole when the queue would hold more than its limit.
+    pub fn enqueue(
+        &self,
+        state: &mut State,
+        tracks: Vec<Track>,
+        sources: Vec<(String, KnownSource)>,
+    ) -> Result<(), QueueFull> {
+        let limit = self.ctx.limits.queue_tracks;
+        if state.queue.len() + tracks.len() > limit {
+            return Err(QueueFull { limit, queued: state.queue.len(), adding: tracks.len() });
+        }
+        state.sources.extend(sources);
         state.queue.extend(tracks);
         if state.current.is_none() && state.status == PlayerStatus::Idle {
             self.advance(state);
+        }
+        Ok(())
+    }
+
+    /// Empties the queue (the current track plays on) and releases what its tracks held.
+    pub fn clear_queue(&self, state: &mut State) {
+        for track in state.queue.drain(..) {
+            state.sources.remove(&track.id);
         }
     }
 

@@ -26,6 +26,7 @@ pub struct Context {
     pub store: StateStore,
     pub metrics: Arc<crate::telemetry::Metrics>,
     pub output_counters: super::OutputCounters,
+    pub limits: crate::config::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub enum PlayerError {
     Voice(#[from] VoiceError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("this node has its {0} players (MAX_PLAYERS); try another node or later")]
+    Full(usize),
     #[error("{0}")]
     Internal(String),
 }
@@ -111,6 +114,7 @@ impl Registry {
 
     /// `POST /players`: connect, then replace any player of the same id or guild.
     pub async fn create(self: &Arc<Self>, payload: VoiceBridgePayload) -> Result<PlayerSnapshot, PlayerError> {
+        self.check_room(&payload)?;
         let (voice_tx, voice_rx) = mpsc::unbounded_channel();
         let voice = self.connect_voice(&payload, voice_tx.clone()).await?;
 
@@ -178,6 +182,16 @@ impl Registry {
         });
         player.persist(&state);
         Ok(player.snapshot_of(&state))
+    }
+
+    /// Whether a new player fits (one that replaces a player of the same id or guild does).
+    fn check_room(&self, payload: &VoiceBridgePayload) -> Result<(), PlayerError> {
+        let players = guard(&self.players);
+        let replaces = players.values().any(|p| p.id == payload.player_id || p.guild_id == payload.guild_id);
+        if !replaces && players.len() >= self.ctx.limits.players {
+            return Err(PlayerError::Full(self.ctx.limits.players));
+        }
+        Ok(())
     }
 
     /// The guild's saved queue and the position in its first track.

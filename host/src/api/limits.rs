@@ -1,0 +1,140 @@
+//! The bounds the API enforces itself: resolves in flight per guild and per node,
+//! event-stream clients, and (optionally) requests per minute from one client address. Each
+//! answers the contract's error body with 429 when reached; a slot is given back when its
+//! guard is dropped, however the request ends.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use super::{ApiError, AppState};
+use crate::config::Limits;
+use crate::model::Id;
+
+/// What the API counts against the node's limits.
+pub struct ApiLimits {
+    pub limits: Limits,
+    resolves: Arc<Mutex<Resolves>>,
+    event_clients: Arc<Mutex<usize>>,
+    rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+#[derive(Default)]
+struct Resolves {
+    node: usize,
+    per_guild: HashMap<Id, usize>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ApiLimits {
+    pub fn new(limits: Limits) -> Self {
+        let rate =
+            limits.requests_per_minute.and_then(NonZeroU32::new).map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        Self { limits, resolves: Arc::default(), event_clients: Arc::default(), rate }
+    }
+
+    /// A slot for resolving an enqueue for `guild`.
+    pub fn resolve_slot(&self, guild: Id) -> Result<ResolveSlot, ApiError> {
+        let mut resolves = lock(&self.resolves);
+        if resolves.node >= self.limits.resolves_per_node {
+            return Err(ApiError::limit(format!(
+                "this node is resolving {} queries at once (RESOLVES_PER_NODE); try again shortly",
+                self.limits.resolves_per_node
+            )));
+        }
+        let for_guild = resolves.per_guild.get(&guild).copied().unwrap_or(0);
+        if for_guild >= self.limits.resolves_per_guild {
+            return Err(ApiError::limit(format!(
+                "this guild already has {for_guild} queries being resolved (RESOLVES_PER_GUILD); wait for them"
+            )));
+        }
+        resolves.node += 1;
+        *resolves.per_guild.entry(guild).or_insert(0) += 1;
+        Ok(ResolveSlot { guild, resolves: self.resolves.clone() })
+    }
+
+    /// A slot for one event-stream client.
+    pub fn event_client(&self) -> Result<EventClientSlot, ApiError> {
+        let mut clients = lock(&self.event_clients);
+        if *clients >= self.limits.event_clients {
+            return Err(ApiError::limit(format!(
+                "{} event-stream clients are connected (MAX_EVENT_CLIENTS)",
+                self.limits.event_clients
+            )));
+        }
+        *clients += 1;
+        Ok(EventClientSlot { clients: self.event_clients.clone() })
+    }
+
+    /// Whether `client` may make another request now; else the error and the seconds until
+    /// it may.
+    fn admit(&self, client: IpAddr) -> Result<(), (ApiError, u64)> {
+        let Some(rate) = &self.rate else { return Ok(()) };
+        rate.check_key(&client).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let error = ApiError::limit(format!(
+                "more than {} requests a minute from {client} (RATE_LIMIT_PER_MINUTE)",
+                self.limits.requests_per_minute.unwrap_or_default()
+            ));
+            (error, wait.as_secs() + 1)
+        })?;
+        // Forget addresses whose bucket is full again, so the map does not grow without end.
+        if rate.len() > 10_000 {
+            rate.retain_recent();
+        }
+        Ok(())
+    }
+}
+
+pub struct ResolveSlot {
+    guild: Id,
+    resolves: Arc<Mutex<Resolves>>,
+}
+
+impl Drop for ResolveSlot {
+    fn drop(&mut self) {
+        let mut resolves = lock(&self.resolves);
+        resolves.node = resolves.node.saturating_sub(1);
+        if let Some(n) = resolves.per_guild.get_mut(&self.guild) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                resolves.per_guild.remove(&self.guild);
+            }
+        }
+    }
+}
+
+pub struct EventClientSlot {
+    clients: Arc<Mutex<usize>>,
+}
+
+impl Drop for EventClientSlot {
+    fn drop(&mut self) {
+        let mut clients = lock(&self.clients);
+        *clients = clients.saturating_sub(1);
+    }
+}
+
+/// Middleware: the per-address request rate, when configured.
+pub async fn rate_limit(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(client) = client
+        && let Err((error, seconds)) = app.limits.admit(client)
+    {
+        let mut response = error.into_response();
+        response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
+        return response;
+    }
+    next.run(request).await
+}
