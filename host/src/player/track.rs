@@ -72,11 +72,10 @@ pub fn resolved_track(r: ResolvedTrack, source_url: String) -> Track {
     }
 }
 
+/// A path segment as text: `%XX` escapes decoded; `+` stays a plus (it means a space only
+/// in form data, not in a path).
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]
@@ -100,5 +99,7 @@ mod tests {
         assert_eq!(track.source, "http");
         assert_eq!(track.metadata.title, "my song.mp3");
         assert_eq!(track.stream_url, track.source_url);
+        let url = parse_url("http://127.0.0.1:8000/AC+DC%20-%20T.N.T%C3%A9.mp3").unwrap();
+        assert_eq!(direct_track(&url, url.as_str()).metadata.title, "AC+DC - T.N.Té.mp3", "a plus is a plus");
     }
 }

@@ -114,12 +114,39 @@ impl Drop for Scheduler {
     }
 }
 
+/// When tick `n` is due. In 64-bit nanoseconds: a 32-bit tick count would wrap after 2.7
+/// years of uptime and put every deadline in the past.
+fn tick_time(start: Instant, n: u64) -> Instant {
+    start + Duration::from_nanos((TICK.as_nanos() as u64).saturating_mul(n))
+}
+
+/// Runs one stream's tick; a stream that panics is taken off the lane (and logged) instead
+/// of taking the lane, and every other stream on it, down.
+fn tick_one(lane: &Lane, stream: &Arc<dyn Tickable>, tick: u64, retry: bool) -> TickOutcome {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream.on_tick(tick, retry))) {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(tick, panic = %what, "a stream panicked on the packet clock; it is taken off the clock");
+            let mut streams = lane.streams.lock();
+            let gone = Arc::downgrade(stream);
+            streams.retain(|s| !s.ptr_eq(&gone));
+            lane.load.store(streams.len() as u64, Ordering::Relaxed);
+            TickOutcome::Done
+        }
+    }
+}
+
 fn run_lane(lane: &Lane, start: Instant, stop: &AtomicBool, stats: &ClockStats) {
     let mut next_tick: u64 = (start.elapsed().as_nanos() / TICK.as_nanos()) as u64 + 1;
     let mut batch: Vec<Arc<dyn Tickable>> = Vec::new();
     let mut retry: Vec<Arc<dyn Tickable>> = Vec::new();
     while !stop.load(Ordering::Acquire) {
-        let deadline = start + TICK * next_tick as u32;
+        let deadline = tick_time(start, next_tick);
         let now = Instant::now();
         if deadline > now {
             std::thread::sleep(deadline - now);
@@ -129,7 +156,7 @@ fn run_lane(lane: &Lane, start: Instant, stop: &AtomicBool, stats: &ClockStats) 
             stats.skipped_ticks.inc_by(now_tick - next_tick);
             next_tick = now_tick;
         }
-        let lateness = Instant::now().saturating_duration_since(start + TICK * next_tick as u32);
+        let lateness = Instant::now().saturating_duration_since(tick_time(start, next_tick));
         if lateness > Duration::from_millis(5) {
             stats.late_ticks.inc();
         }
@@ -137,12 +164,12 @@ fn run_lane(lane: &Lane, start: Instant, stop: &AtomicBool, stats: &ClockStats) 
         batch.extend(lane.streams.lock().iter().filter_map(Weak::upgrade));
         retry.clear();
         for stream in &batch {
-            if stream.on_tick(next_tick, false) == TickOutcome::Retry {
+            if tick_one(lane, stream, next_tick, false) == TickOutcome::Retry {
                 retry.push(stream.clone());
             }
         }
         for stream in &retry {
-            stream.on_tick(next_tick, true);
+            tick_one(lane, stream, next_tick, true);
         }
         stats.ticks.inc();
         next_tick += 1;
@@ -181,5 +208,35 @@ mod tests {
         // After deregistration the lane no longer holds the stream.
         assert!(clock.lanes.iter().all(|l| l.streams.lock().is_empty()));
         assert!(count >= 10);
+    }
+
+    struct Panicker(AtomicU64);
+    impl Tickable for Panicker {
+        fn on_tick(&self, _tick: u64, _retry: bool) -> TickOutcome {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            panic!("a bug in one player");
+        }
+    }
+
+    #[test]
+    fn a_stream_that_panics_leaves_the_others_on_its_lane_playing() {
+        let clock = Scheduler::start(1, ClockStats::default()).unwrap();
+        let panicker = Arc::new(Panicker(AtomicU64::new(0)));
+        let (tx, rx) = mpsc::channel();
+        let recorder = Arc::new(Recorder(Mutex::new(Vec::new()), tx));
+        let (p, r): (Arc<dyn Tickable>, Arc<dyn Tickable>) = (panicker.clone(), recorder.clone());
+        let _registrations = (clock.register(&p), clock.register(&r));
+        rx.recv_timeout(Duration::from_secs(5)).expect("the other stream kept ticking");
+        let ticks = recorder.0.lock().clone();
+        assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "no tick lost: {ticks:?}");
+        assert_eq!(panicker.0.load(Ordering::SeqCst), 1, "the panicking stream was taken off the clock");
+    }
+
+    #[test]
+    fn deadlines_do_not_wrap_after_two_to_the_32_ticks() {
+        let start = Instant::now();
+        let late = tick_time(start, 1 << 32);
+        assert!(late > tick_time(start, (1 << 32) - 1));
+        assert_eq!((late - start).as_secs(), (1u64 << 32) / 50, "2^32 ticks of 20 ms");
     }
 }
