@@ -241,3 +241,131 @@ impl MediaSource for HttpSource {
         self.probe.content_length
     }
 }
+
+/// Media servers are strangers: whatever a server answers (a status, a length that lies,
+/// ranges it claims and ignores, a body cut short), the source reads it or fails cleanly,
+/// and an honest answer reads back byte for byte. A raw socket server answers each request
+/// with the generated response.
+#[cfg(test)]
+mod properties {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use proptest::prelude::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::egress::{AllowList, EgressSettings};
+
+    struct Rig {
+        runtime: tokio::runtime::Runtime,
+        addr: std::net::SocketAddr,
+        response: Arc<Mutex<Vec<u8>>>,
+    }
+
+    /// One server for every case: it answers with whatever `response` holds, then closes.
+    fn rig() -> &'static Rig {
+        static RIG: OnceLock<Rig> = OnceLock::new();
+        RIG.get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let response: Arc<Mutex<Vec<u8>>> = Arc::default();
+            let answer = response.clone();
+            runtime.spawn(async move {
+                while let Ok((mut socket, _)) = listener.accept().await {
+                    let bytes = answer.lock().unwrap().clone();
+                    tokio::spawn(async move {
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = socket.write_all(&bytes).await;
+                        let _ = socket.shutdown().await;
+                    });
+                }
+            });
+            Rig { runtime, addr, response }
+        })
+    }
+
+    fn options(rig: &Rig) -> FetchOptions {
+        let mut allow = AllowList::default();
+        allow.add("127.0.0.1", Some(rig.addr.port()));
+        let egress = rig.runtime.block_on(async { Egress::new(EgressSettings { allow, ..Default::default() }) });
+        FetchOptions {
+            egress: egress.unwrap(),
+            runtime: rig.runtime.handle().clone(),
+            channel_capacity: 4,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Answer {
+        status: u16,
+        length: Option<usize>,
+        ranges: bool,
+        content_type: &'static str,
+        body: Vec<u8>,
+    }
+
+    fn answers() -> impl Strategy<Value = Answer> {
+        (
+            prop::sample::select(vec![200u16, 206, 200, 404, 500, 302]),
+            prop::option::of(0usize..6000),
+            any::<bool>(),
+            prop::sample::select(vec!["audio/mpeg", "application/octet-stream", "text/html", ""]),
+            prop::collection::vec(any::<u8>(), 0..5000),
+        )
+            .prop_map(|(status, length, ranges, content_type, body)| Answer {
+                status,
+                length,
+                ranges,
+                content_type,
+                body,
+            })
+    }
+
+    fn bytes_of(answer: &Answer) -> Vec<u8> {
+        let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", answer.status);
+        if let Some(length) = answer.length {
+            head.push_str(&format!("Content-Length: {length}\r\n"));
+        }
+        if answer.ranges {
+            head.push_str("Accept-Ranges: bytes\r\n");
+        }
+        if !answer.content_type.is_empty() {
+            head.push_str(&format!("Content-Type: {}\r\n", answer.content_type));
+        }
+        let mut bytes = format!("{head}\r\n").into_bytes();
+        bytes.extend_from_slice(&answer.body);
+        bytes
+    }
+
+    proptest! {
+        #[test]
+        fn any_answer_is_read_or_refused_cleanly(answer in answers(), seeks in prop::collection::vec(any::<u64>(), 0..4)) {
+            let rig = rig();
+            *rig.response.lock().unwrap() = bytes_of(&answer);
+            let url = format!("http://{}/media", rig.addr);
+            let Ok(mut source) = HttpSource::open(&url, Vec::new(), options(rig), Arc::default()) else { return Ok(()) };
+            let mut read = Vec::new();
+            let outcome = source.read_to_end(&mut read);
+            let honest = answer.status == 200 && answer.length == Some(answer.body.len());
+            if honest {
+                prop_assert!(outcome.is_ok(), "{:?}", outcome);
+                prop_assert_eq!(&read, &answer.body);
+            }
+            for seek in seeks {
+                if source.seek(SeekFrom::Start(seek % 7000)).is_ok() {
+                    let _ = source.read(&mut [0u8; 512]);
+                }
+            }
+        }
+    }
+}

@@ -199,16 +199,24 @@ impl<R: Read + Seek> OggOpusReader<R> {
 }
 
 /// Reads a whole file, checking every page, and returns its index. A file that does not
-/// end its stream, or whose pages do not check out, is an error.
+/// end its stream, or whose pages do not check out, is an error. Each page's granule
+/// position must equal the samples read so far: the reader resynchronises past a page whose
+/// header is damaged, and this is what notices the page that went missing.
 pub fn verify(input: impl Read + Seek) -> Result<Index, OggOpusError> {
     let mut reader = OggOpusReader::open(input)?;
-    let (mut packets, mut granule, mut ended) = (0u64, 0u64, false);
+    let (mut packets, mut samples, mut granule, mut ended) = (0u64, 0u64, 0u64, false);
     while let Some(p) = reader.reader.read_packet().map_err(ogg_error)? {
-        if frame_samples(&p.data).is_none() {
+        let Some(n) = frame_samples(&p.data) else {
             return Err(OggOpusError::NotOpus(format!("packet {packets} is not Opus")));
-        }
+        };
         packets += 1;
+        samples += n as u64;
         granule = p.absgp_page();
+        if p.last_in_page() && granule != samples {
+            return Err(OggOpusError::Incomplete(format!(
+                "a page is missing or damaged before packet {packets} (granule {granule}, {samples} samples read)"
+            )));
+        }
         ended = p.last_in_stream();
     }
     if !ended {
@@ -283,5 +291,96 @@ mod tests {
         assert!(verify(Cursor::new(&damaged)).is_err(), "a flipped byte must fail the page checksum");
         assert!(verify(Cursor::new(b"not ogg at all".to_vec())).is_err());
         assert!(verify(Cursor::new(&bytes)).is_ok());
+    }
+}
+
+/// Cache files are untrusted bytes on disk: whatever they hold, reading them never panics,
+/// and a damaged or cut file is refused rather than played. `PROPTEST_CASES` sets how many
+/// cases run (256 by default).
+#[cfg(test)]
+mod properties {
+    use std::io::Cursor;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A cache file of Opus-shaped packets (a 20 ms CELT TOC byte, then any bytes).
+    fn cache_file(payloads: &[Vec<u8>]) -> Vec<u8> {
+        let mut writer = OggOpusWriter::new(Vec::new(), 312).expect("writer");
+        for payload in payloads {
+            let mut packet = vec![0xF8];
+            packet.extend_from_slice(payload);
+            writer.push(&packet).expect("push");
+        }
+        writer.finish().expect("finish").0
+    }
+
+    fn payloads() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..120), 1..40)
+    }
+
+    /// Reads everything a reader yields, then seeks; errors are fine, panics are not.
+    fn read_all(bytes: Vec<u8>, seek_ms: u64) {
+        let _ = verify(Cursor::new(bytes.clone()));
+        if let Ok(mut reader) = OggOpusReader::open(Cursor::new(bytes)) {
+            for _ in 0..10_000 {
+                match reader.next_packet() {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let _ = reader.seek_ms(seek_ms);
+            let _ = reader.next_packet();
+        }
+    }
+
+    /// Found by `a_damaged_file_is_refused`: a damaged capture pattern on the first audio
+    /// page made the reader skip that page, and the file verified 200 ms short.
+    #[test]
+    fn a_file_whose_first_audio_page_is_unreadable_is_refused() {
+        let mut bytes = cache_file(&vec![vec![0u8; 40]; 17]);
+        let second_page = 47 + 27 + 1 + 32;
+        assert_eq!(&bytes[second_page..second_page + 4], b"OggS");
+        bytes[second_page] ^= 1;
+        assert!(matches!(verify(Cursor::new(bytes)), Err(OggOpusError::Incomplete(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..4096), seek in any::<u64>()) {
+            read_all(bytes.clone(), seek);
+            let mut framed = b"OggS".to_vec();
+            framed.extend(bytes);
+            read_all(framed, seek);
+        }
+
+        #[test]
+        fn a_valid_file_reads_back_exactly(payloads in payloads()) {
+            let bytes = cache_file(&payloads);
+            let index = verify(Cursor::new(bytes.clone())).expect("a file just written verifies");
+            prop_assert_eq!(index.packets, payloads.len() as u64);
+            let mut reader = OggOpusReader::open(Cursor::new(bytes)).expect("opens");
+            for payload in &payloads {
+                let packet = reader.next_packet().expect("reads").expect("a packet");
+                prop_assert_eq!(&packet[1..], &payload[..]);
+            }
+            prop_assert_eq!(reader.next_packet().expect("reads"), None);
+        }
+
+        #[test]
+        fn a_damaged_file_is_refused(payloads in payloads(), at in any::<prop::sample::Index>(), flip in 1u8..=255) {
+            let mut bytes = cache_file(&payloads);
+            let i = at.index(bytes.len());
+            bytes[i] ^= flip;
+            prop_assert!(verify(Cursor::new(bytes)).is_err(), "byte {} changed and the file still verifies", i);
+        }
+
+        #[test]
+        fn a_cut_file_is_refused(payloads in payloads(), at in any::<prop::sample::Index>()) {
+            let bytes = cache_file(&payloads);
+            let cut = at.index(bytes.len());
+            prop_assert!(verify(Cursor::new(bytes[..cut].to_vec())).is_err(), "cut at {} still verifies", cut);
+        }
     }
 }

@@ -244,3 +244,35 @@ mod tests {
         assert_eq!((merged.cpu_seconds, merged.memory_mb), (Some(5), Some(100)));
     }
 }
+
+/// The operator's grants file is parsed whenever it changes: any text is a configuration or
+/// an error, and the grants it yields answer without panicking.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const VALID: &str = "[plugins.ytdlp]\nprocess = [\"yt-dlp\"]\nkv = true\nlimits = { process-timeout-ms = 60000 }\n\
+                         [plugins.ytdlp.programs.yt-dlp]\ncpu-seconds = 5\n[plugins.direct]\nhttp = { hosts = [\"*\"], private = false }\n";
+
+    proptest! {
+        #[test]
+        fn any_text_is_grants_or_an_error(text in ".{0,600}", at in any::<prop::sample::Index>(), with in any::<char>()) {
+            let _ = toml::from_str::<OperatorConfig>(&text);
+            let mut chars: Vec<char> = VALID.chars().collect();
+            let i = at.index(chars.len());
+            chars[i] = with;
+            let mutated: String = chars.into_iter().collect();
+            if let Ok(config) = toml::from_str::<OperatorConfig>(&mutated) {
+                for id in config.plugins.keys() {
+                    let grants = config.grants(id);
+                    let _ = (grants.granted(), grants.limits(Kind::Resolver), grants.limits(Kind::Filter));
+                    if let Some(http) = &grants.http {
+                        let _ = http.allows_host("example.com");
+                    }
+                }
+            }
+        }
+    }
+}

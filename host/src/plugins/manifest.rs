@@ -230,3 +230,34 @@ mod tests {
         assert!(Manifest::parse(greedy_filter).unwrap_err().contains("log"));
     }
 }
+
+/// Manifests come with plugins from anywhere: any text parses to a manifest or an error.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const VALID: &str = "id = \"direct\"\nversion = \"0.1.0\"\nkind = \"resolver\"\nwit-version = \"0.1.0\"\n\
+                         patterns = [\"http://**\"]\npriority = -10\ncapabilities = [\"http\", \"log\"]\n";
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_manifest_or_an_error(text in ".{0,600}") {
+            let _ = Manifest::parse(&text);
+        }
+
+        #[test]
+        fn a_mutated_manifest_is_a_manifest_or_an_error(at in any::<prop::sample::Index>(), with in any::<char>(), cut in any::<prop::sample::Index>()) {
+            let mut chars: Vec<char> = VALID.chars().collect();
+            let i = at.index(chars.len());
+            chars[i] = with;
+            let mutated: String = chars.into_iter().collect();
+            if let Ok(m) = Manifest::parse(&mutated) {
+                let _ = (m.matches("http://x/y"), m.falls_back_on("http://x/y"), m.component_file());
+            }
+            let end = cut.index(VALID.len());
+            let _ = Manifest::parse(&VALID[..end]);
+        }
+    }
+}

@@ -190,3 +190,32 @@ impl DaveState {
 fn ready(transition_id: u16) -> DaveReply {
     DaveReply::Json(23, json!({"transition_id": transition_id}))
 }
+
+/// DAVE's binary frames (external sender, proposals, commits, welcomes) and its JSON
+/// opcodes come from the voice gateway: whatever they hold, the session answers or ignores
+/// them and never panics. `PROPTEST_CASES` sets the number of cases.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_dave_frames_never_panic(
+            frames in prop::collection::vec(
+                (prop::sample::select(vec![21u8, 22, 24, 25, 26, 27, 28, 29, 30, 31, 0, 255]), prop::collection::vec(any::<u8>(), 0..300)),
+                1..8,
+            ),
+            epoch in any::<u64>(),
+            transition in any::<u16>(),
+        ) {
+            let (mut state, _key_package) = DaveState::start(1, 42, 7).expect("a DAVE session starts");
+            for (op, body) in frames {
+                let _ = state.on_binary(op, &body);
+                let _ = state.on_json(op, &serde_json::json!({"epoch": epoch, "transition_id": transition, "protocol_version": body.first().copied().unwrap_or(1)}));
+            }
+            let _ = state.can_encrypt();
+        }
+    }
+}

@@ -88,20 +88,16 @@ impl Link {
             };
             match message {
                 Message::Text(text) => {
-                    let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                    if let Some(seq) = value.get("seq").and_then(Value::as_i64) {
+                    let Some((seq, op, d)) = parse_text(text.as_str()) else { continue };
+                    if let Some(seq) = seq {
                         self.note_seq(seq);
                     }
-                    let Some(op) = value.get("op").and_then(Value::as_u64) else { continue };
-                    let d = value.get("d").cloned().unwrap_or(Value::Null);
-                    return Incoming::Json { op: op as u8, d };
+                    return Incoming::Json { op, d };
                 }
                 Message::Binary(data) => {
-                    if data.len() < 3 {
-                        continue;
-                    }
-                    self.note_seq(i64::from(u16::from_be_bytes([data[0], data[1]])));
-                    return Incoming::Binary { op: data[2], body: data[3..].to_vec() };
+                    let Some((seq, op, body)) = parse_binary(&data) else { continue };
+                    self.note_seq(i64::from(seq));
+                    return Incoming::Binary { op, body: body.to_vec() };
                 }
                 Message::Close(frame) => {
                     let (code, reason) =
@@ -136,6 +132,33 @@ impl Link {
     }
 }
 
+/// A JSON gateway message: its `seq` when it has one, its opcode and its `d`. Anything else
+/// (not JSON, no opcode, an opcode no voice gateway uses) is skipped.
+fn parse_text(text: &str) -> Option<(Option<i64>, u8, Value)> {
+    let mut value = serde_json::from_str::<Value>(text).ok()?;
+    let seq = value.get("seq").and_then(Value::as_i64);
+    let op = u8::try_from(value.get("op")?.as_u64()?).ok()?;
+    let d = value.get_mut("d").map(Value::take).unwrap_or(Value::Null);
+    Some((seq, op, d))
+}
+
+/// A binary gateway message: sequence number, opcode and body.
+fn parse_binary(data: &[u8]) -> Option<(u16, u8, &[u8])> {
+    let (&[seq_high, seq_low, op], body) = data.split_first_chunk::<3>()?;
+    Some((u16::from_be_bytes([seq_high, seq_low]), op, body))
+}
+
+/// An IP discovery response: the address and port the voice server saw us at.
+fn parse_discovery(response: &[u8]) -> Option<(String, u16)> {
+    if response.len() < 74 || response[0..2] != [0, 2] {
+        return None;
+    }
+    let ip_bytes = &response[8..72];
+    let end = ip_bytes.iter().position(|b| *b == 0).unwrap_or(ip_bytes.len());
+    let ip = String::from_utf8_lossy(&ip_bytes[..end]).to_string();
+    Some((ip, u16::from_be_bytes([response[72], response[73]])))
+}
+
 fn heartbeat_interval(hello: &Value) -> Duration {
     let ms = hello.get("heartbeat_interval").and_then(Value::as_f64).unwrap_or(13_750.0);
     Duration::from_millis(ms.clamp(250.0, 60_000.0) as u64)
@@ -150,15 +173,10 @@ async fn discover(udp: &UdpSocket, ssrc: u32, limit: Duration) -> Result<(String
     let mut response = [0u8; 128];
     for _ in 0..3 {
         udp.send(&request).await.map_err(VoiceError::Udp)?;
-        if let Ok(Ok(n)) = timeout(limit / 3, udp.recv(&mut response)).await {
-            if n < 74 || response[0..2] != [0, 2] {
-                continue;
-            }
-            let ip_bytes = &response[8..72];
-            let end = ip_bytes.iter().position(|b| *b == 0).unwrap_or(ip_bytes.len());
-            let ip = String::from_utf8_lossy(&ip_bytes[..end]).to_string();
-            let port = u16::from_be_bytes([response[72], response[73]]);
-            return Ok((ip, port));
+        if let Ok(Ok(n)) = timeout(limit / 3, udp.recv(&mut response)).await
+            && let Some(found) = parse_discovery(&response[..n])
+        {
+            return Ok(found);
         }
     }
     Err(VoiceError::Timeout("IP discovery"))
@@ -452,4 +470,55 @@ async fn resume(
         }
     }
     Err(last)
+}
+
+/// The gateway's messages and the discovery answer come from the network: whatever they
+/// hold, parsing never panics, and well-formed ones read back exactly.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_text_or_bytes_parse_without_panicking(text in ".{0,400}", bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_text(&text);
+            let _ = parse_binary(&bytes);
+            let _ = parse_discovery(&bytes);
+            let _ = heartbeat_interval(&serde_json::from_str(&text).unwrap_or(Value::Null));
+        }
+
+        #[test]
+        fn gateway_json_reads_back(op in any::<u64>(), seq in proptest::option::of(any::<i64>()), d in ".{0,40}") {
+            let mut message = json!({"op": op, "d": {"x": d}});
+            if let Some(seq) = seq {
+                message["seq"] = json!(seq);
+            }
+            let parsed = parse_text(&message.to_string());
+            match u8::try_from(op) {
+                Ok(op) => prop_assert_eq!(parsed, Some((seq, op, json!({"x": d})))),
+                // An opcode past 255 is not read as a smaller one.
+                Err(_) => prop_assert_eq!(parsed, None),
+            }
+        }
+
+        #[test]
+        fn binary_frames_read_back(seq in any::<u16>(), op in any::<u8>(), body in prop::collection::vec(any::<u8>(), 0..200)) {
+            let mut frame = seq.to_be_bytes().to_vec();
+            frame.push(op);
+            frame.extend(&body);
+            prop_assert_eq!(parse_binary(&frame), Some((seq, op, &body[..])));
+        }
+
+        #[test]
+        fn discovery_answers_read_back(ip in "[0-9a-f:.]{1,63}", port in any::<u16>(), noise in any::<[u8; 4]>()) {
+            let mut answer = vec![0u8; 74];
+            answer[0..2].copy_from_slice(&[0, 2]);
+            answer[4..8].copy_from_slice(&noise);
+            answer[8..8 + ip.len()].copy_from_slice(ip.as_bytes());
+            answer[72..74].copy_from_slice(&port.to_be_bytes());
+            prop_assert_eq!(parse_discovery(&answer), Some((ip, port)));
+        }
+    }
 }
