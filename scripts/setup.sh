@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing mesastream needs on a bare Debian/Ubuntu machine:
 # libopus (through pkg-config), cmake, ffmpeg (test fixtures), redis-server, the
-# wasm32-wasip2 target and yt-dlp. Safe to run again; skips what is already there.
+# wasm32-wasip2 target, yt-dlp and schemathesis (the API fuzzer the tests run). Safe to run
+# again; skips what is already there.
 set -euo pipefail
 
 need_apt=()
@@ -25,8 +26,18 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -q '^
   rustup target add wasm32-wasip2 >/dev/null
 fi
 
+pip_install() {
+  python3 -m pip install --quiet --disable-pip-version-check "$@" || \
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$@"
+}
+
 if ! command -v yt-dlp >/dev/null; then
   echo "setup: installing yt-dlp from PyPI"
-  python3 -m pip install --quiet --disable-pip-version-check yt-dlp || \
-    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages yt-dlp
+  pip_install yt-dlp
+fi
+
+schemathesis_version="4.32.5"
+if ! st --version 2>/dev/null | grep -q "$schemathesis_version"; then
+  echo "setup: installing schemathesis $schemathesis_version from PyPI"
+  pip_install "schemathesis==$schemathesis_version"
 fi
