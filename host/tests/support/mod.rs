@@ -75,11 +75,7 @@ impl Harness {
     pub async fn start_with(voice: FakeVoiceConfig, tweak: impl FnOnce(&mut Config)) -> Self {
         stalls::watch();
         let fake = FakeVoiceServer::start(voice).await.expect("fake voice server");
-        let ca_file = fake.ca_pem().map(|pem| {
-            let mut f = tempfile::NamedTempFile::new().expect("ca file");
-            std::io::Write::write_all(&mut f, pem.as_bytes()).expect("write ca");
-            f
-        });
+        let ca_file = ca_file_of(&fake);
         let mut config = Config::from_lookup(|k| match k {
             "AUTH_TOKEN" => Some(TOKEN.to_string()),
             "PORT" => Some("0".to_string()),
@@ -95,16 +91,18 @@ impl Harness {
         media.allow_in(&mut config.media_allow_hosts);
         tweak(&mut config);
         let server = Server::start(config).await.expect("server starts");
-        Self {
-            addr: server.addr,
-            serving: Serving::InProcess(server),
-            fake,
-            media,
-            http: reqwest::Client::new(),
-            plugins: None,
-            _ca_file: ca_file,
-            _data: data,
-        }
+        Self::around(server.addr, Serving::InProcess(server), fake, media, ca_file, data)
+    }
+
+    fn around(
+        addr: std::net::SocketAddr,
+        serving: Serving,
+        fake: FakeVoiceServer,
+        media: MediaServer,
+        ca_file: Option<tempfile::NamedTempFile>,
+        data: tempfile::TempDir,
+    ) -> Self {
+        Self { addr, serving, fake, media, http: reqwest::Client::new(), plugins: None, _ca_file: ca_file, _data: data }
     }
 
     /// The binary installed by `scripts/install.sh` into a fresh prefix (the container
@@ -125,11 +123,7 @@ impl Harness {
             .status()
             .expect("run scripts/install.sh");
         assert!(status.success(), "scripts/install.sh failed");
-        let ca_file = fake.ca_pem().map(|pem| {
-            let mut f = tempfile::NamedTempFile::new().expect("ca file");
-            std::io::Write::write_all(&mut f, pem.as_bytes()).expect("write ca");
-            f
-        });
+        let ca_file = ca_file_of(&fake);
         let mut all = vec![("MEDIA_ALLOW_HOSTS", media.allow_hosts())];
         if let Some(f) = &ca_file {
             all.push(("SSL_CERT_FILE", f.path().display().to_string()));
@@ -139,16 +133,7 @@ impl Harness {
         let process = process::spawn_at(&exe, &all).await;
         let addr = ([127, 0, 0, 1], process.port).into();
         let data = tempfile::tempdir().expect("data dir");
-        Self {
-            addr,
-            serving: Serving::Installed(process, prefix),
-            fake,
-            media,
-            http: reqwest::Client::new(),
-            plugins: None,
-            _ca_file: ca_file,
-            _data: data,
-        }
+        Self::around(addr, Serving::Installed(process, prefix), fake, media, ca_file, data)
     }
 
     pub fn base_url(&self) -> String {
@@ -238,6 +223,15 @@ impl Harness {
         });
         Events { rx, seen: Vec::new() }
     }
+}
+
+/// The fake's CA as a PEM file, when it serves TLS (`SSL_CERT_FILE` for the server).
+fn ca_file_of(fake: &FakeVoiceServer) -> Option<tempfile::NamedTempFile> {
+    fake.ca_pem().map(|pem| {
+        let mut f = tempfile::NamedTempFile::new().expect("ca file");
+        std::io::Write::write_all(&mut f, pem.as_bytes()).expect("write ca");
+        f
+    })
 }
 
 /// A loopback listener that only counts who connects: a request that must never leave the
