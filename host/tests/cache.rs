@@ -238,3 +238,24 @@ async fn a_fill_whose_program_is_killed_half_way_is_not_kept() {
     }
     assert_eq!((lookups(&h, "miss").await, lookups(&h, "hit").await), (2, 0), "nothing was ever served from it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_plays_and_nothing_of_it_is_cached() {
+    let dir = tempfile::tempdir().expect("cache dir");
+    let h = cached_harness(dir.path(), 1 << 30).await;
+    let (guild, session) = h.new_player().await;
+    let reply = h.enqueue(guild, &h.media.url("live.mp3")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    session.wait(support::LIMIT, |c| c.packets >= 150).await.expect("three seconds of the stream heard");
+    let present = |dir: &Path| std::fs::read_dir(dir).map(|e| e.flatten().count()).unwrap_or(0);
+    assert_eq!(present(dir.path()), 0, "a stream without an end is not being written to the cache");
+    let report = session.report();
+    assert!(
+        report.windows.iter().filter(|w| (w.freq_hz - 440.0).abs() <= 2.0).count() >= 20,
+        "{}",
+        report.timing_line()
+    );
+    assert_eq!(h.call(reqwest::Method::DELETE, &format!("/players/{guild}"), None).await.status, 204);
+    assert_eq!(present(dir.path()), 0);
+    assert_eq!(counter(&h.metrics().await, "mesastream_audio_cache_bytes", &[]), 0);
+}

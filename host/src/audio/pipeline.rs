@@ -220,23 +220,32 @@ fn decode(
         Plan::Fill(writer) => feed.fill = Some(writer),
         Plan::Stream => {}
     }
-    let (media, content_type): (Box<dyn MediaSource>, Option<String>) = match locator {
+    // Whether the source says where it ends: a length, or (for a program's output) a
+    // duration its resolver gave. Without one it may be live and never end.
+    let (media, content_type, sized): (Box<dyn MediaSource>, Option<String>, bool) = match locator {
         Locator::Process { plugin, program, args } => {
             let host = config.plugins.as_ref().ok_or("process streams need the plugin host")?;
             let run = host.stream_command(&plugin, &program, &args)?;
             let stream = ProcessStream::spawn(run.command, Some(run.workdir), cancel.clone())
                 .map_err(|e| format!("cannot start {program}: {e}"))?;
-            (Box::new(stream), None)
+            (Box::new(stream), None, request.duration_hint_ms.is_some())
         }
         Locator::Http { url, headers } => {
             let http =
                 HttpSource::open(&url, headers, config.fetch.clone(), cancel.clone()).map_err(|e| e.to_string())?;
             let content_type = http.content_type().map(str::to_string);
-            (Box::new(http), content_type)
+            let sized = http.byte_len().is_some();
+            (Box::new(http), content_type, sized)
         }
     };
     let mut decoder = SourceDecoder::open(media, content_type.as_deref()).map_err(|e| e.to_string())?;
     on_open(TrackInfo { duration_ms: decoder.duration_ms() });
+    if feed.fill.is_some() && !sized && decoder.duration_ms().is_none() {
+        // A live or endless stream is played, not cached: a fill would grow without end in
+        // memory and on disk. Dropping it keeps nothing; anyone following streams for itself.
+        tracing::info!("the source has no known end; it is not cached");
+        feed.fill = None;
+    }
     if start_ms > 0 {
         decoder.seek_ms(start_ms);
     }

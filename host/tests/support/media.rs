@@ -30,6 +30,16 @@ pub struct Tone {
 
 /// Every container/codec the first-sound issue lists; different tones, rates and layouts.
 pub const TONES: &[Tone] = &[
+    // The frames of an internet radio: no ID3 tag, no Xing/Info frame announcing a length.
+    Tone {
+        file: "tone-440-raw.mp3",
+        freq_hz: 440.0,
+        rate: 44_100,
+        channels: 2,
+        seconds: 2.0,
+        codec_args: &["-c:a", "libmp3lame", "-b:a", "192k", "-write_xing", "0", "-id3v2_version", "0"],
+        left_only: false,
+    },
     Tone {
         file: "tone-440.mp3",
         freq_hz: 440.0,
@@ -231,6 +241,16 @@ pub struct MediaServer {
     cookies: Arc<Mutex<HashMap<String, String>>>,
 }
 
+/// `/live.mp3`: an endless MP3 stream without a length, as an internet radio sends it (the
+/// 440 Hz frames over and over).
+async fn live_stream() -> impl IntoResponse {
+    let frames = std::fs::read(fixtures().join("tone-440-raw.mp3")).expect("fixture");
+    let chunks = futures_util::stream::iter(
+        std::iter::repeat(bytes::Bytes::from(frames)).map(Ok::<_, std::convert::Infallible>),
+    );
+    ([(axum::http::header::CONTENT_TYPE, "audio/mpeg")], axum::body::Body::from_stream(chunks))
+}
+
 /// `/player.html`: a web page with the 440 Hz tone in an HTML5 audio element, as a site
 /// embeds its media (yt-dlp's generic extractor finds it).
 async fn player_page() -> impl IntoResponse {
@@ -302,6 +322,7 @@ impl MediaServer {
         let app = Router::new()
             .route("/feed.rss", get(feed))
             .route("/player.html", get(player_page))
+            .route("/live.mp3", get(live_stream))
             .with_state(addr)
             .fallback_service(ServeDir::new(dir))
             .layer(middleware::from_fn(move |request: Request, next: Next| {
