@@ -11,7 +11,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::close_codes::{can_resume, describe};
@@ -29,6 +29,17 @@ enum Incoming {
     Closed { code: Option<u16>, reason: String },
 }
 
+/// A voice gateway sends a few small JSON messages a minute and, at a DAVE group change, a
+/// commit or welcome of some kilobytes: tungstenite's 128 KiB read buffer per connection
+/// was most of an idle player's memory. Messages larger than the buffer still arrive whole.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(4 << 20))
+        .max_frame_size(Some(4 << 20))
+}
+
 /// The WebSocket plus what v8 needs to resume it.
 struct Link {
     ws: Ws,
@@ -38,7 +49,7 @@ struct Link {
 impl Link {
     async fn dial(url: &str, options: &VoiceOptions) -> Result<Self, VoiceError> {
         let connector = Connector::Rustls(options.tls.clone());
-        let dial = tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector));
+        let dial = tokio_tungstenite::connect_async_tls_with_config(url, Some(ws_config()), true, Some(connector));
         let (ws, _) = timeout(options.step_timeout, dial)
             .await
             .map_err(|_| VoiceError::Timeout("connecting to the voice gateway"))?
@@ -340,6 +351,11 @@ async fn handshake(
     let udp = UdpSocket::bind(bind).await.map_err(VoiceError::Udp)?;
     udp.connect(server).await.map_err(VoiceError::Udp)?;
     let (external_ip, external_port) = discover(&udp, ssrc, options.step_timeout.min(Duration::from_secs(5))).await?;
+    // After discovery nothing reads this socket (the host sends, it does not listen): the
+    // smallest receive buffer keeps others' audio from piling up in the kernel per player.
+    if let Err(e) = socket2::SockRef::from(&udp).set_recv_buffer_size(4096) {
+        tracing::debug!(error = %e, "cannot shrink the voice socket's receive buffer");
+    }
 
     link.send_json(
         1,
