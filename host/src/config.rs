@@ -115,8 +115,8 @@ impl Default for Limits {
     }
 }
 
-fn at_least_one(v: &usize) -> Result<(), String> {
-    (*v > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string())
+fn at_least_one<T: PartialOrd + Default>(v: &T) -> Result<(), String> {
+    (*v > T::default()).then_some(()).ok_or_else(|| "must be at least 1".to_string())
 }
 
 impl Config {
@@ -188,13 +188,11 @@ impl Config {
                 "SOURCE_STREAM_CHANNEL_CAPACITY",
                 get("SOURCE_STREAM_CHANNEL_CAPACITY"),
                 16,
-                |v| (*v > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string()),
+                at_least_one,
             )?,
             extra_ca_file: get("SSL_CERT_FILE").filter(|v| !v.trim().is_empty()).map(PathBuf::from),
             voice_mode: get("VOICE_ENCRYPTION_MODE").filter(|v| !v.trim().is_empty()),
-            clock_threads: parse("PACKET_CLOCK_THREADS", get("PACKET_CLOCK_THREADS"), cores, |v| {
-                (*v > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string())
-            })?,
+            clock_threads: parse("PACKET_CLOCK_THREADS", get("PACKET_CLOCK_THREADS"), cores, at_least_one)?,
             frame_buffer_ms: parse("FRAME_BUFFER_MS", get("FRAME_BUFFER_MS"), 300, |v| {
                 (40..=5000).contains(v).then_some(()).ok_or_else(|| "must be between 40 and 5000".to_string())
             })?,
@@ -236,13 +234,14 @@ impl Config {
                 ok,
             )?
             .max(6_000),
-            media_allow_hosts: AllowList::parse(&get("MEDIA_ALLOW_HOSTS").unwrap_or_default()).map_err(|e| {
-                ConfigError::Invalid {
+            media_allow_hosts: {
+                let value = get("MEDIA_ALLOW_HOSTS").unwrap_or_default();
+                AllowList::parse(&value).map_err(|e| ConfigError::Invalid {
                     name: "MEDIA_ALLOW_HOSTS",
-                    value: get("MEDIA_ALLOW_HOSTS").unwrap_or_default(),
                     why: e.to_string(),
-                }
-            })?,
+                    value,
+                })?
+            },
             media_dns_server: get("MEDIA_DNS_SERVER")
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| parse("MEDIA_DNS_SERVER", Some(v), SocketAddr::from(([0, 0, 0, 0], 53)), ok))
@@ -275,17 +274,11 @@ impl Config {
                     )?,
                     requests_per_minute: get("RATE_LIMIT_PER_MINUTE")
                         .filter(|v| !v.trim().is_empty())
-                        .map(|v| {
-                            parse("RATE_LIMIT_PER_MINUTE", Some(v), 0u32, |n| {
-                                (*n > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string())
-                            })
-                        })
+                        .map(|v| parse("RATE_LIMIT_PER_MINUTE", Some(v), 0u32, at_least_one))
                         .transpose()?,
                 }
             },
-            media_max_bytes: parse("MEDIA_MAX_BYTES", get("MEDIA_MAX_BYTES"), 2 << 30, |v| {
-                (*v > 0).then_some(()).ok_or_else(|| "must be at least 1".to_string())
-            })?,
+            media_max_bytes: parse("MEDIA_MAX_BYTES", get("MEDIA_MAX_BYTES"), 2 << 30, at_least_one)?,
         })
     }
 }

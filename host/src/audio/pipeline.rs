@@ -226,7 +226,7 @@ fn decode(
         Locator::Process { plugin, program, args } => {
             let host = config.plugins.as_ref().ok_or("process streams need the plugin host")?;
             let run = host.stream_command(&plugin, &program, &args)?;
-            let stream = ProcessStream::spawn(run.command, Some(run.workdir), cancel.clone())
+            let stream = ProcessStream::spawn(run.command, run.workdir, cancel.clone())
                 .map_err(|e| format!("cannot start {program}: {e}"))?;
             (Box::new(stream), None, request.duration_hint_ms.is_some())
         }

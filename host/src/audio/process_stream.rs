@@ -27,16 +27,12 @@ pub struct ProcessStream {
     cancel: Arc<AtomicBool>,
     ended: bool,
     /// The program's private directory, removed with the stream.
-    _workdir: Option<tempfile::TempDir>,
+    _workdir: tempfile::TempDir,
 }
 
 impl ProcessStream {
     /// Starts `command` with stdout piped to the decoder; `workdir` lives as long as it.
-    pub fn spawn(
-        mut command: Command,
-        workdir: Option<tempfile::TempDir>,
-        cancel: Arc<AtomicBool>,
-    ) -> io::Result<Self> {
+    pub fn spawn(mut command: Command, workdir: tempfile::TempDir, cancel: Arc<AtomicBool>) -> io::Result<Self> {
         let program = command.get_program().to_string_lossy().into_owned();
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
         let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {

@@ -122,7 +122,9 @@ struct Inner {
     listed: reqwest::Client,
     /// Anything.
     any: reqwest::Client,
-    resolver: GuardedResolver,
+    /// The resolvers of `public` and `listed`, for tunnels (the proxy's CONNECT).
+    public_resolver: GuardedResolver,
+    listed_resolver: GuardedResolver,
     allow: Arc<AllowList>,
     settings: EgressSettings,
 }
@@ -134,11 +136,14 @@ impl Egress {
             None => Lookup::System,
         };
         let allow = Arc::new(settings.allow.clone());
-        let client = |scope: Scope| {
+        let public_resolver =
+            GuardedResolver { lookup: lookup.clone(), scope: Scope::Public(Arc::new(AllowList::default())) };
+        let listed_resolver = GuardedResolver { lookup: lookup.clone(), scope: Scope::Public(allow.clone()) };
+        let client = |resolver: GuardedResolver| {
             reqwest::Client::builder()
                 .no_proxy()
                 .redirect(reqwest::redirect::Policy::none())
-                .dns_resolver(Arc::new(GuardedResolver { lookup: lookup.clone(), scope }))
+                .dns_resolver(Arc::new(resolver))
                 .connect_timeout(settings.connect_timeout)
                 .read_timeout(settings.idle_timeout)
                 .user_agent(concat!("mesastream/", env!("CARGO_PKG_VERSION")))
@@ -146,10 +151,11 @@ impl Egress {
                 .map_err(|e| EgressError::Setup(e.to_string()))
         };
         let inner = Inner {
-            public: client(Scope::Public(Arc::new(AllowList::default())))?,
-            listed: client(Scope::Public(allow.clone()))?,
-            any: client(Scope::Any)?,
-            resolver: GuardedResolver { lookup: lookup.clone(), scope: Scope::Public(allow.clone()) },
+            public: client(public_resolver.clone())?,
+            listed: client(listed_resolver.clone())?,
+            any: client(GuardedResolver { lookup, scope: Scope::Any })?,
+            public_resolver,
+            listed_resolver,
             allow,
             settings,
         };
@@ -219,35 +225,30 @@ impl Egress {
 
     /// The checked addresses for a tunnel to `host:port` (the proxy's CONNECT).
     pub async fn tunnel_target(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, EgressError> {
-        let parsed = Host::parse(host).map_err(|e| EgressError::InvalidUrl(format!("{host}: {e}")))?;
-        let parsed = match &parsed {
+        // An address literal may come with or without IPv6 brackets; anything else is a name.
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let owned = match bare.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => Host::Ipv4(ip),
+            Ok(std::net::IpAddr::V6(ip)) => Host::Ipv6(ip),
+            Err(_) => Host::parse(bare).map_err(|e| EgressError::InvalidUrl(format!("{host}: {e}")))?,
+        };
+        let parsed = match &owned {
             Host::Domain(name) => Host::Domain(name.as_str()),
             Host::Ipv4(ip) => Host::Ipv4(*ip),
             Host::Ipv6(ip) => Host::Ipv6(*ip),
         };
         let listed = self.inner.allow.permits(&parsed, port);
+        if !listed {
+            refuse_literal(&parsed)?;
+        }
         let ips = match parsed {
             Host::Ipv4(ip) => vec![ip.into()],
             Host::Ipv6(ip) => vec![ip.into()],
             Host::Domain(name) => {
-                let resolver = if listed {
-                    self.inner.resolver.clone()
-                } else {
-                    GuardedResolver {
-                        lookup: self.inner.resolver.lookup.clone(),
-                        scope: Scope::Public(Arc::new(AllowList::default())),
-                    }
-                };
+                let resolver = if listed { &self.inner.listed_resolver } else { &self.inner.public_resolver };
                 resolver.resolve_checked(name).await.map_err(|e| classify_source(e.as_ref()))?
             }
         };
-        if !listed {
-            for ip in &ips {
-                if let Some(kind) = address::forbidden(*ip) {
-                    return Err(EgressError::RefusedAddress { host: host.to_string(), kind: kind.describe() });
-                }
-            }
-        }
         Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
     }
 
@@ -295,4 +296,29 @@ fn classify_source(e: &(dyn std::error::Error + 'static)) -> EgressError {
         next = cause.source();
     }
     EgressError::Failed(causes.join(": "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tunnels_go_only_to_public_or_listed_hosts() {
+        let mut allow = AllowList::default();
+        allow.add("127.0.0.1", Some(8443));
+        let egress = Egress::new(EgressSettings { allow, ..Default::default() }).expect("egress");
+        let refused = egress.tunnel_target("127.0.0.1", 443).await.unwrap_err();
+        assert_eq!(refused.to_string(), "127.0.0.1 is a loopback address, not a public one");
+        let refused = egress.tunnel_target("::ffff:10.0.0.1", 443).await.unwrap_err();
+        assert!(refused.to_string().contains("private network address"), "{refused}");
+        let refused = egress.tunnel_target("localhost", 443).await.unwrap_err();
+        assert!(refused.to_string().starts_with("localhost resolves to a loopback address"), "{refused}");
+        let listed = egress.tunnel_target("127.0.0.1", 8443).await.expect("a listed host and port");
+        assert_eq!(listed, vec![SocketAddr::from(([127, 0, 0, 1], 8443))]);
+        let public = egress.tunnel_target("93.184.216.34", 443).await.expect("a public address");
+        assert_eq!(public, vec![SocketAddr::from(([93, 184, 216, 34], 443))]);
+        // The proxy hands IPv6 literals over without their brackets.
+        let v6 = egress.tunnel_target("2606:4700::1111", 443).await.expect("a public IPv6 address");
+        assert_eq!(v6, vec!["[2606:4700::1111]:443".parse().expect("address")]);
+    }
 }

@@ -5,7 +5,6 @@
 //! pointed at it by the proxy environment variables, with credentials only they are given.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -29,7 +28,6 @@ type Body = BoxBody<Bytes, std::io::Error>;
 /// A running proxy; its URL carries the credentials.
 pub struct GuardProxy {
     url: String,
-    addr: SocketAddr,
 }
 
 impl GuardProxy {
@@ -61,19 +59,11 @@ impl GuardProxy {
                 });
             }
         });
-        Ok(Self { url: format!("http://mesastream:{secret}@{addr}"), addr })
+        Ok(Self { url: format!("http://mesastream:{secret}@{addr}") })
     }
 
-    /// `http://user:secret@127.0.0.1:port`, for the proxy environment variables.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The variables that point a program at this proxy (both spellings, as tools differ).
+    /// The variables that point a program at this proxy (both spellings, as tools differ),
+    /// each `http://user:secret@127.0.0.1:port`.
     pub fn environment(&self) -> Vec<(&'static str, String)> {
         ["http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"]
             .into_iter()

@@ -60,15 +60,6 @@ pub enum Resolved {
 }
 
 impl Resolved {
-    /// Whether there is no track at all (an empty saved playlist, a search with no hits).
-    pub fn is_empty(&self) -> bool {
-        match self {
-            Self::Track(_) => false,
-            Self::Playlist { tracks, .. } | Self::Search(tracks) => tracks.is_empty(),
-            Self::Empty => true,
-        }
-    }
-
     /// Every track, in order.
     pub fn into_tracks(self) -> Vec<ResolvedTrack> {
         match self {
