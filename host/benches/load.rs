@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use support::{Harness, LIMIT, enqueued_track_id};
 
 /// Players tried in each mode, in order, until more than 1 % of packets arrive > 5 ms late.
-const STEPS: &[usize] = &[1, 5, 10, 25, 50, 100, 200, 400];
+const STEPS: &[usize] = &[1, 5, 10, 25, 50, 100, 200, 400, 800, 1200, 1600, 2000];
 const LATE_BUDGET: f64 = 0.01;
 
 struct Step {
@@ -42,6 +42,8 @@ struct Step {
     underruns: u64,
     /// Runs it took to get one the machine did not disturb (see `step`).
     runs: u32,
+    /// The process's OS threads while every player of the step played.
+    threads: usize,
 }
 
 impl Step {
@@ -148,6 +150,8 @@ async fn run_step(h: &Harness, n: usize, file: &str, chain: &Value) -> Step {
     }
     let url = h.media.url(file);
     let replies = join_all(all.iter().map(|(g, _)| h.enqueue(*g, &url))).await;
+    join_all(all.iter().map(|(_, s)| s.wait(LIMIT, |c| c.packets >= 50))).await;
+    let threads = os_threads();
     for ((g, session), reply) in all.iter().zip(replies) {
         events.track_ended(*g, &enqueued_track_id(&reply.body)).await;
         let _ = session.wait(LIMIT, |c| c.silence_packets >= 5).await;
@@ -173,7 +177,13 @@ async fn run_step(h: &Harness, n: usize, file: &str, chain: &Value) -> Step {
         late_ticks: late1 - late0,
         underruns: underruns1 - underruns0,
         runs: 1,
+        threads,
     }
+}
+
+/// This process's OS threads (server, listener and harness alike).
+fn os_threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |tasks| tasks.count())
 }
 
 /// The server's own account: (clock ticks started > 5 ms late, frames not ready in time).
@@ -235,8 +245,9 @@ fn encode_only_us_per_frame() -> f64 {
 fn print_steps(mode: &str, steps: &[Step]) {
     for s in steps {
         println!(
-            "| {mode} | {} | {:.2} % | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.0} % | {} | {} |",
+            "| {mode} | {} | {} | {:.2} % | {} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.0} % | {} | {} |",
             s.players,
+            s.threads,
             100.0 * s.late_share(),
             s.late_at_start,
             s.p50,
@@ -270,7 +281,11 @@ struct Passthrough {
 async fn passthrough(voice: FakeVoiceConfig) -> Passthrough {
     let cache_dir = tempfile::tempdir().expect("cache dir");
     let cached_dir = cache_dir.path().to_path_buf();
-    let pass = Harness::start_with(voice, move |c| c.audio_cache_path = Some(cached_dir)).await;
+    let pass = Harness::start_with(voice, move |c| {
+        c.audio_cache_path = Some(cached_dir);
+        c.limits.resolves_per_node = 4096;
+    })
+    .await;
     step(&pass, 1, "tone-600-long.opus", &json!([])).await;
 
     // Memory, before any ramp has grown the allocator's pools: 100 idle players, then the
@@ -300,7 +315,11 @@ async fn passthrough(voice: FakeVoiceConfig) -> Passthrough {
 /// mp3 → lowPass (WASM) → Opus with the cache off, so every frame is decoded, filtered and
 /// encoded; returns the ramp and the uncached first-packet latency.
 async fn transcode(voice: FakeVoiceConfig) -> (Vec<Step>, Duration) {
-    let trans = Harness::with_plugins(voice, &["lavalink-filters"], |c| c.audio_cache_max_bytes = 0).await;
+    let trans = Harness::with_plugins(voice, &["lavalink-filters"], |c| {
+        c.audio_cache_max_bytes = 0;
+        c.limits.resolves_per_node = 4096;
+    })
+    .await;
     let latency = first_packet(&trans, "tone-440.mp3", 7).await;
     let chain = json!([{ "name": "lowPass", "config": { "smoothing": 20.0 } }]);
     (ramp(&trans, "tone-523-long.mp3", &chain).await, latency)
@@ -326,9 +345,9 @@ async fn main() {
     println!("cores: {cores}");
     println!();
     println!(
-        "| mode | players | packets > 5 ms late | of which in a player's first second | lateness p50 ms (median player) | p99 ms (worst player) | max ms | late clock ticks | underruns | server CPU ms per player-second | steal | machine stalled ms | runs |"
+        "| mode | players | OS threads | packets > 5 ms late | of which in a player's first second | lateness p50 ms (median player) | p99 ms (worst player) | max ms | late clock ticks | underruns | server CPU ms per player-second | steal | machine stalled ms | runs |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     if let Some(p) = &pass {
         print_steps("passthrough (cached Opus)", &p.steps);
     }

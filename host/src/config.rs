@@ -33,6 +33,11 @@ pub struct Config {
     pub extra_ca_file: Option<PathBuf>,
     /// `VOICE_ENCRYPTION_MODE`: preferred transport mode when the server offers it.
     pub voice_mode: Option<String>,
+    /// `MEDIA_WORKERS` (number of cores): threads that decode, filter and encode every
+    /// track; the count does not grow with players.
+    pub media_workers: usize,
+    /// `ENCODING_COMPLEXITY` (10): libopus complexity 0–10; lower costs less CPU per frame.
+    pub encoding_complexity: u8,
     /// `PACKET_CLOCK_THREADS` (number of cores): lanes of the shared 20 ms clock.
     pub clock_threads: usize,
     /// `FRAME_BUFFER_MS` (300): audio encoded ahead of the clock per player.
@@ -193,6 +198,10 @@ impl Config {
             extra_ca_file: get("SSL_CERT_FILE").filter(|v| !v.trim().is_empty()).map(PathBuf::from),
             voice_mode: get("VOICE_ENCRYPTION_MODE").filter(|v| !v.trim().is_empty()),
             clock_threads: parse("PACKET_CLOCK_THREADS", get("PACKET_CLOCK_THREADS"), cores, at_least_one)?,
+            media_workers: parse("MEDIA_WORKERS", get("MEDIA_WORKERS"), cores, at_least_one)?,
+            encoding_complexity: parse("ENCODING_COMPLEXITY", get("ENCODING_COMPLEXITY"), 10, |v| {
+                (0..=10).contains(v).then_some(()).ok_or_else(|| "libopus complexity is 0 to 10".to_string())
+            })?,
             frame_buffer_ms: parse("FRAME_BUFFER_MS", get("FRAME_BUFFER_MS"), 300, |v| {
                 (40..=5000).contains(v).then_some(()).ok_or_else(|| "must be between 40 and 5000".to_string())
             })?,

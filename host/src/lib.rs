@@ -10,6 +10,7 @@ pub mod config;
 pub mod egress;
 pub mod events;
 pub mod model;
+pub mod open_files;
 pub mod player;
 pub mod plugins;
 pub mod store;
@@ -24,7 +25,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::audio::PipelineConfig;
+use crate::audio::encode::EncoderSettings;
 use crate::audio::fetch::FetchOptions;
+use crate::audio::workers::Workers;
 use crate::config::Config;
 use crate::events::{Event, EventBus};
 use crate::player::{Context, Registry};
@@ -62,6 +65,9 @@ impl Server {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let media = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            // Its blocking pool opens tracks (resolve, connect, probe); beyond this many at
+            // once, openings wait their turn instead of adding threads.
+            .max_blocking_threads(64)
             .thread_name("media")
             .enable_all()
             .build()
@@ -93,6 +99,7 @@ impl Server {
             late_ticks: metrics.clock_late_ticks.clone(),
             skipped_ticks: metrics.clock_skipped_ticks.clone(),
         };
+        open_files::raise_and_report(config.limits.players);
         let scheduler = Scheduler::start(config.clock_threads, clock_stats).map_err(StartError::Threads)?;
         let events = EventBus::new(1024);
         let services = plugins::Services {
@@ -125,11 +132,18 @@ impl Server {
                     runtime: media.handle().clone(),
                     channel_capacity: config.source_channel_capacity,
                     max_bytes: config.media_max_bytes,
+                    stalls: metrics.source_stalls.clone(),
                 },
-                bitrate_kbps: config.bitrate_kbps,
+                encoder: EncoderSettings {
+                    bitrate_kbps: config.bitrate_kbps,
+                    complexity: config.encoding_complexity,
+                    encodes: metrics.opus_encodes.clone(),
+                },
                 frames_ahead: (config.frame_buffer_ms / 20) as usize,
                 plugins,
                 cache: Some(cache),
+                workers: Workers::start(config.media_workers).map_err(StartError::Threads)?,
+                decodes: metrics.opus_decodes.clone(),
             },
             voice: VoiceOptions {
                 tls,

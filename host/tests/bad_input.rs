@@ -103,6 +103,18 @@ async fn malformed_requests_get_the_contract_error_body() {
     assert_eq!(missing_field.status, 400);
     assert!(missing_field.body["message"].as_str().unwrap_or_default().contains("missing field"), "{missing_field:?}");
 
+    // A gateway that is not a WebSocket URL is the caller's mistake, not an outage.
+    for gateway in ["·×óío»ËN", "http://127.0.0.1/", "wss://host/?a b"] {
+        let (_, mut payload) = h.new_call();
+        payload["gateway_url"] = json!(gateway);
+        let refused = h.post("/players", payload).await;
+        assert_eq!(
+            (refused.status, refused.body["message"].clone()),
+            (400, json!("bad request: gateway_url must be a ws:// or wss:// URL")),
+            "{gateway}"
+        );
+    }
+
     let not_numeric = h.get("/players/abc").await;
     assert_eq!((not_numeric.status, not_numeric.body["code"].clone()), (404, json!("not_found")));
     let unknown = h.get("/players/42").await;

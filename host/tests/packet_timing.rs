@@ -9,7 +9,8 @@ use support::{Harness, LIMIT, enqueued_track_id, media::tone};
 
 async fn run(players: usize) {
     let config = FakeVoiceConfig { keep_pcm: false, ..Default::default() };
-    let h = Harness::start(config).await;
+    // Every player enqueues at once: the node's resolve limit is not what is measured here.
+    let h = Harness::start_with(config, |c| c.limits.resolves_per_node = players.max(32)).await;
     let mut events = h.events().await;
     let mut sessions = Vec::new();
     for _ in 0..players {

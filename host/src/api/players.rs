@@ -27,9 +27,7 @@ pub async fn create(
     State(app): State<AppState>,
     JsonBody(payload): JsonBody<VoiceBridgePayload>,
 ) -> ApiResult<impl IntoResponse> {
-    if payload.gateway_url.trim().is_empty() {
-        return Err(ApiError::bad_request("gateway_url must not be empty"));
-    }
+    check_gateway_url(&payload.gateway_url)?;
     let snapshot = app.registry.create(payload).await?;
     Ok((StatusCode::CREATED, Json(snapshot)))
 }
@@ -275,7 +273,22 @@ pub async fn update_connection(
     PlayerId(id): PlayerId,
     JsonBody(payload): JsonBody<VoiceBridgePayload>,
 ) -> ApiResult<Json<PlayerSnapshot>> {
+    check_gateway_url(&payload.gateway_url)?;
     Ok(Json(app.registry.update_connection(id, payload).await?))
+}
+
+/// The voice gateway is dialled verbatim, so it must be a WebSocket URL: anything else is
+/// the caller's mistake (400), not an unreachable gateway (503).
+fn check_gateway_url(raw: &str) -> ApiResult<()> {
+    if raw.trim().is_empty() {
+        return Err(ApiError::bad_request("gateway_url must not be empty"));
+    }
+    // Checked as the WebSocket client will read it (an HTTP URI), not only as a URL.
+    let dialable = raw.parse::<axum::http::Uri>().is_ok();
+    match url::Url::parse(raw) {
+        Ok(url) if dialable && matches!(url.scheme(), "ws" | "wss") && url.host_str().is_some() => Ok(()),
+        _ => Err(ApiError::bad_request("gateway_url must be a ws:// or wss:// URL")),
+    }
 }
 
 /// A playlist name from the path: what the original accepts, within reason.

@@ -1,18 +1,18 @@
-//! Streaming HTTP(S) media source. Bytes arrive on the media runtime and are read on a decode
-//! thread, so playback starts with the first chunk. When the server accepts byte ranges the
+//! Streaming HTTP(S) media source. Bytes arrive on the media runtime and are read by a media
+//! worker (see `inflow`), so playback starts with the first chunk. When the server accepts byte ranges the
 //! source is seekable (a new ranged request), which containers with trailing indexes need.
 //! Every request, ranged ones included, goes through the guarded [`Egress`].
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
-use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use reqwest::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_TYPE, RANGE};
 use symphonia::core::io::MediaSource;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+
+use super::inflow::{self, InflowReader, Readiness};
 
 use crate::egress::{Egress, EgressError, Outgoing};
 
@@ -25,6 +25,8 @@ pub struct FetchOptions {
     pub channel_capacity: usize,
     /// `MEDIA_MAX_BYTES`: the most one track may download.
     pub max_bytes: u64,
+    /// Counts decoder reads that found nothing received yet and had to wait.
+    pub stalls: Counter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,19 +84,21 @@ pub struct HttpSource {
     headers: Vec<(String, String)>,
     options: FetchOptions,
     cancel: Arc<AtomicBool>,
-    body: mpsc::Receiver<Result<Bytes, String>>,
-    chunk: Bytes,
+    body: InflowReader,
     pos: u64,
     probe: Probe,
 }
 
-/// Starts a request (from `offset` when non-zero) and pumps its body into a channel.
+/// Starts a request (from `offset` when non-zero) and receives its body on the media runtime
+/// into a new queue reporting to `readiness`.
 fn start(
     url: &str,
     headers: &[(String, String)],
     options: &FetchOptions,
     offset: u64,
-) -> Result<(Probe, mpsc::Receiver<Result<Bytes, String>>), FetchError> {
+    readiness: &Arc<Readiness>,
+    cancel: &Arc<AtomicBool>,
+) -> Result<(Probe, InflowReader), FetchError> {
     let mut request = Outgoing::get(url, headers);
     if offset > 0 {
         request.headers.push((RANGE.to_string(), format!("bytes={offset}-")));
@@ -105,25 +109,28 @@ fn start(
         return Err(FetchError::Status(response.status().as_u16()));
     }
     let probe = probe_of(&response);
-    let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
+    let (tx, rx) = inflow::channel(options.channel_capacity, readiness, options.runtime.clone(), cancel.clone());
     let mut budget = options.max_bytes.saturating_sub(offset);
     options.runtime.spawn(async move {
         let mut response = response;
         loop {
-            let item = match response.chunk().await {
+            let chunk = tokio::select! {
+                chunk = response.chunk() => chunk,
+                () = tx.closed() => return,
+            };
+            match chunk {
                 Ok(Some(bytes)) if bytes.len() as u64 > budget => {
-                    Err(format!("the media is larger than the {} byte limit (MEDIA_MAX_BYTES)", offset + budget))
+                    let limit = offset + budget;
+                    return tx.fail(format!("the media is larger than the {limit} byte limit (MEDIA_MAX_BYTES)")).await;
                 }
                 Ok(Some(bytes)) => {
                     budget -= bytes.len() as u64;
-                    Ok(bytes)
+                    if !tx.send(bytes).await {
+                        return;
+                    }
                 }
                 Ok(None) => return,
-                Err(e) => Err(e.without_url().to_string()),
-            };
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                return;
+                Err(e) => return tx.fail(e.without_url().to_string()).await,
             }
         }
     });
@@ -138,11 +145,17 @@ impl HttpSource {
         options: FetchOptions,
         cancel: Arc<AtomicBool>,
     ) -> Result<Self, FetchError> {
-        let (probe, body) = start(url, &headers, &options, 0)?;
+        let readiness = Readiness::new(options.channel_capacity, options.stalls.clone());
+        let (probe, body) = start(url, &headers, &options, 0, &readiness, &cancel)?;
         if let Some(ct) = probe.content_type.as_deref().filter(|ct| is_clearly_not_media(ct)) {
             return Err(FetchError::NotAudio(ct.to_string()));
         }
-        Ok(Self { url: url.to_string(), headers, options, cancel, body, chunk: Bytes::new(), pos: 0, probe })
+        Ok(Self { url: url.to_string(), headers, options, cancel, body, pos: 0, probe })
+    }
+
+    /// Whether the next packet can be decoded without waiting, and who to tell when it can.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        self.body.readiness().clone()
     }
 
     pub fn content_type(&self) -> Option<&str> {
@@ -152,50 +165,26 @@ impl HttpSource {
     fn seekable(&self) -> bool {
         self.probe.ranges && self.probe.content_length.is_some()
     }
-
-    /// The next chunk, waiting in short slices so a cancelled track stops promptly.
-    fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
-        loop {
-            if self.cancel.load(Ordering::Acquire) {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "track cancelled"));
-            }
-            let body = &mut self.body;
-            let wait = async { tokio::time::timeout(Duration::from_millis(100), body.recv()).await };
-            match self.options.runtime.block_on(wait) {
-                Err(_) => continue,
-                Ok(Some(Ok(bytes))) => return Ok(Some(bytes)),
-                Ok(Some(Err(e))) => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e)),
-                Ok(None) => return Ok(None),
-            }
-        }
-    }
 }
 
 impl Read for HttpSource {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.chunk.is_empty() {
-            let next = self.next_chunk().map_err(|e| match (e.kind(), self.probe.content_length) {
-                (io::ErrorKind::ConnectionAborted, Some(len)) => {
-                    io::Error::new(e.kind(), format!("connection closed after {} of {len} bytes ({e})", self.pos))
-                }
-                _ => e,
-            })?;
-            match next {
-                Some(bytes) => self.chunk = bytes,
-                None => {
-                    if let Some(len) = self.probe.content_length.filter(|len| self.pos < *len) {
-                        // A body that ends early is a broken download, not the end of the track.
-                        return Err(io::Error::new(
-                            io::ErrorKind::ConnectionAborted,
-                            format!("connection closed after {} of {len} bytes", self.pos),
-                        ));
-                    }
-                    return Ok(0);
-                }
+        let n = self.body.read(buf).map_err(|e| match (e.kind(), self.probe.content_length) {
+            (io::ErrorKind::ConnectionAborted, Some(len)) => {
+                io::Error::new(e.kind(), format!("connection closed after {} of {len} bytes ({e})", self.pos))
             }
+            _ => e,
+        })?;
+        if n == 0
+            && !buf.is_empty()
+            && let Some(len) = self.probe.content_length.filter(|len| self.pos < *len)
+        {
+            // A body that ends early is a broken download, not the end of the track.
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("connection closed after {} of {len} bytes", self.pos),
+            ));
         }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk.split_to(n));
         self.pos += n as u64;
         Ok(n)
     }
@@ -214,7 +203,7 @@ impl Seek for HttpSource {
         if target == self.pos {
             return Ok(target);
         }
-        let forward = target > self.pos && target - self.pos <= self.chunk.len() as u64 + 64 * 1024;
+        let forward = target > self.pos && target - self.pos <= self.body.buffered() as u64 + 64 * 1024;
         if forward || !self.seekable() {
             if target < self.pos {
                 return Err(unsupported());
@@ -223,10 +212,10 @@ impl Seek for HttpSource {
             io::copy(&mut self.by_ref().take(skip), &mut io::sink())?;
             return if self.pos == target { Ok(target) } else { Err(io::ErrorKind::UnexpectedEof.into()) };
         }
-        let (_, body) =
-            start(&self.url, &self.headers, &self.options, target).map_err(|e| io::Error::other(e.to_string()))?;
+        let readiness = self.body.readiness().clone();
+        let (_, body) = start(&self.url, &self.headers, &self.options, target, &readiness, &self.cancel)
+            .map_err(|e| io::Error::other(e.to_string()))?;
         self.body = body;
-        self.chunk = Bytes::new();
         self.pos = target;
         Ok(target)
     }
@@ -302,6 +291,7 @@ mod properties {
             runtime: rig.runtime.handle().clone(),
             channel_capacity: 4,
             max_bytes: 1 << 20,
+            stalls: Counter::default(),
         }
     }
 

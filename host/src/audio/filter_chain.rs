@@ -37,7 +37,7 @@ impl ChainControl {
         self.entries.lock().clone()
     }
 
-    fn version(&self) -> u64 {
+    pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
 

@@ -1,13 +1,17 @@
 //! From a URL to 20 ms Opus frames: fetch, decode, resample, filter, encode.
 
 pub mod decode;
-pub mod demand;
 pub mod encode;
 pub mod fetch;
 pub mod filter_chain;
+pub mod frames;
+pub mod inflow;
 pub mod opus_packets;
 pub mod pipeline;
 pub mod process_stream;
 pub mod resample;
+pub mod track_work;
+pub mod transcode;
+pub mod workers;
 
-pub use pipeline::{Controls, Frame, Gain, PipelineConfig, TrackFrames, TrackInfo, TrackRequest, TrackSource};
+pub use pipeline::{Controls, Gain, PipelineConfig, TrackFrames, TrackInfo, TrackRequest, TrackSource};

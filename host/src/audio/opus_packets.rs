@@ -8,9 +8,13 @@ use std::collections::VecDeque;
 
 use audiopus::coder::Decoder;
 use audiopus::{Channels, SampleRate};
+use prometheus_client::metrics::counter::Counter;
 
 /// Packets of history replayed into a cold decoder (80 ms at 20 ms packets).
 const PRIMING_PACKETS: usize = 4;
+/// Packets remembered: the priming ones and as many more as may be taken back (see
+/// [`PacketDecoder::unpass`]).
+const HISTORY: usize = PRIMING_PACKETS + crate::audio::frames::PASS_AHEAD;
 /// The largest Opus packet: 120 ms at 48 kHz, stereo.
 const MAX_SAMPLES: usize = 5760 * 2;
 
@@ -31,22 +35,36 @@ pub struct PacketDecoder {
     /// Whether the decoder saw every packet since the last one it decoded.
     warm: bool,
     scratch: Vec<f32>,
+    decodes: Counter,
 }
 
 impl PacketDecoder {
     pub fn new() -> Result<Self, OpusDecodeError> {
+        Self::counted(Counter::default())
+    }
+
+    /// A decoder that counts every packet it decodes in `decodes`.
+    pub fn counted(decodes: Counter) -> Result<Self, OpusDecodeError> {
         let decoder =
             Decoder::new(SampleRate::Hz48000, Channels::Stereo).map_err(|e| OpusDecodeError(e.to_string()))?;
-        Ok(Self { decoder, history: VecDeque::new(), warm: true, scratch: vec![0.0; MAX_SAMPLES] })
+        Ok(Self { decoder, history: VecDeque::new(), warm: true, scratch: vec![0.0; MAX_SAMPLES], decodes })
     }
 
     /// Notes a packet that went to the transport without being decoded.
     pub fn pass(&mut self, packet: &[u8]) {
-        if self.history.len() == PRIMING_PACKETS {
-            self.history.pop_front();
-        }
-        self.history.push_back(packet.to_vec());
+        // The oldest buffer is reused: steady passthrough allocates nothing here.
+        let mut kept =
+            if self.history.len() == HISTORY { self.history.pop_front().unwrap_or_default() } else { Vec::new() };
+        kept.clear();
+        kept.extend_from_slice(packet);
+        self.history.push_back(kept);
         self.warm = false;
+    }
+
+    /// Forgets the last `n` packets passed: they were taken back before anyone heard them.
+    pub fn unpass(&mut self, n: usize) {
+        let keep = self.history.len().saturating_sub(n);
+        self.history.truncate(keep);
     }
 
     /// Catches up with the packets that went past undecoded (their audio was already
@@ -57,8 +75,9 @@ impl PacketDecoder {
         }
         self.warm = true;
         let mut last = None;
-        for old in std::mem::take(&mut self.history) {
-            last = self.decode_one(&old).ok().map(|n| self.scratch[..n * 2].to_vec());
+        let history = std::mem::take(&mut self.history);
+        for old in history.range(history.len().saturating_sub(PRIMING_PACKETS)..) {
+            last = self.decode_one(old).ok().map(|n| self.scratch[..n * 2].to_vec());
         }
         last
     }
@@ -71,6 +90,7 @@ impl PacketDecoder {
     }
 
     fn decode_one(&mut self, packet: &[u8]) -> Result<usize, OpusDecodeError> {
+        self.decodes.inc();
         let packet = audiopus::packet::Packet::try_from(packet).map_err(|e| OpusDecodeError(e.to_string()))?;
         let out = audiopus::MutSignals::try_from(&mut self.scratch[..]).map_err(|e| OpusDecodeError(e.to_string()))?;
         self.decoder.decode_float(Some(packet), out, false).map_err(|e| OpusDecodeError(e.to_string()))

@@ -1,117 +1,111 @@
-//! A media stream read from a program's stdout (a resolver's `process` locator). A pump
-//! thread moves stdout into a small channel so a cancelled track never waits on a quiet
-//! program; dropping the source kills the program. A non-zero exit is an error carrying
-//! the end of what the program wrote to stderr.
+//! A media stream read from a program's stdout (a resolver's `process` locator). Its output
+//! is received on the media runtime (no thread per program) and read by a media worker
+//! through the same queue as an HTTP body (see `inflow`). Dropping the stream kills the
+//! program. A non-zero exit ends the stream with an error carrying the last line the program
+//! wrote to stderr.
 
 use std::io::{self, Read, Seek, SeekFrom};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
+use bytes::BytesMut;
+use prometheus_client::metrics::counter::Counter;
 use symphonia::core::io::MediaSource;
+use tokio::io::AsyncReadExt;
+use tokio::runtime::Handle;
+
+use super::inflow::{self, InflowReader, Readiness};
 
 /// Chunks of stdout held ahead of the decoder.
 const CHUNKS_AHEAD: usize = 16;
+/// Bytes asked of the pipe at a time.
+const CHUNK: usize = 32 * 1024;
 /// How much of stderr is kept for the error message.
 const STDERR_TAIL: usize = 2048;
 
 pub struct ProcessStream {
-    program: String,
-    child: Child,
-    chunks: Receiver<io::Result<Vec<u8>>>,
-    stderr: std::thread::JoinHandle<Vec<u8>>,
-    chunk: Vec<u8>,
-    at: usize,
-    cancel: Arc<AtomicBool>,
-    ended: bool,
-    /// The program's private directory, removed with the stream.
-    _workdir: tempfile::TempDir,
+    body: InflowReader,
 }
 
 impl ProcessStream {
-    /// Starts `command` with stdout piped to the decoder; `workdir` lives as long as it.
-    pub fn spawn(mut command: Command, workdir: tempfile::TempDir, cancel: Arc<AtomicBool>) -> io::Result<Self> {
+    /// Starts `command` with stdout piped to the decoder; `workdir` lives as long as the
+    /// program runs.
+    pub fn spawn(
+        command: Command,
+        workdir: tempfile::TempDir,
+        runtime: &Handle,
+        cancel: Arc<AtomicBool>,
+        stalls: Counter,
+    ) -> io::Result<Self> {
         let program = command.get_program().to_string_lossy().into_owned();
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let mut command = tokio::process::Command::from(command);
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        // Spawning registers the child with the runtime's reaper.
+        let mut child = {
+            let _entered = runtime.enter();
+            command.spawn()?
+        };
         let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            let _ = child.kill();
             return Err(io::Error::other("the program's output is not piped"));
         };
-        let (tx, chunks) = bounded(CHUNKS_AHEAD);
-        std::thread::Builder::new().name("process-stdout".into()).spawn(move || {
+        let readiness = Readiness::new(CHUNKS_AHEAD, stalls);
+        let (tx, body) = inflow::channel(CHUNKS_AHEAD, &readiness, runtime.clone(), cancel);
+        runtime.spawn(async move {
+            let _workdir = workdir;
+            let stderr_tail = tokio::spawn(async move {
+                let mut tail = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stderr.read(&mut buf).await {
+                    tail.extend_from_slice(&buf[..n]);
+                    let excess = tail.len().saturating_sub(STDERR_TAIL);
+                    tail.drain(..excess);
+                }
+                tail
+            });
             loop {
-                let mut buf = vec![0u8; 32 * 1024];
-                let item = match stdout.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Ok(buf)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => Err(e),
+                let mut buf = BytesMut::with_capacity(CHUNK);
+                let read = tokio::select! {
+                    read = stdout.read_buf(&mut buf) => read,
+                    // Nobody reads any more: the program is killed as the child drops.
+                    () = tx.closed() => return,
                 };
-                let failed = item.is_err();
-                if tx.send(item).is_err() || failed {
-                    return;
+                match read {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        if !tx.send(buf.freeze()).await {
+                            return;
+                        }
+                    }
+                    Err(e) => return tx.fail(format!("reading {program}'s output: {e}")).await,
                 }
             }
-        })?;
-        let stderr = std::thread::Builder::new().name("process-stderr".into()).spawn(move || {
-            let mut tail = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut buf) {
-                tail.extend_from_slice(&buf[..n]);
-                let excess = tail.len().saturating_sub(STDERR_TAIL);
-                tail.drain(..excess);
+            match child.wait().await {
+                Ok(status) if status.success() => {}
+                Ok(status) => {
+                    let tail = stderr_tail.await.unwrap_or_default();
+                    let tail = String::from_utf8_lossy(&tail);
+                    let line = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+                    tx.fail(format!("{program} exited with {status}: {line}")).await;
+                }
+                Err(e) => tx.fail(format!("waiting for {program}: {e}")).await,
             }
-            tail
-        })?;
-        Ok(Self { program, child, chunks, stderr, chunk: Vec::new(), at: 0, cancel, ended: false, _workdir: workdir })
+        });
+        Ok(Self { body })
     }
 
-    /// After stdout closed: an error when the program failed.
-    fn finish(&mut self) -> io::Result<()> {
-        self.ended = true;
-        let status = self.child.wait()?;
-        if status.success() {
-            return Ok(());
-        }
-        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(Vec::new));
-        let tail = stderr.join().unwrap_or_default();
-        let tail = String::from_utf8_lossy(&tail);
-        let line = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-        Err(io::Error::other(format!("{} exited with {status}: {line}", self.program)))
+    /// Whether the next packet can be decoded without waiting, and who to tell when it can.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        self.body.readiness().clone()
     }
 }
 
 impl Read for ProcessStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.chunk.len() {
-            if self.ended {
-                return Ok(0);
-            }
-            if self.cancel.load(Ordering::Acquire) {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "track cancelled"));
-            }
-            match self.chunks.recv_timeout(Duration::from_millis(100)) {
-                Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
-                    self.at = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.finish()?;
-                    return Ok(0);
-                }
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
+        self.body.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::ConnectionAborted => io::Error::other(e.to_string()),
+            _ => e,
+        })
     }
 }
 
@@ -128,14 +122,5 @@ impl MediaSource for ProcessStream {
 
     fn byte_len(&self) -> Option<u64> {
         None
-    }
-}
-
-impl Drop for ProcessStream {
-    fn drop(&mut self) {
-        if !self.ended {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }

@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use sha2::Digest;
 
 use super::ogg_opus::{Index, OggOpusReader, OggOpusWriter, verify};
@@ -55,6 +56,7 @@ fn stamp_of(path: &Path) -> Option<(u64, SystemTime)> {
 struct State {
     entries: HashMap<String, Entry>,
     fills: HashMap<String, Weak<Fill>>,
+    /// Complete files and partial ones being written: what counts against the size cap.
     bytes: u64,
 }
 
@@ -64,6 +66,8 @@ pub struct AudioCache {
     usable: bool,
     state: Mutex<State>,
     metrics: Arc<Metrics>,
+    /// The one thread that writes every fill to disk (see [`DiskWriter`]).
+    disk: crossbeam_channel::Sender<DiskJob>,
 }
 
 /// What a track should do about the cache.
@@ -84,14 +88,23 @@ pub struct CachedTrack {
 #[derive(Default)]
 struct Fill {
     progress: Mutex<Progress>,
-    grown: Condvar,
 }
+
+type Waker = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
 struct Progress {
     packets: Vec<Arc<[u8]>>,
     /// Set when the fill ends: whether the whole track arrived.
     complete: Option<bool>,
+    /// Followers that found nothing new, to be told when something is.
+    waiting: Vec<Waker>,
+}
+
+impl Progress {
+    fn wake_all(&mut self) -> Vec<Waker> {
+        std::mem::take(&mut self.waiting)
+    }
 }
 
 /// The name a key's file goes by (without `.opus`): a hash, so any key is a safe file name.
@@ -105,7 +118,15 @@ impl AudioCache {
     /// fills and expired files. An unusable directory disables the cache.
     pub fn open(settings: CacheSettings, metrics: Arc<Metrics>) -> Arc<Self> {
         let usable = settings.max_bytes > 0 && Self::prepare(&settings.dir);
-        let cache = Arc::new(Self { settings, usable, state: Mutex::default(), metrics });
+        let (disk, jobs) = crossbeam_channel::unbounded();
+        let cache = Arc::new_cyclic(|cache: &Weak<Self>| {
+            let writer = DiskWriter { cache: cache.clone(), active: HashMap::new() };
+            let spawned = std::thread::Builder::new().name("cache-writer".into()).spawn(move || writer.run(&jobs));
+            if let Err(e) = &spawned {
+                tracing::error!(error = %e, "cannot start the cache writer; tracks stream without a cache");
+            }
+            Self { settings, usable: usable && spawned.is_ok(), state: Mutex::default(), metrics, disk }
+        });
         cache.metrics.cache_disabled.set(i64::from(!cache.usable));
         if cache.usable {
             cache.index_directory();
@@ -201,7 +222,7 @@ impl AudioCache {
         }
         if let Some(fill) = state.fills.get(&stem).and_then(Weak::upgrade) {
             self.count("follow");
-            return Plan::Follow(FillFollower { fill, next: 0 });
+            return Plan::Follow(FillFollower { fill, next: 0, armed: Arc::default() });
         }
         self.count("miss");
         if !may_fill {
@@ -222,66 +243,17 @@ impl AudioCache {
         };
         let fill = Arc::new(Fill::default());
         state.fills.insert(stem.clone(), Arc::downgrade(&fill));
-        let (disk, ops) = crossbeam_channel::bounded(DISK_QUEUE);
-        let (cache, thread_stem, thread_fill) = (self.clone(), stem.clone(), fill.clone());
-        let spawned = std::thread::Builder::new()
-            .name("cache-fill".into())
-            .spawn(move || cache.write_fill(&thread_stem, &partial, writer, &ops, &thread_fill));
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start a cache fill; streaming");
-            state.fills.remove(&stem);
-            return Plan::Stream;
-        }
-        Plan::Fill(FillWriter { stem, disk: Some(disk), fill, finished: false })
-    }
-
-    /// The fill's disk side, on its own thread so a slow or full disk never holds up
-    /// playback: writes what arrives, and keeps the file only if the track ended by itself,
-    /// every packet was written and the file verifies.
-    fn write_fill(
-        &self,
-        stem: &str,
-        partial: &Path,
-        mut writer: OggOpusWriter<BufWriter<File>>,
-        ops: &crossbeam_channel::Receiver<DiskOp>,
-        fill: &Arc<Fill>,
-    ) {
-        let mut failed: Option<String> = None;
-        let mut complete = false;
-        for op in ops {
-            match op {
-                DiskOp::Packet(packet) if failed.is_none() => {
-                    if let Err(e) = writer.push(&packet) {
-                        failed = Some(e.to_string());
-                    }
-                }
-                DiskOp::Packet(_) => {}
-                DiskOp::Finish => {
-                    complete = true;
-                    break;
-                }
-            }
-        }
-        let kept = match (complete, failed) {
-            (false, _) => Err("the track did not play to its end".to_string()),
-            (true, Some(e)) => Err(e),
-            (true, None) => writer
-                .finish()
-                .map_err(|e| e.to_string())
-                .and_then(|(buf, _)| buf.into_inner().map_err(|e| e.to_string()))
-                .and_then(|mut file| file.flush().and_then(|()| file.sync_all()).map_err(|e| e.to_string()))
-                .and_then(|()| self.publish(stem, partial)),
-        };
-        if let Err(e) = kept {
-            tracing::debug!(stem, error = %e, "cache fill not kept");
-            self.metrics.cache_fill_failures.inc();
-            let _ = std::fs::remove_file(partial);
-        }
-        // Until here newcomers could still follow the fill from memory.
-        let mut state = self.state.lock();
-        if state.fills.get(stem).is_some_and(|f| f.as_ptr() == Arc::as_ptr(fill)) {
-            state.fills.remove(stem);
-        }
+        let id = FILL_IDS.fetch_add(1, Ordering::Relaxed);
+        let start = Active { stem: stem.clone(), partial, writer, failed: None, written: 0, fill: fill.clone() };
+        let _ = self.disk.send(DiskJob { id, op: DiskOp::Start(Box::new(start)) });
+        Plan::Fill(FillWriter {
+            stem,
+            id,
+            disk: Some(self.disk.clone()),
+            queued: Arc::default(),
+            fill,
+            finished: false,
+        })
     }
 
     /// Opens a cached file, verifying it page by page unless `known` says what it holds (it
@@ -342,17 +314,131 @@ impl AudioCache {
 /// far behind, the fill is given up rather than holding up the track.
 const DISK_QUEUE: usize = 1024;
 
+static FILL_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// A fill being written: its file, what was written, and who follows it.
+struct Active {
+    stem: String,
+    partial: PathBuf,
+    writer: OggOpusWriter<BufWriter<File>>,
+    failed: Option<String>,
+    /// Bytes counted against the cap so far.
+    written: u64,
+    fill: Arc<Fill>,
+}
+
 enum DiskOp {
-    Packet(Arc<[u8]>),
+    Start(Box<Active>),
+    Packet(Arc<[u8]>, Arc<AtomicUsize>),
+    /// The track ended by itself: keep the file if it verifies.
     Finish,
+    /// Cut off, cancelled or given up: drop the file.
+    Abandon,
+}
+
+struct DiskJob {
+    id: u64,
+    op: DiskOp,
+}
+
+/// Writes every fill in progress on one thread, so the number of threads does not grow with
+/// the tracks being cached and a slow or full disk never holds up playback. A partial file
+/// counts against the size cap as it grows.
+struct DiskWriter {
+    cache: Weak<AudioCache>,
+    active: HashMap<u64, Active>,
+}
+
+impl DiskWriter {
+    fn run(mut self, jobs: &crossbeam_channel::Receiver<DiskJob>) {
+        for DiskJob { id, op } in jobs {
+            let Some(cache) = self.cache.upgrade() else { return };
+            match op {
+                DiskOp::Start(active) => {
+                    self.active.insert(id, *active);
+                }
+                DiskOp::Packet(packet, queued) => {
+                    queued.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(active) = self.active.get_mut(&id) {
+                        cache.write(active, &packet);
+                    }
+                }
+                DiskOp::Finish => {
+                    if let Some(active) = self.active.remove(&id) {
+                        cache.end_fill(active, true);
+                    }
+                }
+                DiskOp::Abandon => {
+                    if let Some(active) = self.active.remove(&id) {
+                        cache.end_fill(active, false);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bytes a packet takes in the file, counted against the cap as it is written (Ogg adds a
+/// little per page; the file's real size replaces the count when it is kept).
+fn packet_bytes(packet: &[u8]) -> u64 {
+    packet.len() as u64 + 1
+}
+
+impl AudioCache {
+    fn write(&self, active: &mut Active, packet: &[u8]) {
+        if active.failed.is_some() {
+            return;
+        }
+        if let Err(e) = active.writer.push(packet) {
+            active.failed = Some(e.to_string());
+            return;
+        }
+        let bytes = packet_bytes(packet);
+        active.written += bytes;
+        let mut state = self.state.lock();
+        state.bytes += bytes;
+        if state.bytes > self.settings.max_bytes {
+            self.evict(&mut state, None);
+        }
+    }
+
+    /// Keeps the file only if the track ended by itself, every packet was written and the
+    /// file verifies; either way the fill stops counting as partial.
+    fn end_fill(&self, active: Active, complete: bool) {
+        let Active { stem, partial, writer, failed, written, fill } = active;
+        self.state.lock().bytes -= written;
+        let kept = match (complete, failed) {
+            (false, _) => Err("the track did not play to its end".to_string()),
+            (true, Some(e)) => Err(e),
+            (true, None) => writer
+                .finish()
+                .map_err(|e| e.to_string())
+                .and_then(|(buf, _)| buf.into_inner().map_err(|e| e.to_string()))
+                .and_then(|mut file| file.flush().and_then(|()| file.sync_all()).map_err(|e| e.to_string()))
+                .and_then(|()| self.publish(&stem, &partial)),
+        };
+        if let Err(e) = kept {
+            tracing::debug!(stem, error = %e, "cache fill not kept");
+            self.metrics.cache_fill_failures.inc();
+            let _ = std::fs::remove_file(&partial);
+        }
+        // Until here newcomers could still follow the fill from memory.
+        let mut state = self.state.lock();
+        if state.fills.get(&stem).is_some_and(|f| f.as_ptr() == Arc::as_ptr(&fill)) {
+            state.fills.remove(&stem);
+        }
+    }
 }
 
 /// Feeds a fill while the track plays: its packets go to the followers at once and to the
 /// disk writer through a queue.
 pub struct FillWriter {
     stem: String,
-    /// None once the disk writer fell behind or went away: followers are still fed.
-    disk: Option<crossbeam_channel::Sender<DiskOp>>,
+    id: u64,
+    /// None once the disk writer fell behind: followers are still fed.
+    disk: Option<crossbeam_channel::Sender<DiskJob>>,
+    /// Packets sent to the disk writer and not yet written.
+    queued: Arc<AtomicUsize>,
     fill: Arc<Fill>,
     finished: bool,
 }
@@ -360,66 +446,91 @@ pub struct FillWriter {
 impl FillWriter {
     pub fn push(&mut self, packet: &[u8]) {
         let packet: Arc<[u8]> = Arc::from(packet);
-        if let Some(disk) = &self.disk
-            && disk.try_send(DiskOp::Packet(packet.clone())).is_err()
-        {
-            tracing::warn!(stem = %self.stem, "cache writer fell behind; this track will not be cached");
-            self.disk = None;
+        if let Some(disk) = &self.disk {
+            if self.queued.fetch_add(1, Ordering::AcqRel) >= DISK_QUEUE {
+                tracing::warn!(stem = %self.stem, "cache writer fell behind; this track will not be cached");
+                let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Abandon });
+                self.disk = None;
+            } else {
+                let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Packet(packet.clone(), self.queued.clone()) });
+            }
         }
-        self.fill.progress.lock().packets.push(packet);
-        self.fill.grown.notify_all();
+        let mut progress = self.fill.progress.lock();
+        progress.packets.push(packet);
+        let waiting = progress.wake_all();
+        drop(progress);
+        waiting.into_iter().for_each(|wake| wake());
     }
 
     /// The track ended by itself: the disk writer keeps the file if it verifies.
     pub fn finish(mut self) {
         self.finished = true;
-        if let Some(disk) = self.disk.take()
-            && disk.try_send(DiskOp::Finish).is_err()
-        {
-            tracing::warn!(stem = %self.stem, "cache writer fell behind; this track will not be cached");
+        if let Some(disk) = self.disk.take() {
+            let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Finish });
         }
         self.end(true);
     }
 
     fn end(&mut self, complete: bool) {
-        self.fill.progress.lock().complete = Some(complete);
-        self.fill.grown.notify_all();
+        let mut progress = self.fill.progress.lock();
+        progress.complete = Some(complete);
+        let waiting = progress.wake_all();
+        drop(progress);
+        waiting.into_iter().for_each(|wake| wake());
     }
 }
 
 impl Drop for FillWriter {
     fn drop(&mut self) {
         if !self.finished {
-            // Cut off, cancelled or failed: the disk writer sees the queue close without
-            // `Finish` and drops the file; followers are told.
-            self.disk = None;
+            // Cut off, cancelled or failed: the disk writer drops the file; followers are told.
+            if let Some(disk) = self.disk.take() {
+                let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Abandon });
+            }
             self.end(false);
         }
     }
 }
 
-/// Reads a fill in progress from its first packet, waiting for the ones not there yet.
+/// What a follower found.
+pub enum FillNext {
+    Packet(Arc<[u8]>),
+    /// Not there yet: the waker passed is called when it is.
+    Pending,
+    /// The end of a complete fill.
+    End,
+    /// The fill broke off.
+    Broken(String),
+}
+
+/// Reads a fill in progress from its first packet, as it grows.
 pub struct FillFollower {
     fill: Arc<Fill>,
     next: usize,
+    /// A waker of this follower's is waiting to be called: no need for another.
+    armed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FillFollower {
-    /// The next packet; none at the end of a complete fill, an error when the fill broke.
-    pub fn next_packet(&mut self, cancelled: impl Fn() -> bool) -> Result<Option<Arc<[u8]>>, String> {
+    /// The next packet, or [`FillNext::Pending`] and `wake` called once there is more.
+    pub fn poll_packet(&mut self, wake: impl FnOnce() + Send + 'static) -> FillNext {
         let mut progress = self.fill.progress.lock();
-        loop {
-            if let Some(p) = progress.packets.get(self.next) {
-                self.next += 1;
-                return Ok(Some(p.clone()));
-            }
-            match progress.complete {
-                Some(true) => return Ok(None),
-                Some(false) => return Err("the shared download of this track failed".into()),
-                None if cancelled() => return Ok(None),
-                None => {
-                    self.fill.grown.wait_for(&mut progress, Duration::from_millis(100));
+        if let Some(p) = progress.packets.get(self.next) {
+            self.next += 1;
+            return FillNext::Packet(p.clone());
+        }
+        match progress.complete {
+            Some(true) => FillNext::End,
+            Some(false) => FillNext::Broken("the shared download of this track failed".into()),
+            None => {
+                if !self.armed.swap(true, Ordering::AcqRel) {
+                    let armed = self.armed.clone();
+                    progress.waiting.push(Box::new(move || {
+                        armed.store(false, Ordering::Release);
+                        wake();
+                    }));
                 }
+                FillNext::Pending
             }
         }
     }

@@ -205,42 +205,28 @@ impl Player {
             start_ms,
             span,
         };
-        let spawned =
+        let frames =
             pipeline::spawn(request, self.ctx.pipeline.clone(), self.controls.clone(), cancel.clone(), on_open);
         state.played_any = true;
-        match spawned {
-            Ok(frames) => {
-                self.output.play(token, frames, start_ms / 20);
-                state.cancel = Some(cancel);
-                let paused = state.status == PlayerStatus::Paused;
-                self.output.set_paused(paused);
-                state.status = if paused { PlayerStatus::Paused } else { PlayerStatus::Playing };
-                let same_track = state.current.as_ref().is_some_and(|c| c.id == track.id);
-                if !same_track {
-                    state.playback_session_id = Some(uuid::Uuid::new_v4().to_string());
-                    if let Some(voice) = state.voice.as_ref().filter(|_| !paused) {
-                        voice.sender().set_speaking(true);
-                    }
-                    self.ctx.events.emit(Event::TrackStarted {
-                        guild_id: self.guild_id,
-                        player_id: self.id,
-                        track: track.clone(),
-                        position_ms: start_ms,
-                    });
-                }
-                state.current = Some(track);
+        self.output.play(token, frames, start_ms / 20);
+        state.cancel = Some(cancel);
+        let paused = state.status == PlayerStatus::Paused;
+        self.output.set_paused(paused);
+        state.status = if paused { PlayerStatus::Paused } else { PlayerStatus::Playing };
+        let same_track = state.current.as_ref().is_some_and(|c| c.id == track.id);
+        if !same_track {
+            state.playback_session_id = Some(uuid::Uuid::new_v4().to_string());
+            if let Some(voice) = state.voice.as_ref().filter(|_| !paused) {
+                voice.sender().set_speaking(true);
             }
-            Err(e) => {
-                // Could not even start a thread: the track fails, the queue goes on later.
-                tracing::error!(player = %self.id, error = %e, "cannot start a track pipeline");
-                self.ctx.events.emit(Event::TrackEnded {
-                    guild_id: self.guild_id,
-                    player_id: self.id,
-                    track_id: track.id.clone(),
-                    error: Some(format!("could not start decoding: {e}")),
-                });
-            }
+            self.ctx.events.emit(Event::TrackStarted {
+                guild_id: self.guild_id,
+                player_id: self.id,
+                track: track.clone(),
+                position_ms: start_ms,
+            });
         }
+        state.current = Some(track);
     }
 
     /// Where `track`'s media comes from and what it is cached under: what its resolver said

@@ -4,20 +4,20 @@
 //! state busy, decoder a little behind) keeps its timestamp and goes out on a later tick, a
 //! few per tick, so listeners get every frame in order; only a player more than half a second
 //! behind skips ahead. A frame without an E2EE key is never sent in the clear: it waits.
-//! Each tick it asks the track's encoder for the frames it owes and one more, so the encoder
-//! works just ahead of the clock and a volume or filter change is heard on the next frame.
+//! Each tick it asks the track's work for the frames it owes and one more, so encoding runs
+//! just ahead of the clock and a volume or filter change is heard on the next frame.
+//! Passed-through packets are already in the track's ring: the clock reads them itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
-use crossbeam_channel::{Receiver, TryRecvError};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 
-use crate::audio::demand::Demand;
+use crate::audio::TrackFrames;
+use crate::audio::frames::Taken;
 use crate::audio::pipeline::START_FRAMES;
-use crate::audio::{Frame, TrackFrames};
 use crate::voice::{OPUS_SILENCE, PacketSender, SendOutcome, TickOutcome, Tickable};
 
 const SILENCE_FRAMES: u8 = 5;
@@ -51,8 +51,7 @@ pub struct OutputCounters {
 
 struct Feed {
     token: u64,
-    frames: Receiver<Frame>,
-    demand: Arc<Demand>,
+    track: TrackFrames,
     held: Option<Vec<u8>>,
     /// Frames of this track sent so far.
     sent: u64,
@@ -62,7 +61,7 @@ struct Feed {
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        self.demand.close();
+        self.track.ring.close();
     }
 }
 
@@ -108,8 +107,7 @@ impl PlayerOutput {
 
     /// Switches to a new track's frames, starting the position at `start_frames`.
     pub fn play(&self, token: u64, track: TrackFrames, start_frames: u64) {
-        let TrackFrames { frames, demand } = track;
-        *self.feed.lock() = Some(Feed { token, frames, demand, held: None, sent: 0, start_wait: START_WAIT_TICKS });
+        *self.feed.lock() = Some(Feed { token, track, held: None, sent: 0, start_wait: START_WAIT_TICKS });
         self.position_frames.store(start_frames, Ordering::Release);
     }
 
@@ -148,7 +146,7 @@ impl PlayerOutput {
         let mut guard = self.feed.lock();
         let Some(feed) = guard.as_mut() else { return Audio::Idle };
         if feed.start_wait > 0 {
-            if (feed.frames.len() as u64) < START_FRAMES {
+            if (feed.track.ring.ready() as u64) < START_FRAMES {
                 feed.start_wait -= 1;
                 // Not scheduled yet: nothing is owed, so this is not an underrun.
                 return Audio::Idle;
@@ -156,18 +154,14 @@ impl PlayerOutput {
             feed.start_wait = 0;
         }
         let mut ended = None;
-        let frame = feed.held.take().or_else(|| match feed.frames.try_recv() {
-            Ok(Frame::Audio(packet)) => Some(packet),
-            Ok(Frame::End(result)) => {
+        let frame = feed.held.take().or_else(|| match feed.track.ring.take() {
+            Taken::Audio(packet) => Some(packet),
+            Taken::End(result) => {
                 ended = Some(result);
                 None
             }
-            Err(TryRecvError::Empty) => {
+            Taken::Empty => {
                 self.counters.underruns.inc();
-                None
-            }
-            Err(TryRecvError::Disconnected) => {
-                ended = Some(Err("the track's decoder stopped".to_string()));
                 None
             }
         });
@@ -182,6 +176,7 @@ impl PlayerOutput {
         sender.set_speaking(true);
         match sender.send(stamp, &packet) {
             SendOutcome::Sent => {
+                feed.track.ring.recycle(packet);
                 feed.sent += 1;
                 self.position_frames.fetch_add(1, Ordering::AcqRel);
                 self.counters.frames_sent.inc();
@@ -238,7 +233,7 @@ impl PlayerOutput {
     /// Asks the encoder for the `owed` frames due and not yet sent, and the next one.
     fn ask_ahead(&self, owed: u64) {
         if let Some(feed) = self.feed.lock().as_ref() {
-            feed.demand.ask_up_to(feed.sent + owed.min(MAX_BURST) + ASK_AHEAD);
+            feed.track.ring.ask_up_to(feed.sent + owed.min(MAX_BURST) + ASK_AHEAD);
         }
     }
 

@@ -59,6 +59,9 @@ pub struct Metrics {
     pub frames_sent: Counter,
     pub underruns: Counter,
     pub player_skipped_ticks: Counter,
+    pub opus_encodes: Counter,
+    pub opus_decodes: Counter,
+    pub source_stalls: Counter,
     pub clock_ticks: Counter,
     pub clock_late_ticks: Counter,
     pub clock_skipped_ticks: Counter,
@@ -92,6 +95,9 @@ impl Metrics {
             frames_sent: Counter::default(),
             underruns: Counter::default(),
             player_skipped_ticks: Counter::default(),
+            opus_encodes: Counter::default(),
+            opus_decodes: Counter::default(),
+            source_stalls: Counter::default(),
             clock_ticks: Counter::default(),
             clock_late_ticks: Counter::default(),
             clock_skipped_ticks: Counter::default(),
@@ -115,6 +121,21 @@ impl Metrics {
             "player_skipped_ticks",
             "Ticks players skipped after falling more than 500 ms behind their schedule",
             m.player_skipped_ticks.clone(),
+        );
+        registry.register(
+            "opus_encodes",
+            "20 ms frames encoded to Opus (cache fills included)",
+            m.opus_encodes.clone(),
+        );
+        registry.register(
+            "opus_decodes",
+            "Opus packets decoded (an Opus source re-encoded for a filter or a volume)",
+            m.opus_decodes.clone(),
+        );
+        registry.register(
+            "source_stalls",
+            "Decoder reads that found no media received yet and waited on a media worker",
+            m.source_stalls.clone(),
         );
         registry.register("clock_ticks", "20 ms ticks run by the packet clock lanes", m.clock_ticks.clone());
         registry.register("clock_late_ticks", "Ticks that started more than 5 ms late", m.clock_late_ticks.clone());
