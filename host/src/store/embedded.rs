@@ -1,5 +1,7 @@
 //! The embedded key-value backend: one redb file, values prefixed with their expiry time so
-//! TTLs behave as in Redis. redb is synchronous, so calls run on the blocking pool.
+//! TTLs behave as in Redis. redb is synchronous, so calls run on the blocking pool, a few at
+//! a time: redb commits one write at a time anyway, and a burst of players saving at once
+//! would otherwise start a blocking thread each.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,9 +21,13 @@ fn err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Backend(e.into().to_string())
 }
 
+/// Store calls on the blocking pool at once.
+const CONCURRENT_CALLS: usize = 4;
+
 #[derive(Clone)]
 pub struct EmbeddedKv {
     db: Arc<Database>,
+    calls: Arc<tokio::sync::Semaphore>,
 }
 
 impl EmbeddedKv {
@@ -33,7 +39,7 @@ impl EmbeddedKv {
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(TABLE).map_err(err)?;
         txn.commit().map_err(err)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self { db: Arc::new(db), calls: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)) })
     }
 
     /// A database that lives in memory only (for tools that need a store but keep nothing).
@@ -44,7 +50,7 @@ impl EmbeddedKv {
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(TABLE).map_err(err)?;
         txn.commit().map_err(err)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self { db: Arc::new(db), calls: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)) })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -52,6 +58,7 @@ impl EmbeddedKv {
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
+        let _turn = self.calls.acquire().await.map_err(|e| StoreError::Backend(e.to_string()))?;
         tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
