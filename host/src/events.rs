@@ -45,7 +45,8 @@ pub enum Event {
         player_id: Id,
         filter: String,
         plugin: String,
-        /// `timeout`, `memory`, `trap`, or `refused` (its config, after a reload).
+        /// `timeout`, `memory`, `trap`, `refused` (its config, after a reload) or `pool_full`
+        /// (every instance of `PLUGIN_INSTANCES` in use: the player plays unfiltered).
         kind: String,
         reason: String,
     },

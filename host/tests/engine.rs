@@ -83,3 +83,35 @@ async fn a_track_filling_the_cache_with_the_volume_changed_is_encoded_once_for_t
     assert!(counter(&metrics, "mesastream_opus_decodes_total", &[]) >= frames - 2, "the cached play decoded");
     assert_eq!(counter(&metrics, "mesastream_audio_cache_lookups_total", &["outcome=\"hit\""]), 1, "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_player_beyond_the_instance_pool_plays_unfiltered_and_says_why() {
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["lavalink-filters"], |c| c.plugin_instances = 16).await;
+    let mut events = h.events().await;
+    let chain = json!([{ "name": "lowPass", "config": { "smoothing": 20.0 } }]);
+    let mut players = Vec::new();
+    for _ in 0..17 {
+        let (guild, session) = h.new_player().await;
+        let set = h.call(reqwest::Method::PUT, &format!("/players/{guild}/filters"), Some(chain.clone())).await;
+        assert_eq!(set.status, 200, "{set:?}");
+        players.push((guild, session));
+    }
+    let mut tracks = Vec::new();
+    for (guild, _) in &players {
+        let reply = h.enqueue(*guild, &h.media.url("tone-523-long.mp3")).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        tracks.push(enqueued_track_id(&reply.body));
+    }
+    let failed = events.wait("FilterFailed", |e| e["type"] == "FilterFailed").await;
+    assert_eq!(failed["data"]["kind"], "pool_full", "{failed}");
+    let reason = failed["data"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("PLUGIN_INSTANCES"), "the reason says what to change: {reason}");
+    for ((guild, _), track) in players.iter().zip(&tracks) {
+        let ended = events.track_ended(*guild, track).await;
+        assert!(ended["data"].get("error").is_none(), "every player played its track: {ended}");
+    }
+    let failures: Vec<_> = events.seen.iter().filter(|e| e["type"] == "FilterFailed").collect();
+    assert_eq!(failures.len(), 1, "only the player beyond the pool lost its filter: {failures:?}");
+    let m = h.metrics().await;
+    assert_eq!(counter(&m, "mesastream_filters_bypassed_total", &["reason=\"pool_full\""]), 1, "{m}");
+}

@@ -196,7 +196,7 @@ impl Source {
                     let wake = wake.clone();
                     match fill.poll_packet(move || wake()) {
                         FillNext::Packet(packet) => {
-                            pending.push_back(Unit::Opus(packet.to_vec(), None));
+                            pending.push_back(Unit::Opus(packet, None));
                             *position_ms += 20;
                         }
                         FillNext::Pending => return Produced::Waiting,

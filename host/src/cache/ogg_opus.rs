@@ -98,6 +98,17 @@ impl<W: Write> OggOpusWriter<W> {
         Ok(())
     }
 
+    /// Packets written out so far (the last one pushed is held back).
+    pub fn written(&self) -> u64 {
+        self.packets
+    }
+
+    /// Hands what was written so far to the file, so a reader of the growing file sees every
+    /// complete page.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.inner_mut().flush()
+    }
+
     /// Ends the stream and returns what it holds.
     pub fn finish(mut self) -> Result<(W, Index), OggOpusError> {
         let last = self.held.take().ok_or_else(|| OggOpusError::Incomplete("no audio packets".into()))?;

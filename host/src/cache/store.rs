@@ -2,8 +2,8 @@
 //! in-memory index of them (rebuilt from the files at startup), and the fills in progress.
 //!
 //! A track asks [`AudioCache::plan`] what to do: play the cached file, follow a fill another
-//! player already started (its packets are shared in memory), fill the cache itself while it
-//! plays, or just stream when the cache cannot be used. A fill is written to a private
+//! player already started (reading its file as it grows, page by complete page), fill the
+//! cache itself while it plays, or just stream when the cache cannot be used. A fill is written to a private
 //! temporary file and renamed into place only once it is complete and verifies, so nothing
 //! that reads as complete is ever a partial download.
 
@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use parking_lot::Mutex;
 use sha2::Digest;
 
-use super::ogg_opus::{Index, OggOpusReader, OggOpusWriter, verify};
+use super::ogg_opus::{Index, OggOpusError, OggOpusReader, OggOpusWriter, PACKETS_PER_PAGE, verify};
 use crate::telemetry::metrics::{CacheLabels, Metrics};
 
 #[derive(Debug, Clone)]
@@ -84,9 +84,10 @@ pub struct CachedTrack {
     pub reader: OggOpusReader<BufReader<File>>,
 }
 
-/// Packets of a fill in progress, shared with every player that wants the same track.
-#[derive(Default)]
+/// A fill in progress, shared with every player that wants the same track: its file, and how
+/// much of it readers may read.
 struct Fill {
+    partial: PathBuf,
     progress: Mutex<Progress>,
 }
 
@@ -94,16 +95,22 @@ type Waker = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
 struct Progress {
-    packets: Vec<Arc<[u8]>>,
+    /// Packets on disk in complete pages: what a follower may read.
+    durable: u64,
     /// Set when the fill ends: whether the whole track arrived.
     complete: Option<bool>,
     /// Followers that found nothing new, to be told when something is.
     waiting: Vec<Waker>,
 }
 
-impl Progress {
-    fn wake_all(&mut self) -> Vec<Waker> {
-        std::mem::take(&mut self.waiting)
+impl Fill {
+    /// Changes the progress and tells every waiting follower.
+    fn update(&self, change: impl FnOnce(&mut Progress)) {
+        let mut progress = self.progress.lock();
+        change(&mut progress);
+        let waiting = std::mem::take(&mut progress.waiting);
+        drop(progress);
+        waiting.into_iter().for_each(|wake| wake());
     }
 }
 
@@ -221,8 +228,21 @@ impl AudioCache {
             }
         }
         if let Some(fill) = state.fills.get(&stem).and_then(Weak::upgrade) {
-            self.count("follow");
-            return Plan::Follow(FillFollower { fill, next: 0, armed: Arc::default() });
+            let reader = File::open(&fill.partial)
+                .map_err(OggOpusError::from)
+                .and_then(|f| OggOpusReader::open(BufReader::with_capacity(self.settings.reader_buffer, f)));
+            return match reader {
+                Ok(reader) => {
+                    self.count("follow");
+                    Plan::Follow(FillFollower { fill, reader, next: 0, skip: 0, armed: Arc::default() })
+                }
+                Err(e) => {
+                    // The fill ended this instant (its file renamed or removed).
+                    tracing::debug!(key, error = %e, "cannot follow a fill; streaming");
+                    self.count("miss");
+                    Plan::Stream
+                }
+            };
         }
         self.count("miss");
         if !may_fill {
@@ -230,7 +250,11 @@ impl AudioCache {
         }
         let partial = self.settings.dir.join(format!("{stem}.partial.{}", uuid::Uuid::new_v4().simple()));
         let writer = File::create(&partial).map_err(|e| e.to_string()).and_then(|f| {
-            OggOpusWriter::new(BufWriter::with_capacity(self.settings.writer_buffer, f), 0).map_err(|e| e.to_string())
+            let mut writer = OggOpusWriter::new(BufWriter::with_capacity(self.settings.writer_buffer, f), 0)
+                .map_err(|e| e.to_string())?;
+            // Followers open the file at once and read its headers.
+            writer.flush().map_err(|e| e.to_string())?;
+            Ok(writer)
         });
         let writer = match writer {
             Ok(w) => w,
@@ -241,17 +265,16 @@ impl AudioCache {
                 return Plan::Stream;
             }
         };
-        let fill = Arc::new(Fill::default());
+        let fill = Arc::new(Fill { partial: partial.clone(), progress: Mutex::default() });
         state.fills.insert(stem.clone(), Arc::downgrade(&fill));
         let id = FILL_IDS.fetch_add(1, Ordering::Relaxed);
-        let start = Active { stem: stem.clone(), partial, writer, failed: None, written: 0, fill: fill.clone() };
+        let start = Active { stem: stem.clone(), partial, writer, failed: None, written: 0, fill };
         let _ = self.disk.send(DiskJob { id, op: DiskOp::Start(Box::new(start)) });
         Plan::Fill(FillWriter {
             stem,
             id,
             disk: Some(self.disk.clone()),
             queued: Arc::default(),
-            fill,
             finished: false,
         })
     }
@@ -389,9 +412,21 @@ impl AudioCache {
         if active.failed.is_some() {
             return;
         }
+        let before = active.writer.written();
         if let Err(e) = active.writer.push(packet) {
             active.failed = Some(e.to_string());
+            active.fill.update(|p| p.complete = Some(false));
             return;
+        }
+        let written = active.writer.written();
+        if written != before && written.is_multiple_of(PACKETS_PER_PAGE as u64) {
+            // A page just ended: followers may read up to it.
+            if let Err(e) = active.writer.flush() {
+                active.failed = Some(e.to_string());
+                active.fill.update(|p| p.complete = Some(false));
+                return;
+            }
+            active.fill.update(|p| p.durable = written);
         }
         let bytes = packet_bytes(packet);
         active.written += bytes;
@@ -407,22 +442,37 @@ impl AudioCache {
     fn end_fill(&self, active: Active, complete: bool) {
         let Active { stem, partial, writer, failed, written, fill } = active;
         self.state.lock().bytes -= written;
-        let kept = match (complete, failed) {
+        let finished = match (complete, failed) {
             (false, _) => Err("the track did not play to its end".to_string()),
             (true, Some(e)) => Err(e),
             (true, None) => writer
                 .finish()
                 .map_err(|e| e.to_string())
-                .and_then(|(buf, _)| buf.into_inner().map_err(|e| e.to_string()))
-                .and_then(|mut file| file.flush().and_then(|()| file.sync_all()).map_err(|e| e.to_string()))
-                .and_then(|()| self.publish(&stem, &partial)),
+                .and_then(|(buf, index)| Ok((buf.into_inner().map_err(|e| e.to_string())?, index)))
+                .and_then(|(mut file, index)| {
+                    file.flush().and_then(|()| file.sync_all()).map_err(|e| e.to_string())?;
+                    Ok(index)
+                }),
+        };
+        // Followers may read to the end before the file is checked and put in place.
+        let kept = match finished {
+            Ok(index) => {
+                fill.update(|p| {
+                    p.durable = index.packets;
+                    p.complete = Some(true);
+                });
+                self.publish(&stem, &partial)
+            }
+            Err(e) => {
+                fill.update(|p| p.complete = Some(false));
+                Err(e)
+            }
         };
         if let Err(e) = kept {
             tracing::debug!(stem, error = %e, "cache fill not kept");
             self.metrics.cache_fill_failures.inc();
             let _ = std::fs::remove_file(&partial);
         }
-        // Until here newcomers could still follow the fill from memory.
         let mut state = self.state.lock();
         if state.fills.get(&stem).is_some_and(|f| f.as_ptr() == Arc::as_ptr(&fill)) {
             state.fills.remove(&stem);
@@ -430,8 +480,8 @@ impl AudioCache {
     }
 }
 
-/// Feeds a fill while the track plays: its packets go to the followers at once and to the
-/// disk writer through a queue.
+/// Feeds a fill while the track plays: its packets go to the disk writer through a queue;
+/// followers read them from the file.
 pub struct FillWriter {
     stem: String,
     id: u64,
@@ -439,27 +489,20 @@ pub struct FillWriter {
     disk: Option<crossbeam_channel::Sender<DiskJob>>,
     /// Packets sent to the disk writer and not yet written.
     queued: Arc<AtomicUsize>,
-    fill: Arc<Fill>,
     finished: bool,
 }
 
 impl FillWriter {
     pub fn push(&mut self, packet: &[u8]) {
-        let packet: Arc<[u8]> = Arc::from(packet);
-        if let Some(disk) = &self.disk {
-            if self.queued.fetch_add(1, Ordering::AcqRel) >= DISK_QUEUE {
-                tracing::warn!(stem = %self.stem, "cache writer fell behind; this track will not be cached");
-                let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Abandon });
-                self.disk = None;
-            } else {
-                let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Packet(packet.clone(), self.queued.clone()) });
-            }
+        let Some(disk) = &self.disk else { return };
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= DISK_QUEUE {
+            // Followers are told the fill broke and stream for themselves.
+            tracing::warn!(stem = %self.stem, "cache writer fell behind; this track will not be cached");
+            let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Abandon });
+            self.disk = None;
+        } else {
+            let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Packet(Arc::from(packet), self.queued.clone()) });
         }
-        let mut progress = self.fill.progress.lock();
-        progress.packets.push(packet);
-        let waiting = progress.wake_all();
-        drop(progress);
-        waiting.into_iter().for_each(|wake| wake());
     }
 
     /// The track ended by itself: the disk writer keeps the file if it verifies.
@@ -468,15 +511,6 @@ impl FillWriter {
         if let Some(disk) = self.disk.take() {
             let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Finish });
         }
-        self.end(true);
-    }
-
-    fn end(&mut self, complete: bool) {
-        let mut progress = self.fill.progress.lock();
-        progress.complete = Some(complete);
-        let waiting = progress.wake_all();
-        drop(progress);
-        waiting.into_iter().for_each(|wake| wake());
     }
 }
 
@@ -487,14 +521,13 @@ impl Drop for FillWriter {
             if let Some(disk) = self.disk.take() {
                 let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Abandon });
             }
-            self.end(false);
         }
     }
 }
 
 /// What a follower found.
 pub enum FillNext {
-    Packet(Arc<[u8]>),
+    Packet(Vec<u8>),
     /// Not there yet: the waker passed is called when it is.
     Pending,
     /// The end of a complete fill.
@@ -503,10 +536,14 @@ pub enum FillNext {
     Broken(String),
 }
 
-/// Reads a fill in progress from its first packet, as it grows.
+/// Reads a fill in progress from its file, as it grows.
 pub struct FillFollower {
     fill: Arc<Fill>,
-    next: usize,
+    reader: OggOpusReader<BufReader<File>>,
+    /// Packets read so far.
+    next: u64,
+    /// Packets to read past before playing (a start after the beginning).
+    skip: u64,
     /// A waker of this follower's is waiting to be called: no need for another.
     armed: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -514,29 +551,41 @@ pub struct FillFollower {
 impl FillFollower {
     /// The next packet, or [`FillNext::Pending`] and `wake` called once there is more.
     pub fn poll_packet(&mut self, wake: impl FnOnce() + Send + 'static) -> FillNext {
-        let mut progress = self.fill.progress.lock();
-        if let Some(p) = progress.packets.get(self.next) {
-            self.next += 1;
-            return FillNext::Packet(p.clone());
-        }
-        match progress.complete {
-            Some(true) => FillNext::End,
-            Some(false) => FillNext::Broken("the shared download of this track failed".into()),
-            None => {
-                if !self.armed.swap(true, Ordering::AcqRel) {
-                    let armed = self.armed.clone();
-                    progress.waiting.push(Box::new(move || {
-                        armed.store(false, Ordering::Release);
-                        wake();
-                    }));
+        loop {
+            let mut progress = self.fill.progress.lock();
+            if self.next < progress.durable {
+                drop(progress);
+                match self.reader.next_packet() {
+                    Ok(Some(packet)) => {
+                        self.next += 1;
+                        if self.next > self.skip {
+                            return FillNext::Packet(packet);
+                        }
+                        continue;
+                    }
+                    Ok(None) => return FillNext::End,
+                    Err(e) => return FillNext::Broken(format!("reading the shared fill: {e}")),
                 }
-                FillNext::Pending
             }
+            return match progress.complete {
+                Some(true) => FillNext::End,
+                Some(false) => FillNext::Broken("the shared download of this track failed".into()),
+                None => {
+                    if !self.armed.swap(true, Ordering::AcqRel) {
+                        let armed = self.armed.clone();
+                        progress.waiting.push(Box::new(move || {
+                            armed.store(false, Ordering::Release);
+                            wake();
+                        }));
+                    }
+                    FillNext::Pending
+                }
+            };
         }
     }
 
     /// Skips the packets before `ms`.
     pub fn skip_ms(&mut self, ms: u64) {
-        self.next = (ms / 20) as usize;
+        self.skip = ms / 20;
     }
 }

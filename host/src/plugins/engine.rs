@@ -275,6 +275,12 @@ pub fn describe(error: &wasmtime::Error) -> (FailureKind, String) {
     if let Some(t) = error.downcast_ref::<OutOfTime>() {
         return (FailureKind::Timeout, t.to_string());
     }
+    if let Some(full) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return (
+            FailureKind::PoolFull,
+            format!("no plugin instance is free ({full}); raise PLUGIN_INSTANCES for more filtered players"),
+        );
+    }
     let text = format!("{error:#}");
     if text.contains("forcing trap when growing memory") || text.contains("memory") && text.contains("limit") {
         return (FailureKind::Memory, "exceeded its memory limit".to_string());
@@ -290,6 +296,8 @@ pub enum FailureKind {
     Trap,
     /// A filter refused its config when re-created (after a plugin reload).
     Refused,
+    /// Every instance of the pool (`PLUGIN_INSTANCES`) is in use.
+    PoolFull,
 }
 
 impl FailureKind {
@@ -299,6 +307,7 @@ impl FailureKind {
             Self::Memory => "memory",
             Self::Trap => "trap",
             Self::Refused => "refused",
+            Self::PoolFull => "pool_full",
         }
     }
 }

@@ -28,26 +28,26 @@ impl TransportCipher {
         }
     }
 
-    /// Appends `header ‖ ciphertext ‖ tag ‖ counter` to `out` (which must be empty).
+    /// Appends `header ‖ ciphertext ‖ tag ‖ counter` to `out` (which must be empty),
+    /// encrypting in place: with `out`'s capacity reused, sealing allocates nothing.
     pub fn seal(&self, header: &[u8; 12], payload: &[u8], counter: u32, out: &mut Vec<u8>) -> bool {
         out.extend_from_slice(header);
         out.extend_from_slice(payload);
-        let mut body = out.split_off(header.len());
+        let (_, body) = out.split_at_mut(header.len());
         let counter_bytes = counter.to_be_bytes();
         let tag = match self {
             Self::Aes(cipher) => {
                 let mut nonce = [0u8; 12];
                 nonce[..4].copy_from_slice(&counter_bytes);
-                cipher.encrypt_in_place_detached((&nonce).into(), header, &mut body)
+                cipher.encrypt_in_place_detached((&nonce).into(), header, body)
             }
             Self::XChaCha(cipher) => {
                 let mut nonce = [0u8; 24];
                 nonce[..4].copy_from_slice(&counter_bytes);
-                cipher.encrypt_in_place_detached((&nonce).into(), header, &mut body)
+                cipher.encrypt_in_place_detached((&nonce).into(), header, body)
             }
         };
         let Ok(tag) = tag else { return false };
-        out.extend_from_slice(&body);
         out.extend_from_slice(&tag);
         out.extend_from_slice(&counter_bytes);
         true
