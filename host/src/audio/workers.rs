@@ -133,7 +133,11 @@ impl Workers {
     }
 }
 
+/// The nice value of the workers: behind the packet clock, which must never wait for them.
+const WORKER_NICE: i32 = 5;
+
 fn work_loop(now: &Receiver<Message>, ahead: &Receiver<Message>, requeue: &Sender<Message>) {
+    crate::voice::scheduler::set_thread_nice(WORKER_NICE);
     loop {
         let message = match now.try_recv() {
             Ok(message) => message,

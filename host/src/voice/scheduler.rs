@@ -141,7 +141,23 @@ fn tick_one(lane: &Lane, stream: &Arc<dyn Tickable>, tick: u64, retry: bool) -> 
     }
 }
 
+/// The nice value the clock's threads ask for: ahead of decoding, encoding and the async
+/// runtimes, so a busy machine delays them last. Raising a priority needs `CAP_SYS_NICE`;
+/// without it the lanes keep the default and the media workers still step back (see
+/// `audio::workers`).
+const LANE_NICE: i32 = -10;
+
+/// Sets the calling thread's nice value (on Linux, `PRIO_PROCESS` with id 0 is the calling
+/// thread). False when the system refused.
+pub fn set_thread_nice(nice: i32) -> bool {
+    // SAFETY: setpriority reads its arguments only.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) == 0 }
+}
+
 fn run_lane(lane: &Lane, start: Instant, stop: &AtomicBool, stats: &ClockStats) {
+    if !set_thread_nice(LANE_NICE) {
+        tracing::debug!("the packet clock runs at the default priority (raising it needs CAP_SYS_NICE)");
+    }
     let mut next_tick: u64 = (start.elapsed().as_nanos() / TICK.as_nanos()) as u64 + 1;
     let mut batch: Vec<Arc<dyn Tickable>> = Vec::new();
     let mut retry: Vec<Arc<dyn Tickable>> = Vec::new();
