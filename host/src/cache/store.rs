@@ -270,13 +270,7 @@ impl AudioCache {
         let id = FILL_IDS.fetch_add(1, Ordering::Relaxed);
         let start = Active { stem: stem.clone(), partial, writer, failed: None, written: 0, fill };
         let _ = self.disk.send(DiskJob { id, op: DiskOp::Start(Box::new(start)) });
-        Plan::Fill(FillWriter {
-            stem,
-            id,
-            disk: Some(self.disk.clone()),
-            queued: Arc::default(),
-            finished: false,
-        })
+        Plan::Fill(FillWriter { stem, id, disk: Some(self.disk.clone()), queued: Arc::default(), finished: false })
     }
 
     /// Opens a cached file, verifying it page by page unless `known` says what it holds (it
