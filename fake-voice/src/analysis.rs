@@ -130,6 +130,8 @@ pub enum Payload {
     Opus(Vec<u8>),
     Undecryptable,
     Plaintext,
+    /// Audio of a session the listener only times (load mode): not decrypted end to end.
+    Unverified,
 }
 
 /// Accumulates packets from one SSRC.
@@ -224,6 +226,7 @@ impl Analyzer {
                 self.report.plaintext += 1;
                 self.push_silence();
             }
+            Payload::Unverified => {}
         }
     }
 

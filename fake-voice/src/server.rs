@@ -39,6 +39,10 @@ pub struct FakeVoiceConfig {
     pub keep_pcm: bool,
     /// User id of the simulated listener.
     pub listener_id: u64,
+    /// Load mode: only one session in this many has its audio DAVE-decrypted and decoded
+    /// (every packet of it); the others are checked at the transport layer and timed only, so
+    /// one listener can time thousands of sessions. 1 checks every session.
+    pub verify_one_in: u32,
 }
 
 impl Default for FakeVoiceConfig {
@@ -52,6 +56,7 @@ impl Default for FakeVoiceConfig {
             heartbeat_interval_ms: 5_000,
             keep_pcm: true,
             listener_id: 900_000_000_000_000_001,
+            verify_one_in: 1,
         }
     }
 }
@@ -282,6 +287,7 @@ fn on_text(
                 ssrc,
                 shared.config.dave,
                 shared.config.keep_pcm,
+                ssrc.is_multiple_of(shared.config.verify_one_in.max(1)),
             ));
             session.record_op(0);
             lock(&shared.sessions).insert(session_id, session.clone());

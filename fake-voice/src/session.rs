@@ -78,6 +78,8 @@ pub struct Session {
     pub ssrc: u32,
     pub(crate) secret_key: [u8; 32],
     pub(crate) dave_enabled: bool,
+    /// Whether this session's audio is decrypted and decoded (see `verify_one_in`).
+    verified: bool,
     wire: Mutex<Wire>,
     transport: Mutex<Transport>,
     analyzer: Mutex<Analyzer>,
@@ -102,6 +104,7 @@ impl Session {
         ssrc: u32,
         dave_enabled: bool,
         keep_pcm: bool,
+        verified: bool,
     ) -> Self {
         Self {
             guild_id,
@@ -112,6 +115,7 @@ impl Session {
             ssrc,
             secret_key: rand::random(),
             dave_enabled,
+            verified,
             wire: Mutex::default(),
             transport: Mutex::default(),
             analyzer: Mutex::new(Analyzer::new(keep_pcm)),
@@ -214,7 +218,9 @@ impl Session {
             lock(&self.analyzer).transport_failure();
             return;
         };
-        let payload = self.open_e2ee(payload);
+        // Unverified (load mode): timed and counted; its audio is neither decrypted nor decoded.
+        let payload =
+            if self.verified || payload == OPUS_SILENCE { self.open_e2ee(payload) } else { Payload::Unverified };
         let silence = matches!(&payload, Payload::Opus(p) if p.as_slice() == OPUS_SILENCE);
         let packets = {
             let mut analyzer = lock(&self.analyzer);

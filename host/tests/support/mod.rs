@@ -123,17 +123,37 @@ impl Harness {
             .status()
             .expect("run scripts/install.sh");
         assert!(status.success(), "scripts/install.sh failed");
+        let exe = prefix.path().join("bin/mesastream");
+        Self::as_process(fake, media, &exe, prefix, env).await
+    }
+
+    /// The built binary (not installed: no plugins) as its own process, with the same
+    /// settings as [`Self::installed`]: for measuring the server apart from this process.
+    pub async fn binary(voice: FakeVoiceConfig, env: &[(&str, String)]) -> Self {
+        stalls::watch();
+        let fake = FakeVoiceServer::start(voice).await.expect("fake voice server");
+        let media = MediaServer::start().await;
+        let home = tempfile::tempdir().expect("server home");
+        Self::as_process(fake, media, std::path::Path::new(env!("CARGO_BIN_EXE_mesastream")), home, env).await
+    }
+
+    async fn as_process(
+        fake: FakeVoiceServer,
+        media: MediaServer,
+        exe: &std::path::Path,
+        home: tempfile::TempDir,
+        env: &[(&str, String)],
+    ) -> Self {
         let ca_file = ca_file_of(&fake);
         let mut all = vec![("MEDIA_ALLOW_HOSTS", media.allow_hosts())];
         if let Some(f) = &ca_file {
             all.push(("SSL_CERT_FILE", f.path().display().to_string()));
         }
         all.extend(env.iter().map(|(k, v)| (*k, v.clone())));
-        let exe = prefix.path().join("bin/mesastream");
-        let process = process::spawn_at(&exe, &all).await;
+        let process = process::spawn_at(exe, &all).await;
         let addr = ([127, 0, 0, 1], process.port).into();
         let data = tempfile::tempdir().expect("data dir");
-        Self::around(addr, Serving::Installed(process, prefix), fake, media, ca_file, data)
+        Self::around(addr, Serving::Installed(process, home), fake, media, ca_file, data)
     }
 
     pub fn base_url(&self) -> String {

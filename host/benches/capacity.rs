@@ -1,0 +1,277 @@
+//! Capacity: what the server process alone spends as passthrough players grow, read from
+//! outside it. The server is the release binary in its own process; the fake voice listener
+//! runs in this process in load mode (the kernel timestamps every packet of every session;
+//! one session in `VERIFY_ONE_IN` is also decrypted end to end and decoded, every packet of
+//! it). The server's CPU time, RSS and threads come from `/proc/<pid>`. The physical
+//! baseline, measured in the same run, is the work one packet needs in a tight loop: a
+//! DAVE-like frame seal (AES-128-GCM, 8-byte tag), the transport seal (AES-256-GCM with the
+//! RTP header as associated data) and one UDP send.
+//!
+//!     cargo bench --bench capacity            # the passthrough ramp
+//!     cargo bench --bench capacity -- idle    # 10 000 idle voice connections
+//!
+//! Prints tables (see BENCHMARKS.md); asserts nothing about time.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes128Gcm, Aes256Gcm};
+use fake_voice::FakeVoiceConfig;
+use futures_util::future::join_all;
+use support::{Harness, LIMIT, Serving, enqueued_track_id};
+
+/// Players tried, in order, until more than 1 % of packets arrive > 5 ms late.
+const STEPS: &[usize] = &[100, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000];
+const LATE_BUDGET: f64 = 0.01;
+/// One session in this many is decrypted end to end and decoded by the listener.
+const VERIFY_ONE_IN: u32 = 25;
+/// Players created (or removed) at once.
+const BATCH: usize = 50;
+const TRACK: &str = "tone-600-long.opus";
+const IDLE_PLAYERS: usize = 10_000;
+
+/// What `/proc/<pid>` says of the server.
+struct Usage {
+    cpu: Duration,
+    rss: u64,
+    threads: u64,
+}
+
+fn usage(pid: &str) -> Usage {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces): utime and stime are 14th and 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let cpu = Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Usage { cpu, rss: field("VmRSS:") * 1024, threads: field("Threads:") }
+}
+
+fn server_pid(h: &Harness) -> String {
+    match &h.serving {
+        Serving::Installed(process, _) => process.pid(),
+        Serving::InProcess(_) => unreachable!("the capacity benchmark runs the server as its own process"),
+    }
+}
+
+/// One packet's physical work in a tight loop, µs per packet.
+fn physical_baseline_us() -> f64 {
+    let dave = Aes128Gcm::new(&[7u8; 16].into());
+    let transport = Aes256Gcm::new(&[9u8; 32].into());
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("sink");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+    socket.connect(sink.local_addr().expect("sink addr")).expect("connect");
+    socket.set_nonblocking(true).expect("nonblocking");
+    let opus = [0x5au8; 160];
+    let mut frame = Vec::with_capacity(256);
+    let mut packet = Vec::with_capacity(256);
+    let run = |n: u32, frame: &mut Vec<u8>, packet: &mut Vec<u8>| {
+        for i in 0..n {
+            frame.clear();
+            frame.extend_from_slice(&opus);
+            let mut nonce = [0u8; 12];
+            nonce[8..].copy_from_slice(&i.to_be_bytes());
+            let tag = dave.encrypt_in_place_detached((&nonce).into(), &[], frame).expect("seal");
+            frame.extend_from_slice(&tag[..8]);
+            frame.extend_from_slice(&[0x00, 0x01, 0x0b, 0xfa, 0xfa]);
+            packet.clear();
+            let header = [0x80, 0x78, 0, 1, 0, 0, 3, 0xc0, 0, 0, 0, 7];
+            packet.extend_from_slice(&header);
+            packet.extend_from_slice(frame);
+            let (_, body) = packet.split_at_mut(header.len());
+            let mut nonce = [0u8; 12];
+            nonce[..4].copy_from_slice(&i.to_be_bytes());
+            let tag = transport.encrypt_in_place_detached((&nonce).into(), &header, body).expect("seal");
+            packet.extend_from_slice(&tag);
+            packet.extend_from_slice(&i.to_be_bytes());
+            let _ = socket.send(packet);
+        }
+    };
+    run(10_000, &mut frame, &mut packet);
+    let n = 200_000;
+    let start = Instant::now();
+    run(n, &mut frame, &mut packet);
+    start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
+type Players = Vec<(u64, std::sync::Arc<fake_voice::Session>)>;
+
+async fn players(h: &Harness, n: usize) -> Players {
+    let mut all = Vec::with_capacity(n);
+    while all.len() < n {
+        let batch = BATCH.min(n - all.len());
+        all.extend(join_all((0..batch).map(|_| h.new_player())).await);
+    }
+    all
+}
+
+async fn destroy(h: &Harness, all: &Players) {
+    for chunk in all.chunks(BATCH) {
+        let paths: Vec<String> = chunk.iter().map(|(g, _)| format!("/players/{g}")).collect();
+        join_all(paths.iter().map(|path| h.call(reqwest::Method::DELETE, path, None))).await;
+    }
+}
+
+struct Step {
+    players: usize,
+    packets: u64,
+    late: u64,
+    p99: f64,
+    server_cpu: Duration,
+    rss_idle: u64,
+    rss_playing: u64,
+    threads: u64,
+    verified_failures: u64,
+}
+
+impl Step {
+    fn late_share(&self) -> f64 {
+        self.late as f64 / self.packets.max(1) as f64
+    }
+    fn cpu_us_per_packet(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.packets.max(1) as f64
+    }
+}
+
+/// `n` players each play the cached track at once.
+async fn step(h: &Harness, pid: &str, base_rss: u64, n: usize) -> Step {
+    let mut events = h.events().await;
+    let all = players(h, n).await;
+    let idle = usage(pid);
+    let url = h.media.url(TRACK);
+    let replies = join_all(all.iter().map(|(g, _)| h.enqueue(*g, &url))).await;
+    join_all(all.iter().map(|(_, s)| s.wait(LIMIT, |c| c.packets >= 50))).await;
+    let playing = usage(pid);
+    for ((g, session), reply) in all.iter().zip(replies) {
+        events.track_ended(*g, &enqueued_track_id(&reply.body)).await;
+        let _ = session.wait(LIMIT, |c| c.silence_packets >= 5).await;
+    }
+    let done = usage(pid);
+    let reports: Vec<_> = all.iter().map(|(_, s)| s.report()).collect();
+    destroy(h, &all).await;
+    let per_player = |rss: u64| rss.saturating_sub(base_rss) / n as u64;
+    Step {
+        players: n,
+        packets: reports.iter().map(|r| r.packets).sum(),
+        late: reports.iter().map(|r| r.late_over_5ms).sum(),
+        p99: reports.iter().map(|r| r.lateness_ms.p99).fold(0.0, f64::max),
+        server_cpu: done.cpu.saturating_sub(idle.cpu),
+        rss_idle: per_player(idle.rss),
+        rss_playing: per_player(playing.rss),
+        threads: playing.threads,
+        verified_failures: reports.iter().map(|r| r.undecryptable + r.plaintext + r.transport_failures).sum(),
+    }
+}
+
+async fn server(max_players: usize) -> (Harness, String, std::path::PathBuf) {
+    let cache = tempfile::tempdir().expect("cache dir").keep();
+    let voice = FakeVoiceConfig { keep_pcm: false, verify_one_in: VERIFY_ONE_IN, ..Default::default() };
+    let env = [
+        ("AUDIO_CACHE_PATH", cache.display().to_string()),
+        ("MAX_PLAYERS", max_players.to_string()),
+        ("RESOLVES_PER_NODE", "4096".to_string()),
+    ];
+    let h = Harness::binary(voice, &env).await;
+    let pid = server_pid(&h);
+    (h, pid, cache)
+}
+
+/// Waits until the cache directory holds a complete file (the writer publishes it just after
+/// the track that filled it ends).
+async fn cached(dir: &std::path::Path) {
+    let has_file =
+        || std::fs::read_dir(dir).is_ok_and(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "opus")));
+    let deadline = Instant::now() + LIMIT;
+    while !has_file() {
+        assert!(Instant::now() < deadline, "the warm-up play was not cached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn ramp(baseline_us: f64) {
+    let (h, pid, cache) = server(*STEPS.last().unwrap_or(&5000)).await;
+    // One play fills the cache; every step then passes the cached Opus through.
+    let warm = players(&h, 1).await;
+    let mut events = h.events().await;
+    let reply = h.enqueue(warm[0].0, &h.media.url(TRACK)).await;
+    events.track_ended(warm[0].0, &enqueued_track_id(&reply.body)).await;
+    destroy(&h, &warm).await;
+    cached(&cache).await;
+    let base = usage(&pid);
+    println!("server threads with no player: {}; RSS {} MiB", base.threads, base.rss >> 20);
+    println!();
+    println!(
+        "| players | packets > 5 ms late | p99 ms (worst player) | server CPU µs per packet | ÷ physical baseline | server CPU ms per player-second | players per core by CPU | OS threads (server) | RSS per idle player | RSS per playing player | verified sessions' failures |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in STEPS {
+        let s = step(&h, &pid, base.rss, n).await;
+        let per_packet = s.cpu_us_per_packet();
+        println!(
+            "| {} | {:.2} % | {:.2} | {:.1} | {:.1} | {:.2} | {:.0} | {} | {} KiB | {} KiB | {} |",
+            s.players,
+            100.0 * s.late_share(),
+            s.p99,
+            per_packet,
+            per_packet / baseline_us,
+            per_packet * 50.0 / 1000.0,
+            1e6 / (per_packet * 50.0),
+            s.threads,
+            s.rss_idle >> 10,
+            s.rss_playing >> 10,
+            s.verified_failures,
+        );
+        if s.late_share() > LATE_BUDGET {
+            break;
+        }
+    }
+}
+
+async fn idle() {
+    let (h, pid, _) = server(IDLE_PLAYERS).await;
+    let base = usage(&pid);
+    let start = Instant::now();
+    let all = players(&h, IDLE_PLAYERS).await;
+    let created = start.elapsed();
+    let before = usage(&pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = usage(&pid);
+    println!("| idle voice connections | {IDLE_PLAYERS} |");
+    println!("|---|---:|");
+    println!("| time to create them (batches of {BATCH}) | {:.1} s |", created.as_secs_f64());
+    println!("| server RSS | {} MiB |", after.rss >> 20);
+    println!(
+        "| server RSS per idle player | {} KiB |",
+        (after.rss.saturating_sub(base.rss) / IDLE_PLAYERS as u64) >> 10
+    );
+    println!(
+        "| server CPU while idle, share of one core | {:.1} % |",
+        100.0 * (after.cpu - before.cpu).as_secs_f64() / 10.0
+    );
+    println!("| server OS threads | {} |", after.threads);
+    destroy(&h, &all).await;
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    mesastream::open_files::raise();
+    let idle_only = std::env::args().any(|a| a == "idle");
+    let baseline_us = physical_baseline_us();
+    println!("physical baseline (DAVE-like seal + transport seal + UDP send): {baseline_us:.2} µs per packet");
+    if idle_only {
+        idle().await;
+    } else {
+        ramp(baseline_us).await;
+    }
+}
