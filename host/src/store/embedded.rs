@@ -1,13 +1,19 @@
 //! The embedded key-value backend: one redb file, values prefixed with their expiry time so
 //! TTLs behave as in Redis. redb is synchronous, so calls run on the blocking pool, a few at
-//! a time: redb commits one write at a time anyway, and a burst of players saving at once
-//! would otherwise start a blocking thread each.
+//! a time: a burst of players saving at once would otherwise start a blocking thread each.
+//!
+//! Writes are committed in groups: every write that arrives while a commit is on disk goes
+//! into the next commit, together, and each caller returns once its own write is durable.
+//! Each commit syncs the file, so one commit per write would cap a node at the disk's syncs
+//! per second (every playing player saves its position twice a second).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use redb::{Database, TableDefinition};
+use tokio::sync::oneshot;
 
 use super::StoreError;
 
@@ -24,10 +30,26 @@ fn err(e: impl Into<redb::Error>) -> StoreError {
 /// Store calls on the blocking pool at once.
 const CONCURRENT_CALLS: usize = 4;
 
+/// A write waiting for the next commit: the key and its stored bytes (none removes it), and
+/// who to tell once it is durable.
+struct Write {
+    key: String,
+    stored: Option<Vec<u8>>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    writes: Vec<Write>,
+    /// A committer task is running and will take what is queued.
+    committing: bool,
+}
+
 #[derive(Clone)]
 pub struct EmbeddedKv {
     db: Arc<Database>,
     calls: Arc<tokio::sync::Semaphore>,
+    queue: Arc<Mutex<Queue>>,
 }
 
 impl EmbeddedKv {
@@ -39,7 +61,7 @@ impl EmbeddedKv {
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(TABLE).map_err(err)?;
         txn.commit().map_err(err)?;
-        Ok(Self { db: Arc::new(db), calls: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)) })
+        Ok(Self::around(db))
     }
 
     /// A database that lives in memory only (for tools that need a store but keep nothing).
@@ -50,7 +72,11 @@ impl EmbeddedKv {
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(TABLE).map_err(err)?;
         txn.commit().map_err(err)?;
-        Ok(Self { db: Arc::new(db), calls: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)) })
+        Ok(Self::around(db))
+    }
+
+    fn around(db: Database) -> Self {
+        Self { db: Arc::new(db), calls: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)), queue: Arc::default() }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -78,31 +104,90 @@ impl EmbeddedKv {
     }
 
     pub async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), StoreError> {
-        let key = key.to_string();
         let expiry = ttl.map_or(0, |t| now_ms() + t.as_millis() as u64);
-        self.blocking(move |db| {
-            let mut stored = expiry.to_be_bytes().to_vec();
-            stored.extend_from_slice(&value);
-            let txn = db.begin_write().map_err(err)?;
-            {
-                let mut table = txn.open_table(TABLE).map_err(err)?;
-                table.insert(key.as_str(), stored.as_slice()).map_err(err)?;
-            }
-            txn.commit().map_err(err)
-        })
-        .await
+        let mut stored = expiry.to_be_bytes().to_vec();
+        stored.extend_from_slice(&value);
+        self.write(key, Some(stored)).await
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let key = key.to_string();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(err)?;
-            {
-                let mut table = txn.open_table(TABLE).map_err(err)?;
-                table.remove(key.as_str()).map_err(err)?;
+        self.write(key, None).await
+    }
+
+    /// Queues a write for the next commit, starting a committer when none runs, and waits
+    /// until the commit that holds it is durable.
+    async fn write(&self, key: &str, stored: Option<Vec<u8>>) -> Result<(), StoreError> {
+        let (done, committed) = oneshot::channel();
+        let start = {
+            let mut queue = self.queue.lock();
+            queue.writes.push(Write { key: key.to_string(), stored, done });
+            !std::mem::replace(&mut queue.committing, true)
+        };
+        if start {
+            let kv = self.clone();
+            tokio::spawn(async move { kv.commit_all().await });
+        }
+        committed.await.map_err(|_| StoreError::Backend("the store's committer stopped".into()))?
+    }
+
+    /// Commits what is queued, one transaction at a time, until nothing is.
+    async fn commit_all(&self) {
+        loop {
+            let writes = {
+                let mut queue = self.queue.lock();
+                if queue.writes.is_empty() {
+                    queue.committing = false;
+                    return;
+                }
+                std::mem::take(&mut queue.writes)
+            };
+            let changes: Vec<(String, Option<Vec<u8>>)> =
+                writes.iter().map(|w| (w.key.clone(), w.stored.clone())).collect();
+            // In order: a later write of a key wins, as if each had committed alone.
+            let result = self
+                .blocking(move |db| {
+                    let txn = db.begin_write().map_err(err)?;
+                    {
+                        let mut table = txn.open_table(TABLE).map_err(err)?;
+                        for (key, stored) in &changes {
+                            match stored {
+                                Some(bytes) => table.insert(key.as_str(), bytes.as_slice()).map(drop),
+                                None => table.remove(key.as_str()).map(drop),
+                            }
+                            .map_err(err)?;
+                        }
+                    }
+                    txn.commit().map_err(err)
+                })
+                .await;
+            for write in writes {
+                let _ = write.done.send(result.clone());
             }
-            txn.commit().map_err(err)
-        })
-        .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_commits_and_each_reads_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let kv = EmbeddedKv::open(&dir.path().join("state.redb")).expect("open");
+        let writes = (0..200u32).map(|i| {
+            let kv = kv.clone();
+            async move { kv.set(&format!("k{}", i % 50), i.to_be_bytes().to_vec(), None).await }
+        });
+        for result in futures_util::future::join_all(writes).await {
+            result.expect("each write is durable when it returns");
+        }
+        // Each key holds its last write in order.
+        for k in 0..50u32 {
+            let last = (0..200u32).filter(|i| i % 50 == k).max().expect("a write");
+            assert_eq!(kv.get(&format!("k{k}")).await.expect("read"), Some(last.to_be_bytes().to_vec()));
+        }
+        kv.delete("k0").await.expect("delete");
+        assert_eq!(kv.get("k0").await.expect("read"), None);
     }
 }
