@@ -238,16 +238,29 @@ async fn ramp(baseline_us: f64) {
     }
 }
 
-async fn idle() {
-    let (h, pid, _) = server(IDLE_PLAYERS).await;
+/// Idle players that fit: each holds two descriptors in the server (voice WebSocket and UDP
+/// socket), and the open-file limit may be lower than 10 000 of them need.
+fn idle_players(open_files: u64) -> usize {
+    let fit = (open_files.saturating_sub(512) / 2) as usize;
+    if fit < IDLE_PLAYERS {
+        println!(
+            "the open-file limit ({open_files}, which this process could not raise) fits {fit} idle players, not {IDLE_PLAYERS}"
+        );
+    }
+    fit.min(IDLE_PLAYERS)
+}
+
+async fn idle(open_files: u64) {
+    let count = idle_players(open_files);
+    let (h, pid, _) = server(count).await;
     let base = usage(&pid);
     let start = Instant::now();
-    let all = players(&h, IDLE_PLAYERS).await;
+    let all = players(&h, count).await;
     let created = start.elapsed();
     let before = usage(&pid);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = usage(&pid);
-    println!("| idle voice connections | {IDLE_PLAYERS} |");
+    println!("| idle voice connections | {count} |");
     println!("|---|---:|");
     println!("| time to create them (batches of {BATCH}) | {:.1} s |", created.as_secs_f64());
     println!("| server RSS | {} MiB |", after.rss >> 20);
@@ -265,12 +278,12 @@ async fn idle() {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    mesastream::open_files::raise();
+    let open_files = mesastream::open_files::raise().unwrap_or(1024);
     let idle_only = std::env::args().any(|a| a == "idle");
     let baseline_us = physical_baseline_us();
     println!("physical baseline (DAVE-like seal + transport seal + UDP send): {baseline_us:.2} µs per packet");
     if idle_only {
-        idle().await;
+        idle(open_files).await;
     } else {
         ramp(baseline_us).await;
     }
