@@ -40,6 +40,8 @@ pub struct Config {
     pub encoding_complexity: u8,
     /// `PACKET_CLOCK_THREADS` (number of cores): lanes of the shared 20 ms clock.
     pub clock_threads: usize,
+    /// `PACKET_CLOCK_REALTIME` (false): lanes ask for a low real-time priority when allowed.
+    pub clock_realtime: bool,
     /// `FRAME_BUFFER_MS` (300): audio encoded ahead of the clock per player.
     pub frame_buffer_ms: u64,
     /// `REDIS_URI`: keep guild state in Redis instead of the embedded store.
@@ -198,6 +200,7 @@ impl Config {
             extra_ca_file: get("SSL_CERT_FILE").filter(|v| !v.trim().is_empty()).map(PathBuf::from),
             voice_mode: get("VOICE_ENCRYPTION_MODE").filter(|v| !v.trim().is_empty()),
             clock_threads: parse("PACKET_CLOCK_THREADS", get("PACKET_CLOCK_THREADS"), cores, at_least_one)?,
+            clock_realtime: parse("PACKET_CLOCK_REALTIME", get("PACKET_CLOCK_REALTIME"), false, ok)?,
             media_workers: parse("MEDIA_WORKERS", get("MEDIA_WORKERS"), cores, at_least_one)?,
             encoding_complexity: parse("ENCODING_COMPLEXITY", get("ENCODING_COMPLEXITY"), 10, |v| {
                 (0..=10).contains(v).then_some(()).ok_or_else(|| "libopus complexity is 0 to 10".to_string())

@@ -100,7 +100,8 @@ impl Server {
             skipped_ticks: metrics.clock_skipped_ticks.clone(),
         };
         open_files::raise_and_report(config.limits.players);
-        let scheduler = Scheduler::start(config.clock_threads, clock_stats).map_err(StartError::Threads)?;
+        let scheduler =
+            Scheduler::start(config.clock_threads, config.clock_realtime, clock_stats).map_err(StartError::Threads)?;
         let events = EventBus::new(1024);
         let services = plugins::Services {
             runtime: media.handle().clone(),

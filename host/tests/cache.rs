@@ -259,3 +259,39 @@ async fn a_live_stream_plays_and_nothing_of_it_is_cached() {
     assert_eq!(present(dir.path()), 0);
     assert_eq!(counter(&h.metrics().await, "mesastream_audio_cache_bytes", &[]), 0);
 }
+
+/// The server process's resident memory.
+fn server_rss(h: &Harness) -> u64 {
+    let support::Serving::Installed(process, _) = &h.serving else { panic!("a server process") };
+    let status = std::fs::read_to_string(format!("/proc/{}/status", process.pid())).expect("server status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_served_as_fast_as_it_is_read_is_read_at_the_pace_it_plays() {
+    // The media server hands out the endless stream as fast as the reader takes it: a server
+    // that buffered or cached it without bound would read megabytes a second and grow by as
+    // much. The server runs as its own process, so its memory is measured alone.
+    let dir = tempfile::tempdir().expect("cache dir");
+    let env = [("AUDIO_CACHE_PATH", dir.path().display().to_string())];
+    let h = Harness::binary(FakeVoiceConfig::default(), &env).await;
+    let (guild, session) = h.new_player().await;
+    let reply = h.enqueue(guild, &h.media.url("live.mp3")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    session.wait(support::LIMIT, |c| c.packets >= 150).await.expect("three seconds heard");
+    let (rss_before, sent_before) = (server_rss(&h), h.media.live_bytes_sent());
+    session.wait(support::LIMIT, |c| c.packets >= 650).await.expect("ten seconds more heard");
+    let (rss_after, sent_after) = (server_rss(&h), h.media.live_bytes_sent());
+    eprintln!("RSS {} KiB → {} KiB; stream bytes read {sent_before} → {sent_after}", rss_before >> 10, rss_after >> 10);
+    // Ten seconds of a 128 kbit/s stream is 160 kB; loopback socket buffers may hold a few
+    // MiB more than what was played.
+    assert!(sent_after - sent_before < 8 << 20, "read {} bytes in ten seconds of play", sent_after - sent_before);
+    assert!(rss_after < rss_before + (8 << 20), "RSS grew from {rss_before} to {rss_after} bytes");
+    assert_eq!(cached_files(dir.path()), Vec::<PathBuf>::new(), "nothing of it is cached");
+    assert_eq!(counter(&h.metrics().await, "mesastream_audio_cache_bytes", &[]), 0);
+}

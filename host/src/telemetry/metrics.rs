@@ -138,7 +138,11 @@ impl Metrics {
             m.source_stalls.clone(),
         );
         registry.register("clock_ticks", "20 ms ticks run by the packet clock lanes", m.clock_ticks.clone());
-        registry.register("clock_late_ticks", "Ticks that started more than 5 ms late", m.clock_late_ticks.clone());
+        registry.register(
+            "clock_late_ticks",
+            "Ticks in which some streams were called more than 5 ms late",
+            m.clock_late_ticks.clone(),
+        );
         registry.register(
             "clock_skipped_ticks",
             "Ticks skipped after a stall of more than 300 ms",

@@ -2,6 +2,18 @@
 //! anchored at a common start instant; each tick they ask every registered stream to send its
 //! next frame. Deadlines are absolute (start + n·20 ms), so the clock never drifts, and the
 //! tick number doubles as the RTP timestamp schedule (960 samples per tick).
+//!
+//! Each stream also has a phase, one of [`PHASES`] equal steps within the tick, and is called
+//! at its phase's offset every tick. A lane fills a phase with [`PHASE_FILL`] streams before
+//! it opens another (opened in an order that keeps them evenly spaced), and once all are open
+//! it adds to the least busy. So a lane with few streams wakes once a tick, and a busy one
+//! wakes for a share of its streams at a time instead of all on one deadline, where the last
+//! in line would wait for the whole lane's work and every packet would leave in one burst. A
+//! stream keeps its phase, so its own packets stay exactly 20 ms apart.
+//!
+//! Lanes ask for nice −10, or a low real-time priority (round-robin) when the operator asks
+//! and the system grants it, so a busy machine (decoders, encoders, the async runtimes,
+//! other processes) delays them least.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -31,22 +43,47 @@ pub trait Tickable: Send + Sync {
     fn on_tick(&self, tick: u64, retry: bool) -> TickOutcome;
 }
 
+/// Steps within a tick at which a lane's streams are called (1.25 ms apart).
+pub const PHASES: usize = 16;
+const PHASE: Duration = Duration::from_micros(TICK.as_micros() as u64 / PHASES as u64);
+/// Streams a phase takes before the lane opens another: a wake-up costs a few µs, a stream's
+/// tick about one.
+pub const PHASE_FILL: usize = 16;
+/// The order phases open in: each new one halves the largest gap left (bit-reversed order).
+const OPENING_ORDER: [usize; PHASES] = [0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15];
+
+type Streams = Vec<Weak<dyn Tickable>>;
+
 struct Lane {
-    streams: Mutex<Vec<Weak<dyn Tickable>>>,
+    /// The streams of each phase.
+    phases: Mutex<Vec<Streams>>,
     load: AtomicU64,
+}
+
+impl Lane {
+    fn new() -> Self {
+        Self { phases: Mutex::new(vec![Vec::new(); PHASES]), load: AtomicU64::new(0) }
+    }
+
+    fn remove(&self, phase: usize, stream: &Weak<dyn Tickable>) {
+        let mut phases = self.phases.lock();
+        phases[phase].retain(|s| !s.ptr_eq(stream));
+        self.load.store(phases.iter().map(Vec::len).sum::<usize>() as u64, Ordering::Relaxed);
+    }
 }
 
 /// Figures about the clock itself (shared counter handles).
 #[derive(Debug, Default, Clone)]
 pub struct ClockStats {
     pub ticks: Counter,
-    /// Ticks that started more than 5 ms after their deadline.
+    /// Ticks in which some streams were called more than 5 ms after their phase's deadline.
     pub late_ticks: Counter,
     /// Ticks dropped because a lane fell more than MAX_CATCH_UP_TICKS behind.
     pub skipped_ticks: Counter,
 }
 
 pub struct Scheduler {
+    start: Instant,
     lanes: Vec<Arc<Lane>>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -56,39 +93,36 @@ pub struct Scheduler {
 /// Keeps a stream on the clock; dropping it takes the stream off.
 pub struct Registration {
     lane: Arc<Lane>,
+    phase: usize,
     stream: Weak<dyn Tickable>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut streams = self.lane.streams.lock();
-        streams.retain(|s| !s.ptr_eq(&self.stream));
-        self.lane.load.store(streams.len() as u64, Ordering::Relaxed);
+        self.lane.remove(self.phase, &self.stream);
     }
 }
 
 impl Scheduler {
-    /// Starts `lanes` clock threads (at least one).
-    pub fn start(lanes: usize, stats: ClockStats) -> std::io::Result<Arc<Self>> {
+    /// Starts `lanes` clock threads (at least one), real-time when asked and allowed.
+    pub fn start(lanes: usize, realtime: bool, stats: ClockStats) -> std::io::Result<Arc<Self>> {
         let start = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(stats);
-        let lanes: Vec<Arc<Lane>> = (0..lanes.max(1))
-            .map(|_| Arc::new(Lane { streams: Mutex::new(Vec::new()), load: AtomicU64::new(0) }))
-            .collect();
+        let lanes: Vec<Arc<Lane>> = (0..lanes.max(1)).map(|_| Arc::new(Lane::new())).collect();
         let mut threads = Vec::new();
         for (i, lane) in lanes.iter().enumerate() {
             let (lane, stop, stats) = (lane.clone(), stop.clone(), stats.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("packet-clock-{i}"))
-                    .spawn(move || run_lane(&lane, start, &stop, &stats))?,
+                    .spawn(move || run_lane(&lane, start, realtime, &stop, &stats))?,
             );
         }
-        Ok(Arc::new(Self { lanes, stop, threads: Mutex::new(threads), stats }))
+        Ok(Arc::new(Self { start, lanes, stop, threads: Mutex::new(threads), stats }))
     }
 
-    /// Puts a stream on the least busy lane.
+    /// Puts a stream on the least busy lane, at that lane's least busy phase.
     pub fn register(&self, stream: &Arc<dyn Tickable>) -> Registration {
         let lane = self
             .lanes
@@ -97,11 +131,37 @@ impl Scheduler {
             .cloned()
             .unwrap_or_else(|| self.lanes[0].clone());
         let weak = Arc::downgrade(stream);
-        let mut streams = lane.streams.lock();
-        streams.push(weak.clone());
-        lane.load.store(streams.len() as u64, Ordering::Relaxed);
-        drop(streams);
-        Registration { lane, stream: weak }
+        let mut phases = lane.phases.lock();
+        let phase = choose_phase(&phases);
+        phases[phase].push(weak.clone());
+        lane.load.fetch_add(1, Ordering::Relaxed);
+        drop(phases);
+        Registration { lane, phase, stream: weak }
+    }
+
+    /// When a stream at `phase` is called for tick `tick`.
+    pub fn deadline(&self, tick: u64, phase: usize) -> Instant {
+        phase_time(self.start, tick, phase)
+    }
+}
+
+/// The least busy open phase while it has room, else the next phase to open, else (all open
+/// and full) the least busy.
+fn choose_phase(phases: &[Streams]) -> usize {
+    let busy = |p: &usize| phases[*p].len();
+    let open = OPENING_ORDER.iter().copied().filter(|&p| !phases[p].is_empty());
+    match open.clone().min_by_key(busy) {
+        Some(p) if phases[p].len() < PHASE_FILL => p,
+        _ => {
+            OPENING_ORDER.iter().copied().find(|&p| phases[p].is_empty()).or_else(|| open.min_by_key(busy)).unwrap_or(0)
+        }
+    }
+}
+
+impl Registration {
+    /// The step within each tick at which this stream is called.
+    pub fn phase(&self) -> usize {
+        self.phase
     }
 }
 
@@ -120,9 +180,13 @@ fn tick_time(start: Instant, n: u64) -> Instant {
     start + Duration::from_nanos((TICK.as_nanos() as u64).saturating_mul(n))
 }
 
+fn phase_time(start: Instant, n: u64, phase: usize) -> Instant {
+    tick_time(start, n) + PHASE * phase as u32
+}
+
 /// Runs one stream's tick; a stream that panics is taken off the lane (and logged) instead
 /// of taking the lane, and every other stream on it, down.
-fn tick_one(lane: &Lane, stream: &Arc<dyn Tickable>, tick: u64, retry: bool) -> TickOutcome {
+fn tick_one(lane: &Lane, phase: usize, stream: &Arc<dyn Tickable>, tick: u64, retry: bool) -> TickOutcome {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stream.on_tick(tick, retry))) {
         Ok(outcome) => outcome,
         Err(panic) => {
@@ -132,10 +196,7 @@ fn tick_one(lane: &Lane, stream: &Arc<dyn Tickable>, tick: u64, retry: bool) -> 
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!(tick, panic = %what, "a stream panicked on the packet clock; it is taken off the clock");
-            let mut streams = lane.streams.lock();
-            let gone = Arc::downgrade(stream);
-            streams.retain(|s| !s.ptr_eq(&gone));
-            lane.load.store(streams.len() as u64, Ordering::Relaxed);
+            lane.remove(phase, &Arc::downgrade(stream));
             TickOutcome::Done
         }
     }
@@ -154,41 +215,72 @@ pub fn set_thread_nice(nice: i32) -> bool {
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) == 0 }
 }
 
-fn run_lane(lane: &Lane, start: Instant, stop: &AtomicBool, stats: &ClockStats) {
+/// The real-time priority lanes ask for: the lowest few of 1–99, below the kernel's own
+/// real-time threads and any audio server's.
+const LANE_REALTIME_PRIORITY: i32 = 5;
+
+/// Puts the calling thread under the real-time round-robin policy. False when the system
+/// refused (it needs `CAP_SYS_NICE` or an `RLIMIT_RTPRIO` that allows it).
+fn set_thread_realtime() -> bool {
+    let param = libc::sched_param { sched_priority: LANE_REALTIME_PRIORITY };
+    // SAFETY: sched_setscheduler reads the struct passed; pid 0 is the calling thread.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) == 0 }
+}
+
+/// How a lane asks to be scheduled.
+fn prioritize(realtime: bool) {
+    if realtime && set_thread_realtime() {
+        return;
+    }
     if !set_thread_nice(LANE_NICE) {
         tracing::debug!("the packet clock runs at the default priority (raising it needs CAP_SYS_NICE)");
     }
+}
+
+fn run_lane(lane: &Lane, start: Instant, realtime: bool, stop: &AtomicBool, stats: &ClockStats) {
+    prioritize(realtime);
     let mut next_tick: u64 = (start.elapsed().as_nanos() / TICK.as_nanos()) as u64 + 1;
     let mut batch: Vec<Arc<dyn Tickable>> = Vec::new();
     let mut retry: Vec<Arc<dyn Tickable>> = Vec::new();
     while !stop.load(Ordering::Acquire) {
-        let deadline = tick_time(start, next_tick);
-        let now = Instant::now();
-        if deadline > now {
-            std::thread::sleep(deadline - now);
-        }
+        sleep_until(tick_time(start, next_tick));
         let now_tick = (start.elapsed().as_nanos() / TICK.as_nanos()) as u64;
         if now_tick > next_tick + MAX_CATCH_UP_TICKS {
             stats.skipped_ticks.inc_by(now_tick - next_tick);
             next_tick = now_tick;
         }
-        let lateness = Instant::now().saturating_duration_since(tick_time(start, next_tick));
-        if lateness > Duration::from_millis(5) {
-            stats.late_ticks.inc();
-        }
-        batch.clear();
-        batch.extend(lane.streams.lock().iter().filter_map(Weak::upgrade));
-        retry.clear();
-        for stream in &batch {
-            if tick_one(lane, stream, next_tick, false) == TickOutcome::Retry {
-                retry.push(stream.clone());
+        let mut late = false;
+        for phase in 0..PHASES {
+            if lane.phases.lock()[phase].is_empty() {
+                continue;
+            }
+            let deadline = phase_time(start, next_tick, phase);
+            sleep_until(deadline);
+            late |= Instant::now().saturating_duration_since(deadline) > Duration::from_millis(5);
+            batch.clear();
+            batch.extend(lane.phases.lock()[phase].iter().filter_map(Weak::upgrade));
+            retry.clear();
+            for stream in &batch {
+                if tick_one(lane, phase, stream, next_tick, false) == TickOutcome::Retry {
+                    retry.push(stream.clone());
+                }
+            }
+            for stream in &retry {
+                tick_one(lane, phase, stream, next_tick, true);
             }
         }
-        for stream in &retry {
-            tick_one(lane, stream, next_tick, true);
+        if late {
+            stats.late_ticks.inc();
         }
         stats.ticks.inc();
         next_tick += 1;
+    }
+}
+
+fn sleep_until(deadline: Instant) {
+    let now = Instant::now();
+    if deadline > now {
+        std::thread::sleep(deadline - now);
     }
 }
 
@@ -211,7 +303,7 @@ mod tests {
 
     #[test]
     fn ticks_are_consecutive_and_stop_after_deregistration() {
-        let clock = Scheduler::start(2, ClockStats::default()).unwrap();
+        let clock = Scheduler::start(2, false, ClockStats::default()).unwrap();
         let (tx, rx) = mpsc::channel();
         let recorder = Arc::new(Recorder(Mutex::new(Vec::new()), tx));
         let as_dyn: Arc<dyn Tickable> = recorder.clone();
@@ -222,7 +314,7 @@ mod tests {
         assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{ticks:?}");
         let count = ticks.len();
         // After deregistration the lane no longer holds the stream.
-        assert!(clock.lanes.iter().all(|l| l.streams.lock().is_empty()));
+        assert!(clock.lanes.iter().all(|l| l.phases.lock().iter().all(Vec::is_empty)));
         assert!(count >= 10);
     }
 
@@ -236,7 +328,7 @@ mod tests {
 
     #[test]
     fn a_stream_that_panics_leaves_the_others_on_its_lane_playing() {
-        let clock = Scheduler::start(1, ClockStats::default()).unwrap();
+        let clock = Scheduler::start(1, false, ClockStats::default()).unwrap();
         let panicker = Arc::new(Panicker(AtomicU64::new(0)));
         let (tx, rx) = mpsc::channel();
         let recorder = Arc::new(Recorder(Mutex::new(Vec::new()), tx));
@@ -246,6 +338,100 @@ mod tests {
         let ticks = recorder.0.lock().clone();
         assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "no tick lost: {ticks:?}");
         assert_eq!(panicker.0.load(Ordering::SeqCst), 1, "the panicking stream was taken off the clock");
+    }
+
+    #[test]
+    fn a_lane_fills_a_phase_before_opening_the_next_evenly_spaced_one() {
+        let mut phases = vec![Vec::new(); PHASES];
+        let mut place = |n: usize| {
+            for _ in 0..n {
+                let p = choose_phase(&phases);
+                let stream: Weak<dyn Tickable> = Weak::<Panicker>::new();
+                phases[p].push(stream);
+            }
+            phases.iter().map(Vec::len).collect::<Vec<_>>()
+        };
+        let one_phase = place(PHASE_FILL);
+        assert_eq!(one_phase.iter().filter(|&&n| n > 0).count(), 1, "{one_phase:?}");
+        let two = place(1);
+        assert_eq!((two[0], two[PHASES / 2]), (PHASE_FILL, 1), "the second opens half a tick away: {two:?}");
+        let all = place(PHASES * PHASE_FILL - PHASE_FILL - 1);
+        assert_eq!(all, vec![PHASE_FILL; PHASES]);
+        let more = place(PHASES);
+        assert_eq!(more, vec![PHASE_FILL + 1; PHASES], "then evenly");
+    }
+
+    /// Records when it was called.
+    struct Stamper(Mutex<Vec<(u64, Instant)>>, mpsc::Sender<()>);
+    impl Tickable for Stamper {
+        fn on_tick(&self, tick: u64, _retry: bool) -> TickOutcome {
+            let mut calls = self.0.lock();
+            calls.push((tick, Instant::now()));
+            if calls.len() == 3 {
+                let _ = self.1.send(());
+            }
+            TickOutcome::Done
+        }
+    }
+
+    #[test]
+    fn each_stream_is_called_at_its_phase_and_phases_in_order() {
+        let clock = Scheduler::start(1, false, ClockStats::default()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stampers: Vec<Arc<Stamper>> =
+            (0..PHASES * PHASE_FILL).map(|_| Arc::new(Stamper(Mutex::new(Vec::new()), tx.clone()))).collect();
+        let registrations: Vec<Registration> = stampers
+            .iter()
+            .map(|s| {
+                let s: Arc<dyn Tickable> = s.clone();
+                clock.register(&s)
+            })
+            .collect();
+        for _ in &stampers {
+            rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        }
+        for (stamper, registration) in stampers.iter().zip(&registrations) {
+            for &(tick, at) in stamper.0.lock().iter() {
+                assert!(at >= clock.deadline(tick, registration.phase()), "never before its phase's time");
+            }
+        }
+        // Within a tick every stream was called for, earlier phases are called first.
+        let tick = stampers.iter().map(|s| s.0.lock()[0].0).max().unwrap_or(0);
+        let mut order: Vec<(Instant, usize)> = stampers
+            .iter()
+            .zip(&registrations)
+            .filter_map(|(s, r)| s.0.lock().iter().find(|c| c.0 == tick).map(|c| (c.1, r.phase())))
+            .collect();
+        assert_eq!(order.len(), stampers.len());
+        order.sort();
+        assert!(order.windows(2).all(|w| w[0].1 <= w[1].1), "{:?}", order.iter().map(|o| o.1).collect::<Vec<_>>());
+    }
+
+    /// The scheduling policy of this process's threads named `name` (field 41 of their stat).
+    fn policies_of(name: &str) -> Vec<u32> {
+        let mut policies = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() == name {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+                policies.extend(after_name.split_whitespace().nth(38).and_then(|p| p.parse::<u32>().ok()));
+            }
+        }
+        policies
+    }
+
+    #[test]
+    fn lanes_run_real_time_when_asked_and_allowed() {
+        // Whether this process may: a throwaway thread tries.
+        let allowed = std::thread::spawn(set_thread_realtime).join().unwrap();
+        let clock = Scheduler::start(1, true, ClockStats::default()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let recorder: Arc<dyn Tickable> = Arc::new(Recorder(Mutex::new(Vec::new()), tx));
+        let _registration = clock.register(&recorder);
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let expected = if allowed { libc::SCHED_RR } else { libc::SCHED_OTHER } as u32;
+        assert_eq!(policies_of("packet-clock-0"), vec![expected], "allowed: {allowed}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
@@ -235,6 +236,8 @@ pub struct MediaServer {
     pub addr: SocketAddr,
     truncating: SocketAddr,
     requests: Arc<Mutex<HashMap<String, u64>>>,
+    /// Bytes of `/live.mp3` handed out so far.
+    live_sent: Arc<AtomicU64>,
     /// Paths answered with a redirect instead of their file.
     redirects: Arc<Mutex<HashMap<String, String>>>,
     /// The last `Cookie` header sent for each path.
@@ -242,12 +245,14 @@ pub struct MediaServer {
 }
 
 /// `/live.mp3`: an endless MP3 stream without a length, as an internet radio sends it (the
-/// 440 Hz frames over and over).
-async fn live_stream() -> impl IntoResponse {
-    let frames = std::fs::read(fixtures().join("tone-440-raw.mp3")).expect("fixture");
-    let chunks = futures_util::stream::iter(
-        std::iter::repeat(bytes::Bytes::from(frames)).map(Ok::<_, std::convert::Infallible>),
-    );
+/// 440 Hz frames over and over, as fast as the reader takes them). `sent` counts the bytes
+/// handed to the connection.
+async fn live_stream(sent: Arc<AtomicU64>) -> impl IntoResponse {
+    let frames = bytes::Bytes::from(std::fs::read(fixtures().join("tone-440-raw.mp3")).expect("fixture"));
+    let chunks = futures_util::stream::iter(std::iter::repeat(frames).map(move |chunk| {
+        sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        Ok::<_, std::convert::Infallible>(chunk)
+    }));
     ([(axum::http::header::CONTENT_TYPE, "audio/mpeg")], axum::body::Body::from_stream(chunks))
 }
 
@@ -319,10 +324,12 @@ impl MediaServer {
         let redirecting = redirects.clone();
         let cookies: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
         let tasting = cookies.clone();
+        let live_sent = Arc::new(AtomicU64::new(0));
+        let live = live_sent.clone();
         let app = Router::new()
             .route("/feed.rss", get(feed))
             .route("/player.html", get(player_page))
-            .route("/live.mp3", get(live_stream))
+            .route("/live.mp3", get(move || live_stream(live.clone())))
             .with_state(addr)
             .fallback_service(ServeDir::new(dir))
             .layer(middleware::from_fn(move |request: Request, next: Next| {
@@ -342,7 +349,7 @@ impl MediaServer {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, truncating: truncating_addr, requests, redirects, cookies }
+        Self { addr, truncating: truncating_addr, requests, live_sent, redirects, cookies }
     }
 
     /// Opens this server's ports (and nothing else on loopback) in an allow-list.
@@ -369,6 +376,11 @@ impl MediaServer {
     /// How many requests asked for `path` so far.
     pub fn requests(&self, path: &str) -> u64 {
         self.requests.lock().expect("request counts").get(path).copied().unwrap_or(0)
+    }
+
+    /// Bytes of the endless `/live.mp3` handed to readers so far.
+    pub fn live_bytes_sent(&self) -> u64 {
+        self.live_sent.load(Ordering::Relaxed)
     }
 
     /// A URL whose download stops half-way.

@@ -129,12 +129,17 @@ impl Harness {
 
     /// The built binary (not installed: no plugins) as its own process, with the same
     /// settings as [`Self::installed`]: for measuring the server apart from this process.
+    /// `MESASTREAM_BIN` names another build to run instead (benchmarks compare two builds
+    /// back to back with it).
     pub async fn binary(voice: FakeVoiceConfig, env: &[(&str, String)]) -> Self {
         stalls::watch();
         let fake = FakeVoiceServer::start(voice).await.expect("fake voice server");
         let media = MediaServer::start().await;
         let home = tempfile::tempdir().expect("server home");
-        Self::as_process(fake, media, std::path::Path::new(env!("CARGO_BIN_EXE_mesastream")), home, env).await
+        let exe = std::env::var_os("MESASTREAM_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_mesastream").into());
+        Self::as_process(fake, media, &exe, home, env).await
     }
 
     async fn as_process(
