@@ -29,7 +29,9 @@ pub fn frame_samples(packet: &[u8]) -> Option<usize> {
 pub struct OpusDecodeError(String);
 
 pub struct PacketDecoder {
-    decoder: Decoder,
+    /// Made for the first packet decoded: a track that only passes packets through holds no
+    /// codec state (about 26 KiB for libopus, 46 KiB for the scratch buffer).
+    decoder: Option<Decoder>,
     /// Recent packets that went through without decoding.
     history: VecDeque<Vec<u8>>,
     /// Whether the decoder saw every packet since the last one it decoded.
@@ -38,16 +40,16 @@ pub struct PacketDecoder {
     decodes: Counter,
 }
 
-impl PacketDecoder {
-    pub fn new() -> Result<Self, OpusDecodeError> {
+impl Default for PacketDecoder {
+    fn default() -> Self {
         Self::counted(Counter::default())
     }
+}
 
+impl PacketDecoder {
     /// A decoder that counts every packet it decodes in `decodes`.
-    pub fn counted(decodes: Counter) -> Result<Self, OpusDecodeError> {
-        let decoder =
-            Decoder::new(SampleRate::Hz48000, Channels::Stereo).map_err(|e| OpusDecodeError(e.to_string()))?;
-        Ok(Self { decoder, history: VecDeque::new(), warm: true, scratch: vec![0.0; MAX_SAMPLES], decodes })
+    pub fn counted(decodes: Counter) -> Self {
+        Self { decoder: None, history: VecDeque::new(), warm: true, scratch: Vec::new(), decodes }
     }
 
     /// Notes a packet that went to the transport without being decoded.
@@ -92,8 +94,15 @@ impl PacketDecoder {
     fn decode_one(&mut self, packet: &[u8]) -> Result<usize, OpusDecodeError> {
         self.decodes.inc();
         let packet = audiopus::packet::Packet::try_from(packet).map_err(|e| OpusDecodeError(e.to_string()))?;
+        let decoder = match &mut self.decoder {
+            Some(decoder) => decoder,
+            None => self.decoder.insert(
+                Decoder::new(SampleRate::Hz48000, Channels::Stereo).map_err(|e| OpusDecodeError(e.to_string()))?,
+            ),
+        };
+        self.scratch.resize(MAX_SAMPLES, 0.0);
         let out = audiopus::MutSignals::try_from(&mut self.scratch[..]).map_err(|e| OpusDecodeError(e.to_string()))?;
-        self.decoder.decode_float(Some(packet), out, false).map_err(|e| OpusDecodeError(e.to_string()))
+        decoder.decode_float(Some(packet), out, false).map_err(|e| OpusDecodeError(e.to_string()))
     }
 }
 
@@ -108,17 +117,28 @@ mod tests {
     }
 
     #[test]
+    fn packets_passed_through_need_no_codec_state() {
+        let mut passing = PacketDecoder::default();
+        for p in &tone_packets(40) {
+            passing.pass(p);
+        }
+        assert!(passing.decoder.is_none() && passing.scratch.is_empty());
+        assert!(passing.resume().is_some(), "the first decode makes the decoder");
+        assert!(passing.decoder.is_some());
+    }
+
+    #[test]
     fn decoding_after_passing_packets_continues_as_if_all_were_decoded() {
         let packets = tone_packets(20);
         assert_eq!(frame_samples(&packets[0]), Some(960));
-        let mut always = PacketDecoder::new().unwrap();
+        let mut always = PacketDecoder::default();
         let reference: Vec<Vec<f32>> = packets.iter().map(|p| always.decode(p).unwrap()).collect();
-        let mut switching = PacketDecoder::new().unwrap();
+        let mut switching = PacketDecoder::default();
         for p in &packets[..10] {
             switching.pass(p);
         }
         let resumed = switching.decode(&packets[10]).unwrap();
-        let mut cold = PacketDecoder::new().unwrap();
+        let mut cold = PacketDecoder::default();
         let unprimed = cold.decode(&packets[10]).unwrap();
         let error = |out: &[f32]| out.iter().zip(&reference[10]).map(|(a, b)| (a - b).abs()).sum::<f32>();
         // Primed with history, the decoder's state comes close to the continuous one; a

@@ -34,8 +34,8 @@ pub struct OpusUnits {
 }
 
 impl OpusUnits {
-    fn new(decodes: Counter) -> Result<Self, OpusDecodeError> {
-        Ok(Self { decoder: PacketDecoder::counted(decodes)? })
+    fn new(decodes: Counter) -> Self {
+        Self { decoder: PacketDecoder::counted(decodes) }
     }
 
     fn decode(&mut self, packet: &[u8], pcm: Option<Vec<f32>>) -> Result<Vec<f32>, OpusDecodeError> {
@@ -131,11 +131,8 @@ impl Transcoder {
         }
     }
 
-    fn opus(&mut self) -> Result<&mut OpusUnits, String> {
-        match self.opus {
-            Some(ref mut o) => Ok(o),
-            None => Ok(self.opus.insert(OpusUnits::new(self.decodes.clone()).map_err(|e| e.to_string())?)),
-        }
+    fn opus(&mut self) -> &mut OpusUnits {
+        self.opus.get_or_insert_with(|| OpusUnits::new(self.decodes.clone()))
     }
 
     /// Handles one unit; `passes` is [`Self::passes_through`]'s answer for an Opus unit and
@@ -149,7 +146,7 @@ impl Transcoder {
                 } else if self.offset == 0 {
                     self.start_transcoding(&packet, pcm)
                 } else {
-                    match self.opus()?.decode(&packet, pcm) {
+                    match self.opus().decode(&packet, pcm) {
                         Ok(pcm) => Ok(self.transcode(pcm, false)),
                         Err(e) => Err(e),
                     }
@@ -174,10 +171,7 @@ impl Transcoder {
         version: u64,
     ) -> Result<Result<(), String>, OpusDecodeError> {
         let offset = self.offset;
-        let opus = match self.opus() {
-            Ok(o) => o,
-            Err(e) => return Ok(Err(e)),
-        };
+        let opus = self.opus();
         if offset > 0 {
             // The last re-encoded frame needs the start of this packet as its lookahead.
             let pcm = opus.decode(packet, pcm)?;
@@ -217,10 +211,7 @@ impl Transcoder {
         // passed undecoded, caught up with now.
         let heard = self.passed_pcm.pop_back().flatten();
         self.passed_pcm.clear();
-        let opus = match self.opus() {
-            Ok(o) => o,
-            Err(e) => return Ok(Err(e)),
-        };
+        let opus = self.opus();
         let previous = heard.or_else(|| opus.decoder.resume()).unwrap_or_default();
         let pcm = opus.decode(packet, pcm)?;
         let previous = self.chain.process(&self.controls.filters, previous);
