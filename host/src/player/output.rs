@@ -78,6 +78,9 @@ enum Audio {
 
 pub struct PlayerOutput {
     feed: Mutex<Option<Feed>>,
+    /// Whether `feed` holds a track; changed only with `feed` locked. With no track and the
+    /// silence tail sent, a tick costs two atomic loads: idle players stay cheap on the clock.
+    has_feed: AtomicBool,
     sender: Mutex<Option<Arc<PacketSender>>>,
     paused: AtomicBool,
     position_frames: AtomicU64,
@@ -94,6 +97,7 @@ impl PlayerOutput {
     pub fn new(signals: mpsc::UnboundedSender<OutputSignal>, counters: OutputCounters) -> Self {
         Self {
             feed: Mutex::new(None),
+            has_feed: AtomicBool::new(false),
             sender: Mutex::new(None),
             paused: AtomicBool::new(false),
             position_frames: AtomicU64::new(0),
@@ -107,13 +111,18 @@ impl PlayerOutput {
 
     /// Switches to a new track's frames, starting the position at `start_frames`.
     pub fn play(&self, token: u64, track: TrackFrames, start_frames: u64) {
-        *self.feed.lock() = Some(Feed { token, track, held: None, sent: 0, start_wait: START_WAIT_TICKS });
+        let mut feed = self.feed.lock();
+        *feed = Some(Feed { token, track, held: None, sent: 0, start_wait: START_WAIT_TICKS });
+        self.has_feed.store(true, Ordering::Release);
+        drop(feed);
         self.position_frames.store(start_frames, Ordering::Release);
     }
 
     /// Drops the current track's frames (stop, skip).
     pub fn clear(&self) {
-        if self.feed.lock().take().is_some() {
+        let mut feed = self.feed.lock();
+        self.has_feed.store(false, Ordering::Release);
+        if feed.take().is_some() {
             self.silence_left.store(SILENCE_FRAMES, Ordering::Release);
         }
     }
@@ -135,6 +144,11 @@ impl PlayerOutput {
     pub async fn wait_quiet(&self) {
         let mut rx = self.quiet.subscribe();
         let _ = rx.wait_for(|quiet| *quiet).await;
+    }
+
+    /// Whether a track is playing or waiting to start (paused included).
+    pub fn has_track(&self) -> bool {
+        self.has_feed.load(Ordering::Acquire)
     }
 
     pub fn position_ms(&self) -> u64 {
@@ -168,6 +182,7 @@ impl PlayerOutput {
         if let Some(result) = ended {
             let token = feed.token;
             *guard = None;
+            self.has_feed.store(false, Ordering::Release);
             self.silence_left.store(SILENCE_FRAMES, Ordering::Release);
             let _ = self.signals.send(OutputSignal::TrackFinished { token, result });
             return Audio::Idle;
@@ -260,6 +275,10 @@ impl PlayerOutput {
 
 impl Tickable for PlayerOutput {
     fn on_tick(&self, tick: u64, retry: bool) -> TickOutcome {
+        if self.silence_left.load(Ordering::Acquire) == 0 && !self.has_feed.load(Ordering::Acquire) {
+            // Nothing to send: the schedule restarts with the next track.
+            return TickOutcome::Done;
+        }
         let Some(sender) = self.sender.lock().clone() else { return TickOutcome::Done };
         if !self.paused.load(Ordering::Acquire) {
             match sender.ready() {

@@ -304,9 +304,13 @@ async fn watch_player(
     mut voice: mpsc::UnboundedReceiver<VoiceEvent>,
 ) {
     let mut position_tick = tokio::time::interval(POSITION_SAVE_EVERY);
+    position_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        // Only a player with a track wakes to save its position; an idle one sleeps until a
+        // message comes (a track starting is always followed by its opening or its end).
+        let has_track = player.upgrade().is_some_and(|p| p.output.has_track());
         tokio::select! {
-            _ = position_tick.tick() => {
+            _ = position_tick.tick(), if has_track => {
                 let Some(p) = player.upgrade() else { return };
                 let state = p.state.lock().await;
                 if state.status == PlayerStatus::Playing {
