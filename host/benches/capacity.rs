@@ -7,8 +7,9 @@
 //! DAVE-like frame seal (AES-128-GCM, 8-byte tag), the transport seal (AES-256-GCM with the
 //! RTP header as associated data) and one UDP send.
 //!
-//!     cargo bench --bench capacity            # the passthrough ramp
-//!     cargo bench --bench capacity -- idle    # 10 000 idle voice connections
+//!     cargo bench --bench capacity               # the passthrough ramp
+//!     cargo bench --bench capacity -- idle       # 10 000 idle voice connections
+//!     cargo bench --bench capacity -- transcode  # mp3 → WASM lowPass → Opus, cache filling
 //!
 //! Prints tables (see BENCHMARKS.md); asserts nothing about time.
 
@@ -21,6 +22,7 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes128Gcm, Aes256Gcm};
 use fake_voice::FakeVoiceConfig;
 use futures_util::future::join_all;
+use serde_json::json;
 use support::{Harness, LIMIT, Serving, enqueued_track_id};
 
 /// Players tried, in order, until more than 1 % of packets arrive > 5 ms late.
@@ -31,6 +33,9 @@ const VERIFY_ONE_IN: u32 = 25;
 /// Players created (or removed) at once.
 const BATCH: usize = 50;
 const TRACK: &str = "tone-600-long.opus";
+/// Transcode steps' source: a 6 s mp3.
+const TRANSCODE_TRACK: &str = "tone-523-long.mp3";
+const TRANSCODE_STEPS: &[usize] = &[10, 25, 50, 75, 100, 150, 200];
 /// Packets every player has heard when the steady window ends (the track has 300).
 const STEADY_UNTIL: u64 = 200;
 const IDLE_PLAYERS: usize = 10_000;
@@ -153,13 +158,34 @@ impl Step {
     }
 }
 
-/// `n` players each play the cached track at once.
-async fn step(h: &Harness, pid: &str, base_rss: u64, n: usize) -> Step {
+/// What every player of a step plays.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The same cached Opus track, passed through.
+    Passthrough,
+    /// An mp3 of its own (each decodes and fills the cache) through one WASM filter, encoded
+    /// to Opus at complexity 10.
+    Transcode,
+}
+
+/// `n` players each start their track at once.
+async fn step(h: &Harness, pid: &str, base_rss: u64, n: usize, mode: Mode) -> Step {
     let mut events = h.events().await;
     let all = players(h, n).await;
+    if mode == Mode::Transcode {
+        let chain = json!([{ "name": "lowPass", "config": { "smoothing": 20.0 } }]);
+        let paths: Vec<String> = all.iter().map(|(g, _)| format!("/players/{g}/filters")).collect();
+        join_all(paths.iter().map(|path| h.call(reqwest::Method::PUT, path, Some(chain.clone())))).await;
+    }
     let idle = usage(pid);
-    let url = h.media.url(TRACK);
-    let replies = join_all(all.iter().map(|(g, _)| h.enqueue(*g, &url))).await;
+    let urls: Vec<String> = all
+        .iter()
+        .map(|(g, _)| match mode {
+            Mode::Passthrough => h.media.url(TRACK),
+            Mode::Transcode => h.media.url(&format!("{TRANSCODE_TRACK}?player={g}")),
+        })
+        .collect();
+    let replies = join_all(all.iter().zip(&urls).map(|((g, _), url)| h.enqueue(*g, url))).await;
     join_all(all.iter().map(|(_, s)| s.wait(LIMIT, |c| c.packets >= 50))).await;
     let playing = usage(pid);
     let heard = |all: &Players| all.iter().map(|(_, s)| s.counters().packets).sum::<u64>();
@@ -193,13 +219,15 @@ async fn step(h: &Harness, pid: &str, base_rss: u64, n: usize) -> Step {
     }
 }
 
-async fn server(max_players: usize) -> (Harness, String, std::path::PathBuf) {
+async fn server(max_players: usize, plugins: Option<&std::path::Path>) -> (Harness, String, std::path::PathBuf) {
     let cache = tempfile::tempdir().expect("cache dir").keep();
     let voice = FakeVoiceConfig { keep_pcm: false, verify_one_in: VERIFY_ONE_IN, ..Default::default() };
+    let plugins_dir = plugins.map_or_else(|| "none".to_string(), |p| p.display().to_string());
     let env = [
         ("AUDIO_CACHE_PATH", cache.display().to_string()),
         ("MAX_PLAYERS", max_players.to_string()),
         ("RESOLVES_PER_NODE", "4096".to_string()),
+        ("PLUGINS_DIR", plugins_dir),
     ];
     let h = Harness::binary(voice, &env).await;
     let pid = server_pid(&h);
@@ -219,7 +247,7 @@ async fn cached(dir: &std::path::Path) {
 }
 
 async fn ramp(baseline_us: f64) {
-    let (h, pid, cache) = server(*STEPS.last().unwrap_or(&5000)).await;
+    let (h, pid, cache) = server(*STEPS.last().unwrap_or(&5000), None).await;
     // One play fills the cache; every step then passes the cached Opus through.
     let warm = players(&h, 1).await;
     let mut events = h.events().await;
@@ -235,7 +263,7 @@ async fn ramp(baseline_us: f64) {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in STEPS {
-        let s = step(&h, &pid, base.rss, n).await;
+        let s = step(&h, &pid, base.rss, n, Mode::Passthrough).await;
         let (per_packet, steady) = (s.cpu_us_per_packet(), s.steady_us_per_packet());
         println!(
             "| {} | {:.2} % | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {} | {} KiB | {} KiB | {} |",
@@ -272,7 +300,7 @@ fn idle_players(open_files: u64) -> usize {
 
 async fn idle(open_files: u64) {
     let count = idle_players(open_files);
-    let (h, pid, _) = server(count).await;
+    let (h, pid, _) = server(count, None).await;
     let base = usage(&pid);
     let start = Instant::now();
     let all = players(&h, count).await;
@@ -286,7 +314,7 @@ async fn idle(open_files: u64) {
     println!("| server RSS | {} MiB |", after.rss >> 20);
     println!(
         "| server RSS per idle player | {} KiB |",
-        (after.rss.saturating_sub(base.rss) / IDLE_PLAYERS as u64) >> 10
+        (after.rss.saturating_sub(base.rss) / count.max(1) as u64) >> 10
     );
     println!(
         "| server CPU while idle, share of one core | {:.1} % |",
@@ -296,15 +324,60 @@ async fn idle(open_files: u64) {
     destroy(&h, &all).await;
 }
 
+async fn transcode_ramp() {
+    let encode_us = support::baseline::encode_only_us_per_frame();
+    let encode_only_per_core = 1e6 / (encode_us * 50.0);
+    println!("libopus encode only: {encode_us:.1} µs per 20 ms frame, {encode_only_per_core:.0} players per core");
+    let plugins = support::plugins::install(&["lavalink-filters"]);
+    let (h, pid, _) = server(1000, Some(plugins.path())).await;
+    let base = usage(&pid);
+    println!("server threads with no player: {}; RSS {} MiB", base.threads, base.rss >> 20);
+    println!();
+    println!(
+        "| players | packets > 5 ms late | p99 ms (worst player) | server CPU ms per player-second | players per core by CPU | ÷ encode-only | OS threads (server) | RSS per playing player | verified sessions' failures |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut sustained = 0;
+    for &n in TRANSCODE_STEPS {
+        let s = step(&h, &pid, base.rss, n, Mode::Transcode).await;
+        let ms_per_player_second = s.cpu_us_per_packet() * 50.0 / 1000.0;
+        let per_core = 1000.0 / ms_per_player_second;
+        println!(
+            "| {} | {:.2} % | {:.2} | {:.2} | {:.0} | {:.2} | {} | {} KiB | {} |",
+            s.players,
+            100.0 * s.late_share(),
+            s.p99,
+            ms_per_player_second,
+            per_core,
+            per_core / encode_only_per_core,
+            s.threads,
+            s.rss_playing >> 10,
+            s.verified_failures,
+        );
+        if s.late_share() > LATE_BUDGET {
+            break;
+        }
+        sustained = n;
+    }
+    // Two cores: players sustained per core against the encode-only players per core.
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+    println!();
+    println!(
+        "sustained: {sustained} players, {:.0} per core, {:.2} of the encode-only baseline",
+        sustained as f64 / cores,
+        sustained as f64 / cores / encode_only_per_core
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let open_files = mesastream::open_files::raise().unwrap_or(1024);
-    let idle_only = std::env::args().any(|a| a == "idle");
+    let mode = std::env::args().skip(1).find(|a| a == "idle" || a == "transcode");
     let baseline_us = physical_baseline_us();
     println!("physical baseline (DAVE-like seal + transport seal + UDP send): {baseline_us:.2} µs per packet");
-    if idle_only {
-        idle(open_files).await;
-    } else {
-        ramp(baseline_us).await;
+    match mode.as_deref() {
+        Some("idle") => idle(open_files).await,
+        Some("transcode") => transcode_ramp().await,
+        _ => ramp(baseline_us).await,
     }
 }

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use fake_voice::FakeVoiceConfig;
 use futures_util::future::join_all;
-use mesastream::audio::encode::{OpusEncoder, tone_frame};
 use serde_json::{Value, json};
 use support::{Harness, LIMIT, enqueued_track_id};
 
@@ -228,20 +227,6 @@ async fn first_packet(h: &Harness, file: &str, runs: usize) -> Duration {
     times[times.len() / 2]
 }
 
-fn encode_only_us_per_frame() -> f64 {
-    let mut encoder = OpusEncoder::new(128).expect("encoder");
-    let frame = tone_frame(440.0, 0.4, 0);
-    for _ in 0..200 {
-        std::hint::black_box(encoder.encode(&frame).expect("encode"));
-    }
-    let frames = 3000;
-    let start = Instant::now();
-    for _ in 0..frames {
-        std::hint::black_box(encoder.encode(&frame).expect("encode"));
-    }
-    start.elapsed().as_secs_f64() * 1e6 / f64::from(frames)
-}
-
 fn print_steps(mode: &str, steps: &[Step]) {
     for s in steps {
         println!(
@@ -336,7 +321,7 @@ async fn main() {
     let quiet = FakeVoiceConfig { keep_pcm: false, ..Default::default() };
 
     // Baseline: what libopus alone costs per frame, so the transcoding figure has a scale.
-    let encode_us = encode_only_us_per_frame();
+    let encode_us = support::baseline::encode_only_us_per_frame();
     let encode_only_per_core = 20_000.0 / encode_us;
 
     let pass = if all || named("passthrough") { Some(passthrough(quiet.clone()).await) } else { None };

@@ -1,6 +1,7 @@
 //! Shared test harness: the real server, the fake voice server, a media server and a client.
 #![allow(dead_code)]
 
+pub mod baseline;
 pub mod dns;
 pub mod media;
 pub mod plugins;
