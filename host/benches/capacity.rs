@@ -23,7 +23,7 @@ use aes_gcm::{Aes128Gcm, Aes256Gcm};
 use fake_voice::FakeVoiceConfig;
 use futures_util::future::join_all;
 use serde_json::json;
-use support::{Harness, LIMIT, Serving, enqueued_track_id};
+use support::{Harness, LIMIT, enqueued_track_id};
 
 /// Players tried, in order, until more than 1 % of packets arrive > 5 ms late.
 const STEPS: &[usize] = &[100, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000];
@@ -53,23 +53,8 @@ fn usage(pid: &str) -> Usage {
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let cpu = Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let field = |name: &str| support::process::status_field(pid, name);
     Usage { cpu, rss: field("VmRSS:") * 1024, threads: field("Threads:") }
-}
-
-fn server_pid(h: &Harness) -> String {
-    match &h.serving {
-        Serving::Installed(process, _) => process.pid(),
-        Serving::InProcess(_) => unreachable!("the capacity benchmark runs the server as its own process"),
-    }
 }
 
 /// One packet's physical work in a tight loop, µs per packet.
@@ -230,7 +215,7 @@ async fn server(max_players: usize, plugins: Option<&std::path::Path>) -> (Harne
         ("PLUGINS_DIR", plugins_dir),
     ];
     let h = Harness::binary(voice, &env).await;
-    let pid = server_pid(&h);
+    let pid = h.server_pid();
     (h, pid, cache)
 }
 

@@ -93,10 +93,7 @@ fn machine_ticks() -> (u64, u64) {
 }
 
 fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
-    kb.unwrap_or(0u64) * 1024
+    support::process::status_field("self", "VmRSS:") * 1024
 }
 
 async fn players(h: &Harness, n: usize) -> Vec<(u64, std::sync::Arc<fake_voice::Session>)> {

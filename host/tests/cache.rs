@@ -262,14 +262,7 @@ async fn a_live_stream_plays_and_nothing_of_it_is_cached() {
 
 /// The server process's resident memory.
 fn server_rss(h: &Harness) -> u64 {
-    let support::Serving::Installed(process, _) = &h.serving else { panic!("a server process") };
-    let status = std::fs::read_to_string(format!("/proc/{}/status", process.pid())).expect("server status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS");
-    kib * 1024
+    support::process::status_field(&h.server_pid(), "VmRSS:") * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

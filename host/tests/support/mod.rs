@@ -162,6 +162,14 @@ impl Harness {
         Self::around(addr, Serving::Installed(process, home), fake, media, ca_file, data)
     }
 
+    /// The server's process id, when it runs as its own process.
+    pub fn server_pid(&self) -> String {
+        match &self.serving {
+            Serving::Installed(process, _) => process.pid(),
+            Serving::InProcess(_) => panic!("the server runs in this process"),
+        }
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }

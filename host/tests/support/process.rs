@@ -26,6 +26,17 @@ impl Process {
     }
 }
 
+/// A number from `/proc/<pid>/status` (`pid` may be `self`): `VmRSS:` in KiB, `Threads:` a
+/// count; 0 when the process or the field is gone.
+pub fn status_field(pid: &str, name: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
