@@ -69,11 +69,28 @@ pub fn recv_from(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Socke
 mod tests {
     use super::*;
 
+    /// The kernel switches receive timestamps on system-wide a moment after the first socket
+    /// asks (from a work queue); until then a packet is stamped when it is read. Waits until a
+    /// probe comes back stamped before it was read.
+    fn wait_until_stamped_on_arrival(listener: &UdpSocket, sender: &UdpSocket) {
+        let mut buf = [0u8; 64];
+        for _ in 0..200 {
+            sender.send_to(b"probe", listener.local_addr().expect("addr")).expect("send");
+            std::thread::sleep(Duration::from_millis(2));
+            let (_, _, arrival) = recv_from(listener, &mut buf).expect("receive");
+            if Instant::now().duration_since(arrival) >= Duration::from_millis(1) {
+                return;
+            }
+        }
+        panic!("the kernel never stamped a packet on arrival");
+    }
+
     #[test]
     fn a_packet_read_late_keeps_the_time_it_arrived() {
         let listener = UdpSocket::bind("127.0.0.1:0").expect("bind");
         enable_timestamps(&listener);
         let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        wait_until_stamped_on_arrival(&listener, &sender);
         let sent = Instant::now();
         sender.send_to(b"frame", listener.local_addr().expect("addr")).expect("send");
         // The listener is busy elsewhere for a while before it reads.
