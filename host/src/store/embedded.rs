@@ -2,10 +2,12 @@
 //! TTLs behave as in Redis. redb is synchronous, so calls run on the blocking pool, a few at
 //! a time: a burst of players saving at once would otherwise start a blocking thread each.
 //!
-//! Writes are committed in groups: every write that arrives while a commit is on disk goes
-//! into the next commit, together, and each caller returns once its own write is durable.
-//! Each commit syncs the file, so one commit per write would cap a node at the disk's syncs
-//! per second (every playing player saves its position twice a second).
+//! Writes are committed in groups: every write that arrives while a commit is on disk, or
+//! within [`COMMIT_GAP`] of the last commit's start, goes into the next commit, together, and
+//! each caller returns once its own write is durable. Each commit syncs the file and copies
+//! the pages it changes, so one commit per write would cap a node at the disk's syncs per
+//! second, and small groups spend most of a commit on that fixed cost (every playing player
+//! saves its position twice a second).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +31,9 @@ fn err(e: impl Into<redb::Error>) -> StoreError {
 
 /// Store calls on the blocking pool at once.
 const CONCURRENT_CALLS: usize = 4;
+/// The least time between the starts of two commits: a write waits at most this long for
+/// others to join its commit (a lone write on a quiet store commits at once).
+const COMMIT_GAP: Duration = Duration::from_millis(50);
 
 /// A write waiting for the next commit: the key and its stored bytes (none removes it), and
 /// who to tell once it is durable.
@@ -43,6 +48,8 @@ struct Queue {
     writes: Vec<Write>,
     /// A committer task is running and will take what is queued.
     committing: bool,
+    /// When the last commit started.
+    last_commit: Option<tokio::time::Instant>,
 }
 
 #[derive(Clone)]
@@ -133,12 +140,17 @@ impl EmbeddedKv {
     /// Commits what is queued, one transaction at a time, until nothing is.
     async fn commit_all(&self) {
         loop {
+            let last = self.queue.lock().last_commit;
+            if let Some(last) = last {
+                tokio::time::sleep_until(last + COMMIT_GAP).await;
+            }
             let writes = {
                 let mut queue = self.queue.lock();
                 if queue.writes.is_empty() {
                     queue.committing = false;
                     return;
                 }
+                queue.last_commit = Some(tokio::time::Instant::now());
                 std::mem::take(&mut queue.writes)
             };
             let changes: Vec<(String, Option<Vec<u8>>)> =
