@@ -52,6 +52,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `WS_AUTH` (false): require the bearer token on `/ws` too (header or `?token=`).
     pub ws_auth: bool,
+    /// The Lavalink routes' password (`LAVALINK_PASSWORD`); they are off without one.
+    pub lavalink_password: Option<String>,
     /// `OTLP_ENDPOINT`, `OTLP_AUTH`, `OTLP_ORGANIZATION` (and the standard `OTEL_*` ones).
     pub otlp: crate::telemetry::tracing::OtlpSettings,
     /// `PLUGINS_DIR`: folders of resolver and filter plugins. Unset: the first-party plugins
@@ -213,6 +215,7 @@ impl Config {
             redis_uri: get("REDIS_URI").filter(|v| !v.trim().is_empty()),
             redis_prefix: get("REDIS_PREFIX").filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "mesastream".into()),
             ws_auth: parse("WS_AUTH", get("WS_AUTH"), false, ok)?,
+            lavalink_password: get("LAVALINK_PASSWORD").filter(|v| !v.trim().is_empty()),
             otlp: crate::telemetry::tracing::OtlpSettings {
                 endpoint: get("OTLP_ENDPOINT").filter(|v| !v.trim().is_empty()),
                 auth: get("OTLP_AUTH").filter(|v| !v.trim().is_empty()),

@@ -177,7 +177,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let app = api::router(state);
+        let app = api::router(state, config.lavalink_password.clone());
         let served = tokio::spawn(async move {
             let graceful = async move {
                 let _ = shutdown_rx.await;

@@ -5,6 +5,7 @@ mod error;
 mod events;
 mod extract;
 mod filters;
+pub mod lavalink;
 pub mod limits;
 mod players;
 
@@ -35,7 +36,9 @@ pub struct AppState {
     pub limits: Arc<limits::ApiLimits>,
 }
 
-pub fn router(state: AppState) -> Router {
+/// Every route: the mesastream contract's, and Lavalink's when `lavalink_password` is set.
+pub fn router(state: AppState, lavalink_password: Option<String>) -> Router {
+    let lavalink = lavalink::router(state.clone(), lavalink_password);
     let players = Router::new()
         .route("/health", get(health))
         .route("/players", get(players::list).post(players::create))
@@ -60,14 +63,14 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let mesastream = Router::new().route("/ws", get(events::stream)).merge(players).with_state(state.clone());
     Router::new()
-        .route("/ws", get(events::stream))
-        .merge(players)
+        .merge(lavalink)
+        .merge(mesastream)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), time_request))
+        .layer(middleware::from_fn_with_state(state, time_request))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(crate::telemetry::tracing::request_span))
-        .with_state(state)
 }
 
 async fn health() -> impl IntoResponse {

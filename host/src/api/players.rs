@@ -8,13 +8,13 @@ use axum::response::IntoResponse;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, PlayerId};
-use crate::audio::fetch;
 use crate::audio::pipeline;
 use crate::model::{
     CurrentTrackResponse, EnqueueRequest, PlayerSnapshot, PlaylistSnapshot, SeekRequest, Track, VoiceBridgePayload,
     VolumeRequest,
 };
 use crate::player::KnownSource;
+use crate::player::lookup::DirectError;
 use crate::player::{Player, State as PlayerState, format_ms, track};
 use crate::plugins::resolver::{ResolveFailure, Resolved};
 
@@ -79,17 +79,11 @@ pub async fn enqueue(
 
 /// A direct media link, checked natively (no resolver plugins loaded).
 async fn direct(app: &AppState, raw: &str) -> ApiResult<Track> {
-    let url = track::parse_url(raw).map_err(ApiError::source_unavailable)?;
-    let cache = app.registry.ctx.pipeline.cache.as_ref();
-    if cache.is_some_and(|c| c.knows(&pipeline::direct_cache_key(raw.trim()))) {
-        // Played before (or playing now): no need to ask the source again.
-        return Ok(track::direct_track(&url, raw));
-    }
-    let egress = app.registry.ctx.egress.clone();
-    let target = url.to_string();
-    let checked = app.registry.ctx.media.spawn(async move { fetch::check(&egress, &target).await });
-    checked.await.map_err(ApiError::internal)?.map_err(|e| ApiError::source_unavailable(format!("{url}: {e}")))?;
-    Ok(track::direct_track(&url, raw))
+    app.registry.direct_track(raw).await.map_err(|e| match e {
+        DirectError::Url(e) => ApiError::source_unavailable(e),
+        DirectError::Unavailable { .. } => ApiError::source_unavailable(e),
+        DirectError::Internal(e) => ApiError::internal(e),
+    })
 }
 
 /// Resolves through the plugins, off the API's threads. A search enqueues its first
@@ -100,19 +94,8 @@ async fn resolve(
     query: String,
     guild: crate::model::Id,
 ) -> ApiResult<QueueEntries> {
-    let resolved = resolve_off_thread(app, host, &query, guild).await?.map_err(failure_error)?;
-    queue_entries(resolved, &query, app.limits.limits.playlist_tracks)
-}
-
-async fn resolve_off_thread(
-    app: &AppState,
-    host: std::sync::Arc<crate::plugins::PluginHost>,
-    query: &str,
-    guild: crate::model::Id,
-) -> ApiResult<Result<Resolved, ResolveFailure>> {
-    let q = query.to_string();
-    let resolved = app.registry.ctx.media.spawn_blocking(move || host.resolve(&q, Some(guild.to_string()), None, 0));
-    resolved.await.map_err(ApiError::internal)
+    let resolved = app.registry.resolve(host, &query, Some(guild)).await.map_err(ApiError::internal)?;
+    queue_entries(resolved.map_err(failure_error)?, &query, app.limits.limits.playlist_tracks)
 }
 
 /// The contract's error for a resolver failure.

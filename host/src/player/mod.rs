@@ -2,6 +2,7 @@
 //! API calls and by signals from the packet clock and the voice transport. Every control acts
 //! at once and the status always says what the listener hears.
 
+pub mod lookup;
 mod output;
 pub mod registry;
 pub mod track;

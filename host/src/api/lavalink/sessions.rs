@@ -1,0 +1,230 @@
+//! Lavalink sessions: one per client WebSocket, named by a 16-character id. A session whose
+//! client turned resuming on outlives its socket for `timeout` seconds, queueing what it
+//! would have sent (except position updates) until the client comes back with its id.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::LavalinkState;
+use super::error::{LavalinkError, LavalinkResult};
+use super::extract::JsonBody;
+
+/// Lavalink's default: a resumable session waits a minute for its client.
+const DEFAULT_TIMEOUT_S: u64 = 60;
+const ID_LEN: usize = 16;
+const ID_CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A frame for the client, as JSON text.
+pub type Frame = String;
+
+struct Link {
+    resuming: bool,
+    timeout_s: u64,
+    /// The socket's outbox while a client is connected.
+    socket: Option<mpsc::UnboundedSender<Frame>>,
+    /// Counts sockets, so a detach timer knows whether a newer one took over.
+    generation: u64,
+    /// Frames kept for a resuming client while none is connected.
+    queued: Vec<Frame>,
+}
+
+pub struct Session {
+    pub id: String,
+    pub user_id: u64,
+    link: Mutex<Link>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Session {
+    /// Sends a frame to the client, or keeps it for a resuming client that is away.
+    /// `droppable` frames (position updates) are not kept: fresh ones follow a resume.
+    pub fn send(&self, frame: Frame, droppable: bool) {
+        let mut link = lock(&self.link);
+        match &link.socket {
+            Some(socket) => {
+                let _ = socket.send(frame);
+            }
+            None if link.resuming && !droppable => link.queued.push(frame),
+            None => {}
+        }
+    }
+
+    /// Whether the session may wait for its client after the socket closes, and how long.
+    pub fn resuming(&self) -> (bool, u64) {
+        let link = lock(&self.link);
+        (link.resuming, link.timeout_s)
+    }
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    by_id: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+/// A socket's hold on its session.
+pub struct Attached {
+    pub session: Arc<Session>,
+    pub resumed: bool,
+    pub outbox: mpsc::UnboundedReceiver<Frame>,
+    generation: u64,
+}
+
+impl Sessions {
+    /// Attaches a new socket: to the session `resume` names when it is waiting for its
+    /// client (its queued frames go out first), else to a new session.
+    pub fn attach(&self, user_id: u64, resume: Option<&str>) -> Attached {
+        let (tx, outbox) = mpsc::unbounded_channel();
+        let mut by_id = lock(&self.by_id);
+        let waiting = resume.and_then(|id| by_id.get(id)).filter(|s| {
+            let link = lock(&s.link);
+            link.socket.is_none() && link.resuming && s.user_id == user_id
+        });
+        if let Some(session) = waiting.cloned() {
+            let mut link = lock(&session.link);
+            for frame in link.queued.drain(..) {
+                let _ = tx.send(frame);
+            }
+            link.socket = Some(tx);
+            link.generation += 1;
+            let generation = link.generation;
+            drop(link);
+            return Attached { session, resumed: true, outbox, generation };
+        }
+        let id = loop {
+            let id = new_id();
+            if !by_id.contains_key(&id) {
+                break id;
+            }
+        };
+        let link =
+            Link { resuming: false, timeout_s: DEFAULT_TIMEOUT_S, socket: Some(tx), generation: 0, queued: Vec::new() };
+        let session = Arc::new(Session { id: id.clone(), user_id, link: Mutex::new(link) });
+        by_id.insert(id, session.clone());
+        Attached { session, resumed: false, outbox, generation: 0 }
+    }
+
+    /// The socket closed. A resuming session waits `timeout` seconds for its client; any
+    /// other is gone now. Returns the session when it ended.
+    pub fn detach(self: &Arc<Self>, attached: &Attached) -> Option<Arc<Session>> {
+        let session = &attached.session;
+        let mut link = lock(&session.link);
+        if link.generation != attached.generation {
+            // A newer socket took the session over.
+            return None;
+        }
+        link.socket = None;
+        if !link.resuming {
+            drop(link);
+            return self.remove(&session.id, attached.generation);
+        }
+        let (timeout, generation, id) = (Duration::from_secs(link.timeout_s), link.generation, session.id.clone());
+        drop(link);
+        let sessions = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(ended) = sessions.remove_if_waiting(&id, generation) {
+                tracing::info!(session = %ended.id, "lavalink session was not resumed in time; it ended");
+            }
+        });
+        None
+    }
+
+    fn remove(&self, id: &str, generation: u64) -> Option<Arc<Session>> {
+        let mut by_id = lock(&self.by_id);
+        let same = by_id.get(id).is_some_and(|s| lock(&s.link).generation == generation);
+        if same { by_id.remove(id) } else { None }
+    }
+
+    fn remove_if_waiting(&self, id: &str, generation: u64) -> Option<Arc<Session>> {
+        let mut by_id = lock(&self.by_id);
+        let waiting = by_id.get(id).is_some_and(|s| {
+            let link = lock(&s.link);
+            link.generation == generation && link.socket.is_none()
+        });
+        if waiting { by_id.remove(id) } else { None }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.by_id).get(id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        lock(&self.by_id).values().cloned().collect()
+    }
+}
+
+fn new_id() -> String {
+    let mut rng = rand::thread_rng();
+    (0..ID_LEN).map(|_| ID_CHARS[rng.gen_range(0..ID_CHARS.len())] as char).collect()
+}
+
+#[derive(Deserialize)]
+pub struct SessionUpdate {
+    resuming: Option<bool>,
+    timeout: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct SessionInfo {
+    resuming: bool,
+    timeout: u64,
+}
+
+/// `PATCH /v4/sessions/{session}`: turns resuming on or off and sets its timeout (seconds).
+pub async fn update(
+    State(state): State<LavalinkState>,
+    Path(id): Path<String>,
+    JsonBody(update): JsonBody<SessionUpdate>,
+) -> LavalinkResult<Json<SessionInfo>> {
+    let session = state.node.sessions.get(&id).ok_or_else(|| LavalinkError::not_found("Session not found"))?;
+    let mut link = lock(&session.link);
+    if let Some(resuming) = update.resuming {
+        link.resuming = resuming;
+    }
+    if let Some(timeout) = update.timeout {
+        link.timeout_s = timeout;
+    }
+    Ok(Json(SessionInfo { resuming: link.resuming, timeout: link.timeout_s }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_resuming_session_keeps_its_frames_for_the_client_that_comes_back() {
+        let sessions = Arc::new(Sessions::default());
+        let first = sessions.attach(7, None);
+        assert_eq!(first.session.id.len(), ID_LEN);
+        assert!(first.session.id.bytes().all(|b| ID_CHARS.contains(&b)));
+        lock(&first.session.link).resuming = true;
+        assert!(sessions.detach(&first).is_none(), "it waits for its client");
+        first.session.send("event".into(), false);
+        first.session.send("playerUpdate".into(), true);
+        assert!(!sessions.attach(8, Some(&first.session.id)).resumed, "another user cannot take it");
+        let mut again = sessions.attach(7, Some(&first.session.id));
+        assert!(again.resumed);
+        assert_eq!(again.outbox.recv().await.as_deref(), Some("event"));
+        assert!(again.outbox.try_recv().is_err(), "position updates are not kept");
+    }
+
+    #[tokio::test]
+    async fn a_session_without_resuming_ends_with_its_socket() {
+        let sessions = Arc::new(Sessions::default());
+        let attached = sessions.attach(7, None);
+        let id = attached.session.id.clone();
+        assert!(sessions.detach(&attached).is_some());
+        assert!(sessions.get(&id).is_none());
+        assert!(!sessions.attach(7, Some(&id)).resumed, "an ended session is not resumed");
+    }
+}

@@ -1,0 +1,84 @@
+//! `GET /v4/websocket`: a client's session. `ready` first, then `stats` at once and every
+//! minute (some clients close a socket that goes 65 s without one); the session's frames as
+//! they come. Client messages are ignored, as Lavalink ignores them; pings are answered.
+//! When the server shuts down the socket closes with 1001 (going away).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::LavalinkState;
+use super::info::node_stats;
+use super::sessions::Attached;
+use crate::events::Event;
+
+const STATS_EVERY: Duration = Duration::from_secs(60);
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+pub async fn connect(State(state): State<LavalinkState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    // Lavalink answers a missing or zero bot id with a bare 400; a non-numeric one fails
+    // after the upgrade there, and is refused up front here.
+    let user_id = match header(&headers, "User-Id").map(str::parse::<u64>) {
+        Some(Ok(id)) if id != 0 => id,
+        _ => return StatusCode::BAD_REQUEST.into_response(),
+    };
+    let client = header(&headers, "Client-Name").unwrap_or("unknown").to_string();
+    let attached = state.node.sessions.attach(user_id, header(&headers, "Session-Id"));
+    let resumed = attached.resumed;
+    tracing::info!(session = %attached.session.id, %client, resumed, "lavalink client connected");
+    let mut response = upgrade.on_upgrade(move |socket| serve(socket, state, attached));
+    let resumed = HeaderValue::from_static(if resumed { "true" } else { "false" });
+    response.headers_mut().insert("Session-Resumed", resumed);
+    response
+}
+
+async fn serve(mut socket: WebSocket, state: LavalinkState, mut attached: Attached) {
+    let mut events = state.app.events.subscribe();
+    let ready = json!({"op": "ready", "resumed": attached.resumed, "sessionId": attached.session.id});
+    if socket.send(Message::text(ready.to_string())).await.is_err() {
+        state.node.sessions.detach(&attached);
+        return;
+    }
+    let mut stats = tokio::time::interval(STATS_EVERY);
+    loop {
+        tokio::select! {
+            _ = stats.tick() => {
+                let mut frame = serde_json::to_value(node_stats(&state).await).unwrap_or_default();
+                frame["op"] = json!("stats");
+                // Lavalink's frame statistics need a whole minute of a player's frames;
+                // none are kept yet, which Lavalink also says with null.
+                frame["frameStats"] = serde_json::Value::Null;
+                if socket.send(Message::text(frame.to_string())).await.is_err() { break; }
+            }
+            frame = attached.outbox.recv() => match frame {
+                Some(frame) => if socket.send(Message::text(frame)).await.is_err() { break; },
+                None => break,
+            },
+            event = events.recv() => match event {
+                Ok(Event::Goodbye) => {
+                    let close = CloseFrame { code: close_code::AWAY, reason: "server shutting down".into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    break;
+                }
+                Err(RecvError::Closed) => break,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                // Pings are answered by the socket itself; v4 clients send nothing else.
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    if let Some(ended) = state.node.sessions.detach(&attached) {
+        tracing::info!(session = %ended.id, "lavalink session ended with its socket");
+    }
+}

@@ -1,0 +1,278 @@
+//! The Lavalink v4 routes as a Lavalink client meets them: the password, the version header,
+//! the error body, the node's info and stats, track lookup and the encoded track, and the
+//! session WebSocket with resuming.
+
+mod support;
+
+use fake_voice::FakeVoiceConfig;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use support::{Harness, Serving};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const PASSWORD: &str = "youshallnotpass";
+const BOT: &str = "170000000000000001";
+/// Lavalink's documented sample track (a version 2 message).
+const DOCS_SAMPLE: &str = "QAAAjQIAJVJpY2sgQXN0bGV5IC0gTmV2ZXIgR29ubmEgR2l2ZSBZb3UgVXAADlJpY2tBc3RsZXlWRVZPAAAAAAADPCAAC2RRdzR3OVdnWGNRAAEAK2h0dHBzOi8vd3d3LnlvdXR1YmUuY29tL3dhdGNoP3Y9ZFF3NHc5V2dYY1EAB3lvdXR1YmUAAAAAAAAAAA==";
+
+async fn node() -> Harness {
+    Harness::start_with(FakeVoiceConfig::default(), |c| c.lavalink_password = Some(PASSWORD.into())).await
+}
+
+struct Answer {
+    status: u16,
+    version_header: Option<String>,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+}
+
+async fn call(h: &Harness, method: reqwest::Method, path: &str, password: Option<&str>, body: Option<Value>) -> Answer {
+    let mut request = h.http.request(method, h.url(path));
+    if let Some(p) = password {
+        request = request.header("Authorization", p);
+    }
+    if let Some(b) = body {
+        request = request.json(&b);
+    }
+    let response = request.send().await.expect("request");
+    let version_header =
+        response.headers().get("Lavalink-Api-Version").and_then(|v| v.to_str().ok()).map(str::to_string);
+    Answer { status: response.status().as_u16(), version_header, text: response.text().await.expect("body") }
+}
+
+async fn get(h: &Harness, path: &str) -> Answer {
+    call(h, reqwest::Method::GET, path, Some(PASSWORD), None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_guards_every_route_and_every_answer_names_the_api_version() {
+    let h = node().await;
+    let missing = call(&h, reqwest::Method::GET, "/v4/info", None, None).await;
+    assert_eq!((missing.status, missing.text.as_str()), (401, ""));
+    let wrong = call(&h, reqwest::Method::GET, "/v4/info", Some("Bearer youshallnotpass"), None).await;
+    assert_eq!((wrong.status, wrong.text.as_str()), (403, ""));
+    assert_eq!(wrong.version_header.as_deref(), Some("4"));
+    let version = get(&h, "/version").await;
+    assert_eq!(version.status, 200);
+    assert!(version.text.starts_with("4."), "{}", version.text);
+    assert_eq!(version.version_header.as_deref(), Some("4"));
+    // The mesastream routes keep their own bearer token.
+    assert_eq!(h.get("/players").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lavalink_routes_are_off_without_a_password() {
+    let h = Harness::start(FakeVoiceConfig::default()).await;
+    let answer = call(&h, reqwest::Method::GET, "/v4/info", Some(PASSWORD), None).await;
+    assert_ne!(answer.status, 200);
+    assert_eq!(answer.version_header, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_use_lavalinks_body_with_a_trace_only_when_asked() {
+    let h = node().await;
+    let plain = call(&h, reqwest::Method::PATCH, "/v4/sessions/nosuchsession", Some(PASSWORD), Some(json!({}))).await;
+    assert_eq!(plain.status, 404);
+    let body = plain.json();
+    assert_eq!(body["status"], 404);
+    assert_eq!(body["error"], "Not Found");
+    assert_eq!(body["message"], "Session not found");
+    assert_eq!(body["path"], "/v4/sessions/nosuchsession");
+    assert!(body["timestamp"].as_u64().is_some_and(|t| t > 1_700_000_000_000), "{body}");
+    assert!(body.get("trace").is_none(), "no trace unless asked: {body}");
+    let traced =
+        call(&h, reqwest::Method::PATCH, "/v4/sessions/nosuchsession?trace=true", Some(PASSWORD), Some(json!({})))
+            .await;
+    let body = traced.json();
+    assert!(body["trace"].as_str().is_some_and(|t| !t.is_empty()), "{body}");
+    assert_eq!(body["path"], "/v4/sessions/nosuchsession", "the path has no query");
+    let unknown = get(&h, "/v4/nothing/here").await;
+    assert_eq!((unknown.status, unknown.json()["status"].clone()), (404, json!(404)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_lists_the_filters_the_loaded_plugins_provide_and_stats_count_players() {
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["lavalink-filters"], |c| {
+        c.lavalink_password = Some(PASSWORD.into())
+    })
+    .await;
+    let info = get(&h, "/v4/info").await.json();
+    assert_eq!(info["version"]["major"], 4);
+    assert_eq!(info["version"]["preRelease"], Value::Null);
+    let filters: Vec<&str> = info["filters"].as_array().expect("filters").iter().filter_map(Value::as_str).collect();
+    for name in ["volume", "equalizer", "timescale", "lowPass", "channelMix"] {
+        assert!(filters.contains(&name), "{name} missing from {filters:?}");
+    }
+    assert!(info["sourceManagers"].as_array().is_some_and(|s| s.contains(&json!("http"))), "{info}");
+    assert!(info["plugins"].as_array().is_some_and(|p| p.iter().any(|p| p["name"] == "lavalink-filters")));
+
+    let (_guild, _session) = h.new_player().await;
+    let stats = get(&h, "/v4/stats").await.json();
+    assert_eq!(stats["players"], 1);
+    assert_eq!(stats["playingPlayers"], 0);
+    assert!(stats.get("frameStats").is_none(), "the REST answer has no frameStats: {stats}");
+    assert!(stats["memory"]["used"].as_u64().is_some_and(|m| m > 0), "{stats}");
+    assert!(stats["memory"]["reservable"].as_u64() >= stats["memory"]["used"].as_u64(), "{stats}");
+    assert!(stats["cpu"]["cores"].as_u64().is_some_and(|c| c >= 1));
+    assert_eq!(get(&h, "/v4/routeplanner/status").await.status, 204);
+    let free = call(&h, reqwest::Method::POST, "/v4/routeplanner/free/all", Some(PASSWORD), None).await;
+    assert_eq!((free.status, free.json()["message"].clone()), (500, json!("Can't access disabled route planner")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracks_load_and_their_encoded_form_decodes_back() {
+    let h = node().await;
+    let url = h.media.url("tone-440.mp3");
+    let loaded = get(&h, &format!("/v4/loadtracks?identifier={}", urlencode(&url))).await;
+    assert_eq!(loaded.status, 200);
+    let loaded = loaded.json();
+    assert_eq!(loaded["loadType"], "track", "{loaded}");
+    let track = &loaded["data"];
+    assert_eq!(track["info"]["uri"], url.as_str());
+    assert_eq!(track["info"]["identifier"], url.as_str());
+    assert_eq!(track["info"]["sourceName"], "http");
+    assert_eq!(track["info"]["title"], "tone-440.mp3");
+    assert_eq!(track["pluginInfo"], json!({}));
+    assert_eq!(track["userData"], json!({}));
+    let encoded = track["encoded"].as_str().expect("encoded");
+    assert!(encoded.starts_with("QAAA"), "a versioned message: {encoded}");
+    let decoded = get(&h, &format!("/v4/decodetrack?encodedTrack={}", urlencode(encoded))).await.json();
+    assert_eq!(decoded["info"], track["info"]);
+    assert_eq!(decoded["encoded"], track["encoded"]);
+
+    let many = call(&h, reqwest::Method::POST, "/v4/decodetracks", Some(PASSWORD), Some(json!([DOCS_SAMPLE, encoded])))
+        .await
+        .json();
+    assert_eq!(many[0]["info"]["title"], "Rick Astley - Never Gonna Give You Up");
+    assert_eq!(many[0]["info"]["length"], 212_000);
+    assert_eq!(many[0]["info"]["artworkUrl"], Value::Null);
+    assert_eq!(many[1]["info"]["uri"], url.as_str());
+
+    let nothing = get(&h, "/v4/loadtracks?identifier=not%20a%20link").await.json();
+    assert_eq!(nothing, json!({"loadType": "empty", "data": null}));
+    let missing = get(&h, &format!("/v4/loadtracks?identifier={}", urlencode(&h.media.url("no-such-file.mp3")))).await;
+    assert_eq!(missing.status, 200, "a failed load is still a 200");
+    let missing = missing.json();
+    assert_eq!(missing["loadType"], "error");
+    assert_eq!(missing["data"]["severity"], "common");
+    assert!(missing["data"]["message"].as_str().is_some_and(|m| m.contains("no-such-file.mp3")), "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_track_requests_are_clear_errors() {
+    let h = node().await;
+    let no_identifier = get(&h, "/v4/loadtracks").await;
+    assert_eq!(no_identifier.status, 400);
+    let no_track = get(&h, "/v4/decodetrack").await;
+    assert_eq!((no_track.status, no_track.json()["message"].clone()), (400, json!("No track to decode provided")));
+    let broken = get(&h, "/v4/decodetrack?track=QAAAjQIA").await;
+    assert_eq!(broken.status, 500);
+    assert!(broken.json()["message"].as_str().is_some_and(|m| m.contains("141 bytes")), "{}", broken.text);
+    let empty = call(&h, reqwest::Method::POST, "/v4/decodetracks", Some(PASSWORD), Some(json!([]))).await;
+    assert_eq!((empty.status, empty.json()["message"].clone()), (400, json!("No tracks to decode provided")));
+    let not_a_list = call(&h, reqwest::Method::POST, "/v4/decodetracks", Some(PASSWORD), Some(json!({"a": 1}))).await;
+    assert_eq!(not_a_list.status, 422);
+    assert_eq!(not_a_list.json()["status"], 422);
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(h: &Harness, headers: &[(&str, &str)]) -> Result<(Socket, Option<String>), u16> {
+    let mut request = format!("ws://{}/v4/websocket", h.addr).into_client_request().expect("request");
+    for (k, v) in headers {
+        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).expect("header name");
+        request.headers_mut().insert(name, v.parse().expect("header value"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, response)) => {
+            let resumed = response.headers().get("Session-Resumed").and_then(|v| v.to_str().ok()).map(str::to_string);
+            Ok((socket, resumed))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("websocket: {e}"),
+    }
+}
+
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        match tokio::time::timeout(support::LIMIT, socket.next()).await.expect("a frame in time") {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).expect("JSON frame"),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_starts_ready_then_stats_and_resumes_with_its_id() {
+    let h = node().await;
+    let auth = [("Authorization", PASSWORD), ("User-Id", BOT), ("Client-Name", "tests/1.0")];
+    assert_eq!(connect(&h, &[("Authorization", PASSWORD)]).await.err(), Some(400), "no User-Id");
+    assert_eq!(connect(&h, &[("Authorization", PASSWORD), ("User-Id", "0")]).await.err(), Some(400));
+    assert_eq!(connect(&h, &[("Authorization", "wrong"), ("User-Id", BOT)]).await.err(), Some(403));
+
+    let (mut socket, resumed) = connect(&h, &auth).await.expect("connects");
+    assert_eq!(resumed.as_deref(), Some("false"));
+    let ready = next_json(&mut socket).await;
+    assert_eq!(ready["op"], "ready", "ready comes first: {ready}");
+    assert_eq!(ready["resumed"], false);
+    let id = ready["sessionId"].as_str().expect("session id").to_string();
+    assert!(id.len() == 16 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{id}");
+    let stats = next_json(&mut socket).await;
+    assert_eq!(stats["op"], "stats", "{stats}");
+    assert_eq!(stats["frameStats"], Value::Null, "the key is there on the socket: {stats}");
+    assert!(stats["uptime"].as_u64().is_some());
+
+    let update = call(
+        &h,
+        reqwest::Method::PATCH,
+        &format!("/v4/sessions/{id}"),
+        Some(PASSWORD),
+        Some(json!({"resuming": true, "timeout": 30})),
+    )
+    .await;
+    assert_eq!(update.json(), json!({"resuming": true, "timeout": 30}));
+    socket.close(None).await.expect("close");
+    drop(socket);
+
+    let mut again = [("Session-Id", id.as_str())].to_vec();
+    again.extend(auth);
+    // The server notices the close on its own time: until then the session is still held
+    // by the old socket and a new one gets a session of its own.
+    let deadline = tokio::time::Instant::now() + support::LIMIT;
+    let (mut socket, ready) = loop {
+        let (mut socket, resumed) = connect(&h, &again).await.expect("connects");
+        let ready = next_json(&mut socket).await;
+        if resumed.as_deref() == Some("true") {
+            break (socket, ready);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the session was never resumed");
+        socket.close(None).await.expect("close");
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(ready["resumed"], true);
+    assert_eq!(ready["sessionId"], id.as_str());
+
+    let Harness { serving: Serving::InProcess(server), .. } = h else { panic!("in process") };
+    server.shut_down().await;
+    loop {
+        match tokio::time::timeout(support::LIMIT, socket.next()).await.expect("closed in time") {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 1001, "going away");
+                break;
+            }
+            Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
