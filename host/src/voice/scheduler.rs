@@ -407,18 +407,14 @@ mod tests {
         assert!(order.windows(2).all(|w| w[0].1 <= w[1].1), "{:?}", order.iter().map(|o| o.1).collect::<Vec<_>>());
     }
 
-    /// The scheduling policy of this process's threads named `name` (field 41 of their stat).
-    fn policies_of(name: &str) -> Vec<u32> {
-        let mut policies = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim() == name {
-                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-                let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-                policies.extend(after_name.split_whitespace().nth(38).and_then(|p| p.parse::<u32>().ok()));
-            }
+    /// Reports the scheduling policy of the thread that calls it.
+    struct PolicyProbe(mpsc::Sender<i32>);
+    impl Tickable for PolicyProbe {
+        fn on_tick(&self, _tick: u64, _retry: bool) -> TickOutcome {
+            // SAFETY: sched_getscheduler only reads; pid 0 is the calling thread.
+            let _ = self.0.send(unsafe { libc::sched_getscheduler(0) });
+            TickOutcome::Done
         }
-        policies
     }
 
     #[test]
@@ -427,11 +423,11 @@ mod tests {
         let allowed = std::thread::spawn(set_thread_realtime).join().unwrap();
         let clock = Scheduler::start(1, true, ClockStats::default()).unwrap();
         let (tx, rx) = mpsc::channel();
-        let recorder: Arc<dyn Tickable> = Arc::new(Recorder(Mutex::new(Vec::new()), tx));
-        let _registration = clock.register(&recorder);
-        rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        let expected = if allowed { libc::SCHED_RR } else { libc::SCHED_OTHER } as u32;
-        assert_eq!(policies_of("packet-clock-0"), vec![expected], "allowed: {allowed}");
+        let probe: Arc<dyn Tickable> = Arc::new(PolicyProbe(tx));
+        let _registration = clock.register(&probe);
+        let policy = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let expected = if allowed { libc::SCHED_RR } else { libc::SCHED_OTHER };
+        assert_eq!(policy, expected, "allowed: {allowed}");
     }
 
     #[test]
