@@ -1,8 +1,6 @@
 //! Plugins and per-player filter chains: `GET /plugins`, `GET`/`PUT /players/{id}/filters`
 //! and the contract's `/players/{id}/equalizer`, which drives the 3-band equalizer filter.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 
@@ -10,8 +8,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, PlayerId};
 use crate::model::{Equalizer, FilterEntry, PlayerSnapshot};
-use crate::plugins::filter::{CreateError, FilterInstance};
-use crate::plugins::{PluginHost, PluginInfo};
+use crate::player::filter_check::FilterCheckError;
+use crate::plugins::PluginInfo;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -61,38 +59,10 @@ pub async fn equalizer(
     Ok(Json(player.snapshot_of(&state)))
 }
 
-/// Every filter must come from a loaded plugin and accept its config, which the plugin
-/// itself checks (an instance is created and dropped, off the API's threads).
+/// The chain checked by the plugins themselves, in the contract's errors.
 async fn validate(app: &AppState, chain: &[FilterEntry]) -> ApiResult<()> {
-    if chain.is_empty() {
-        return Ok(());
-    }
-    let Some(host) = app.registry.ctx.pipeline.plugins.clone() else {
-        return Err(ApiError::service_unavailable("no filter plugins are loaded (PLUGINS_DIR is not set)"));
-    };
-    let chain = chain.to_vec();
-    let checked = app.registry.ctx.media.spawn_blocking(move || check_chain(&host, &chain));
-    checked.await.map_err(ApiError::internal)?
-}
-
-fn check_chain(host: &Arc<PluginHost>, chain: &[FilterEntry]) -> ApiResult<()> {
-    for entry in chain {
-        let Some(plugin) = host.filter(&entry.name) else {
-            let known: Vec<String> =
-                host.plugins().iter().flat_map(|p| p.manifest.filters.iter().map(|f| f.name.clone())).collect();
-            return Err(ApiError::bad_request(format!(
-                "unknown filter {:?} (loaded: {})",
-                entry.name,
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-            )));
-        };
-        match FilterInstance::create(&plugin, &entry.name, &entry.config.to_string()) {
-            Ok(_) => {}
-            Err(CreateError::Refused(why)) => {
-                return Err(ApiError::bad_request(format!("filter {}: {why}", entry.name)));
-            }
-            Err(e) => return Err(ApiError::service_unavailable(format!("filter {}: {e}", entry.name))),
-        }
-    }
-    Ok(())
+    app.registry.check_filters(chain).await.map_err(|e| match e {
+        FilterCheckError::NoPlugins | FilterCheckError::Unavailable { .. } => ApiError::service_unavailable(e),
+        FilterCheckError::Unknown { .. } | FilterCheckError::Refused { .. } => ApiError::bad_request(e),
+    })
 }

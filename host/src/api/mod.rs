@@ -96,7 +96,7 @@ async fn not_found(request: Request) -> ApiError {
 /// The Prometheus text exposition.
 async fn metrics(State(state): State<AppState>) -> Response {
     let ctx = &state.registry.ctx;
-    let players = state.registry.list();
+    let players = state.registry.all();
     let mut playing = 0;
     for p in &players {
         if p.state.lock().await.status == crate::model::PlayerStatus::Playing {

@@ -2,6 +2,8 @@
 //! API calls and by signals from the packet clock and the voice transport. Every control acts
 //! at once and the status always says what the listener hears.
 
+pub mod filter_check;
+pub mod listener;
 pub mod lookup;
 mod output;
 pub mod registry;
@@ -13,11 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Mutex, mpsc, watch};
 
+pub use listener::{EndReason, EventBusListener, PlayerListener, PlayerNews};
 pub use output::{OutputCounters, OutputSignal, PlayerOutput};
 pub use registry::{Context, PlayerError, Registry};
 
 use crate::audio::{Controls, TrackInfo, TrackRequest, TrackSource, pipeline};
-use crate::events::Event;
 use crate::model::{Equalizer, FilterEntry, Id, PlayerSnapshot, PlayerStatus, Track, VoiceBridgePayload};
 use crate::plugins::resolver::Locator;
 use crate::voice::scheduler::Registration;
@@ -68,10 +70,10 @@ impl State {
             .unwrap_or_default()
     }
 
-    pub fn new(connection: VoiceBridgePayload, voice: VoiceConnection) -> Self {
+    pub fn new(connection: VoiceBridgePayload, voice: Option<VoiceConnection>) -> Self {
         Self {
             connection,
-            voice: Some(voice),
+            voice,
             status: PlayerStatus::Idle,
             queue: VecDeque::new(),
             current: None,
@@ -95,6 +97,11 @@ pub struct Player {
     pub guild_id: Id,
     pub state: Mutex<State>,
     pub output: Arc<PlayerOutput>,
+    /// Who hears what happens to it: the event bus, or the protocol session that owns it.
+    listener: Arc<dyn PlayerListener>,
+    /// How it lives: a mesastream player goes away once its queue runs out after playing and
+    /// keeps its guild's state in the store; one another protocol owns does neither.
+    pub kind: PlayerKind,
     controls: Arc<Controls>,
     ctx: Arc<Context>,
     opened: mpsc::UnboundedSender<(u64, TrackInfo)>,
@@ -112,6 +119,14 @@ pub struct PersistView {
     pub queue: Vec<Track>,
     pub position_ms: u64,
     pub snapshot: PlayerSnapshot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlayerKind {
+    /// Made by `POST /players`: one per guild, in the original's ways.
+    Mesastream,
+    /// Made and owned by another protocol's session (Lavalink).
+    Owned,
 }
 
 /// What happened when the player looked for its next track.
@@ -220,12 +235,7 @@ impl Player {
             if let Some(voice) = state.voice.as_ref().filter(|_| !paused) {
                 voice.sender().set_speaking(true);
             }
-            self.ctx.events.emit(Event::TrackStarted {
-                guild_id: self.guild_id,
-                player_id: self.id,
-                track: track.clone(),
-                position_ms: start_ms,
-            });
+            self.tell(PlayerNews::TrackStarted { track: track.clone(), position_ms: start_ms });
         }
         state.current = Some(track);
     }
@@ -259,13 +269,12 @@ impl Player {
         state.current = None;
     }
 
-    fn emit_ended(&self, track: &Track) {
-        self.ctx.events.emit(Event::TrackEnded {
-            guild_id: self.guild_id,
-            player_id: self.id,
-            track_id: track.id.clone(),
-            error: track.error.clone(),
-        });
+    pub(crate) fn tell(&self, news: PlayerNews) {
+        self.listener.news(self.guild_id, self.id, news);
+    }
+
+    fn emit_ended(&self, track: &Track, reason: EndReason) {
+        self.tell(PlayerNews::TrackEnded { track: track.clone(), reason });
     }
 
     /// The packet clock reports the end of a track.
@@ -275,11 +284,15 @@ impl Player {
         }
         let mut track = state.current.take()?;
         state.cancel = None;
-        if let Err(e) = result {
-            tracing::warn!(player = %self.id, track = %track.id, error = %e, "track ended early");
-            track.error = Some(e);
-        }
-        self.emit_ended(&track);
+        let reason = match result {
+            Ok(()) => EndReason::Finished,
+            Err(e) => {
+                tracing::warn!(player = %self.id, track = %track.id, error = %e, "track ended early");
+                track.error = Some(e.clone());
+                EndReason::Failed(e)
+            }
+        };
+        self.emit_ended(&track, reason);
         Some(self.advance(state))
     }
 
@@ -348,8 +361,33 @@ impl Player {
     /// Ends the current track (emitting `TrackEnded`) and starts the next.
     pub fn skip(&self, state: &mut State) -> Option<Advance> {
         let track = state.current.clone()?;
-        self.emit_ended(&track);
+        self.emit_ended(&track, EndReason::Stopped);
         Some(self.advance(state))
+    }
+
+    /// Plays `track` now from `start_ms`, in place of the current one (which ends as
+    /// replaced); the queue is left as it is. `paused` says whether it starts paused.
+    pub fn play_now(&self, state: &mut State, track: Track, source: Option<KnownSource>, start_ms: u64, paused: bool) {
+        if let Some(current) = state.current.clone() {
+            self.emit_ended(&current, EndReason::Replaced);
+            self.end_current(state);
+        }
+        if let Some(source) = source {
+            state.sources.insert(track.id.clone(), source);
+        }
+        state.status = if paused { PlayerStatus::Paused } else { PlayerStatus::Idle };
+        self.start(state, track, start_ms);
+    }
+
+    /// Ends the current track (it ends as stopped) and leaves the player idle, the queue
+    /// as it is.
+    pub fn end_track(&self, state: &mut State) {
+        if let Some(current) = state.current.clone() {
+            self.emit_ended(&current, EndReason::Stopped);
+        }
+        self.end_current(state);
+        self.output.set_paused(false);
+        state.status = PlayerStatus::Idle;
     }
 
     /// Restarts the current track's decoding at `ms`.

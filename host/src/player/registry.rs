@@ -1,12 +1,17 @@
-//! All players, keyed by player id, one per guild; creation connects voice before anything
-//! else changes (an old player is replaced only once the new connection works).
+//! All players: the mesastream contract's, keyed by player id, one per guild (creation
+//! connects voice before anything else changes: an old player is replaced only once the new
+//! connection works), and those another protocol's sessions own, which the registry counts
+//! against `MAX_PLAYERS` and shows in the node's figures but does not key.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{mpsc, watch};
 
-use super::{Advance, OutputSignal, PersistView, Player, PlayerOutput, State};
+use super::{
+    Advance, EventBusListener, OutputSignal, PersistView, Player, PlayerKind, PlayerListener, PlayerNews, PlayerOutput,
+    State,
+};
 use crate::audio::{Controls, PipelineConfig, TrackInfo};
 use crate::events::{Event, EventBus};
 use crate::model::{Id, PlayerSnapshot, PlayerStatus, VoiceBridgePayload};
@@ -46,6 +51,8 @@ pub enum PlayerError {
 pub struct Registry {
     pub ctx: Arc<Context>,
     players: Mutex<HashMap<Id, Arc<Player>>>,
+    /// Players other protocols own (they hold them; gone when dropped).
+    owned: Mutex<Vec<Weak<Player>>>,
 }
 
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -54,7 +61,7 @@ fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Registry {
     pub fn new(ctx: Arc<Context>) -> Arc<Self> {
-        Arc::new(Self { ctx, players: Mutex::new(HashMap::new()) })
+        Arc::new(Self { ctx, players: Mutex::new(HashMap::new()), owned: Mutex::default() })
     }
 
     pub fn get(&self, id: Id) -> Result<Arc<Player>, PlayerError> {
@@ -62,8 +69,7 @@ impl Registry {
     }
 
     /// The controls of a new player: its failing filters become events and metrics.
-    fn controls_for(&self, guild_id: Id, player_id: Id) -> Controls {
-        let events = self.ctx.events.clone();
+    fn controls_for(&self, guild_id: Id, player_id: Id, listener: Arc<dyn PlayerListener>) -> Controls {
         let metrics = self.ctx.metrics.clone();
         let on_filter_failure = Arc::new(move |failure: crate::plugins::filter::CallFailure| {
             tracing::warn!(player = %player_id, %failure, "filter bypassed");
@@ -75,22 +81,35 @@ impl Registry {
                     reason: failure.kind.as_str().to_string(),
                 })
                 .inc();
-            events.emit(Event::FilterFailed {
-                guild_id,
-                player_id,
+            let news = PlayerNews::FilterFailed {
                 filter: failure.filter.clone(),
                 plugin: failure.plugin.clone(),
                 kind: failure.kind.as_str().to_string(),
                 reason: failure.message.clone(),
-            });
+            };
+            listener.news(guild_id, player_id, news);
         });
         Controls { gain: Default::default(), filters: Default::default(), on_filter_failure }
     }
 
+    /// The mesastream players, by id.
     pub fn list(&self) -> Vec<Arc<Player>> {
         let mut all: Vec<_> = guard(&self.players).values().cloned().collect();
         all.sort_by_key(|p| p.id);
         all
+    }
+
+    /// Every player on this node, whoever owns it.
+    pub fn all(&self) -> Vec<Arc<Player>> {
+        let mut all = self.list();
+        all.extend(guard(&self.owned).iter().filter_map(Weak::upgrade));
+        all
+    }
+
+    fn count(&self) -> usize {
+        let mut owned = guard(&self.owned);
+        owned.retain(|p| p.strong_count() > 0);
+        guard(&self.players).len() + owned.len()
     }
 
     /// Connects voice on the media runtime.
@@ -147,28 +166,11 @@ impl Registry {
             (None, None) => self.stored_state(payload.guild_id).await?,
         };
 
-        let (signal_tx, signal_rx) = mpsc::unbounded_channel();
-        let (opened_tx, opened_rx) = mpsc::unbounded_channel();
-        let (persist_tx, persist_rx) = watch::channel(None);
-        let output = Arc::new(PlayerOutput::new(signal_tx, self.ctx.output_counters.clone()));
-        output.set_sender(Some(voice.sender()));
-        let on_clock: Arc<dyn Tickable> = output.clone();
-        let registration = self.ctx.scheduler.register(&on_clock);
-        let player = Arc::new(Player {
-            id: payload.player_id,
-            guild_id: payload.guild_id,
-            state: tokio::sync::Mutex::new(State::new(payload.clone(), voice)),
-            output,
-            controls: Arc::new(self.controls_for(payload.guild_id, payload.player_id)),
-            ctx: self.ctx.clone(),
-            opened: opened_tx,
-            voice_events: voice_tx,
-            persist_tx,
-            _clock: registration,
-        });
+        let listener: Arc<dyn PlayerListener> = Arc::new(EventBusListener(self.ctx.events.clone()));
+        let (player, persist_rx) =
+            self.new_player(payload.clone(), Some(voice), (voice_tx, voice_rx), PlayerKind::Mesastream, listener);
         guard(&self.players).insert(player.id, player.clone());
         tokio::spawn(write_state(self.ctx.store.clone(), player.guild_id, persist_rx));
-        tokio::spawn(watch_player(Arc::downgrade(self), Arc::downgrade(&player), signal_rx, opened_rx, voice_rx));
         let restored_queue_len = queue.len();
         let mut state = player.state.lock().await;
         state.queue.extend(queue);
@@ -184,11 +186,86 @@ impl Registry {
         Ok(player.snapshot_of(&state))
     }
 
+    /// A player on the clock, and the task that applies what the clock and its voice
+    /// connections report to it.
+    fn new_player(
+        self: &Arc<Self>,
+        payload: VoiceBridgePayload,
+        voice: Option<VoiceConnection>,
+        (voice_tx, voice_rx): (mpsc::UnboundedSender<VoiceEvent>, mpsc::UnboundedReceiver<VoiceEvent>),
+        kind: PlayerKind,
+        listener: Arc<dyn PlayerListener>,
+    ) -> (Arc<Player>, watch::Receiver<Option<PersistView>>) {
+        let (signal_tx, signal_rx) = mpsc::unbounded_channel();
+        let (opened_tx, opened_rx) = mpsc::unbounded_channel();
+        let (persist_tx, persist_rx) = watch::channel(None);
+        let output = Arc::new(PlayerOutput::new(signal_tx, self.ctx.output_counters.clone()));
+        output.set_sender(voice.as_ref().map(VoiceConnection::sender));
+        let on_clock: Arc<dyn Tickable> = output.clone();
+        let registration = self.ctx.scheduler.register(&on_clock);
+        let controls = Arc::new(self.controls_for(payload.guild_id, payload.player_id, listener.clone()));
+        let player = Arc::new(Player {
+            id: payload.player_id,
+            guild_id: payload.guild_id,
+            state: tokio::sync::Mutex::new(State::new(payload, voice)),
+            output,
+            listener,
+            kind,
+            controls,
+            ctx: self.ctx.clone(),
+            opened: opened_tx,
+            voice_events: voice_tx,
+            persist_tx,
+            _clock: registration,
+        });
+        tokio::spawn(watch_player(Arc::downgrade(self), Arc::downgrade(&player), signal_rx, opened_rx, voice_rx));
+        (player, persist_rx)
+    }
+
+    /// A player another protocol owns, without a voice connection yet (see [`Self::connect`]).
+    /// It reports to `listener` only, keeps nothing in the store and stays when its track
+    /// ends; it is gone when its owner drops it (after [`Player::shut_down`]).
+    pub fn create_owned(
+        self: &Arc<Self>,
+        guild_id: Id,
+        user_id: Id,
+        listener: Arc<dyn PlayerListener>,
+    ) -> Result<Arc<Player>, PlayerError> {
+        if self.count() >= self.ctx.limits.players {
+            return Err(PlayerError::Full(self.ctx.limits.players));
+        }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        // Above every snowflake, so logs never mistake one for a mesastream player.
+        let player_id = Id(u64::MAX - NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let payload = VoiceBridgePayload {
+            guild_id,
+            player_id,
+            channel_id: Id(0),
+            user_id,
+            session_id: String::new(),
+            token: String::new(),
+            endpoint: String::new(),
+            gateway_url: String::new(),
+        };
+        let (player, _) = self.new_player(payload, None, mpsc::unbounded_channel(), PlayerKind::Owned, listener);
+        guard(&self.owned).push(Arc::downgrade(&player));
+        Ok(player)
+    }
+
+    /// Connects `player` to a voice session and switches to it at a frame boundary (the old
+    /// one, if any, closes after); on failure nothing changes.
+    pub async fn connect(&self, player: &Arc<Player>, payload: VoiceBridgePayload) -> Result<(), PlayerError> {
+        let voice = self.connect_voice(&payload, player.voice_events.clone()).await?;
+        let mut state = player.state.lock().await;
+        player.replace_voice(&mut state, payload, voice);
+        Ok(())
+    }
+
     /// Whether a new player fits (one that replaces a player of the same id or guild does).
     fn check_room(&self, payload: &VoiceBridgePayload) -> Result<(), PlayerError> {
-        let players = guard(&self.players);
-        let replaces = players.values().any(|p| p.id == payload.player_id || p.guild_id == payload.guild_id);
-        if !replaces && players.len() >= self.ctx.limits.players {
+        let replaces =
+            guard(&self.players).values().any(|p| p.id == payload.player_id || p.guild_id == payload.guild_id);
+        if !replaces && self.count() >= self.ctx.limits.players {
             return Err(PlayerError::Full(self.ctx.limits.players));
         }
         Ok(())
@@ -205,9 +282,8 @@ impl Registry {
     /// switches the player to it at a frame boundary; on failure nothing changes.
     pub async fn update_connection(&self, id: Id, payload: VoiceBridgePayload) -> Result<PlayerSnapshot, PlayerError> {
         let player = self.get(id)?;
-        let voice = self.connect_voice(&payload, player.voice_events.clone()).await?;
-        let mut state = player.state.lock().await;
-        player.replace_voice(&mut state, payload, voice);
+        self.connect(&player, payload).await?;
+        let state = player.state.lock().await;
         player.persist(&state);
         Ok(player.snapshot_of(&state))
     }
@@ -222,15 +298,12 @@ impl Registry {
             }
             state.connection.clone()
         };
-        let voice = self.connect_voice(&payload, player.voice_events.clone()).await?;
-        let mut state = player.state.lock().await;
-        player.replace_voice(&mut state, payload, voice);
-        Ok(())
+        self.connect(player, payload).await
     }
 
     /// Auto-destroys `player` when a control drained its queue.
     pub async fn after(&self, player: &Arc<Player>, advance: Option<Advance>) {
-        if advance == Some(Advance::Drained) {
+        if advance == Some(Advance::Drained) && player.kind == PlayerKind::Mesastream {
             self.retire(player).await;
         }
     }
@@ -325,6 +398,7 @@ async fn watch_player(
                 p.persist(&state);
                 drop(state);
                 if outcome == Some(Advance::Drained)
+                    && p.kind == PlayerKind::Mesastream
                     && let Some(r) = registry.upgrade()
                 {
                     r.retire(&p).await;
@@ -337,9 +411,9 @@ async fn watch_player(
             Some(event) = voice.recv() => {
                 let Some(p) = player.upgrade() else { return };
                 match event {
-                    VoiceEvent::Disconnected { reason, .. } => {
+                    VoiceEvent::Disconnected { code, reason } => {
                         tracing::warn!(player = %p.id, %reason, "voice disconnected");
-                        p.ctx.events.emit(Event::VoiceDisconnected { guild_id: p.guild_id, player_id: p.id, reason });
+                        p.tell(PlayerNews::VoiceClosed { code, reason });
                     }
                     VoiceEvent::Resumed => tracing::info!(player = %p.id, "voice session resumed"),
                 }

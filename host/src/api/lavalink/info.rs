@@ -128,7 +128,7 @@ pub struct Cpu {
 /// The node's figures, for `/v4/stats` and the WebSocket's `stats` frames. Players are all
 /// of this node's, whatever protocol made them, as Lavalink counts all sessions'.
 pub async fn node_stats(state: &LavalinkState) -> Stats {
-    let players = state.app.registry.list();
+    let players = state.app.registry.all();
     let mut playing = 0;
     for p in &players {
         if p.state.lock().await.status == PlayerStatus::Playing {

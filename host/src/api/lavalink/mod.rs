@@ -10,6 +10,7 @@ pub mod encoded_track;
 mod error;
 mod extract;
 mod info;
+mod players;
 mod sessions;
 mod tracks;
 mod websocket;
@@ -71,6 +72,11 @@ pub fn router(app: AppState, password: Option<String>) -> Router {
         .route("/v4/decodetracks", post(tracks::decode_many))
         .route("/v4/websocket", get(websocket::connect))
         .route("/v4/sessions/{session}", patch(sessions::update))
+        .route("/v4/sessions/{session}/players", get(players::list))
+        .route(
+            "/v4/sessions/{session}/players/{guild}",
+            get(players::get).patch(players::update).delete(players::destroy),
+        )
         .route("/v4/routeplanner/status", get(info::route_planner_status))
         .route("/v4/routeplanner/free/address", post(info::route_planner_disabled))
         .route("/v4/routeplanner/free/all", post(info::route_planner_disabled))

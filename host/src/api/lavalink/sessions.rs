@@ -15,9 +15,13 @@ use tokio::sync::mpsc;
 use super::LavalinkState;
 use super::error::{LavalinkError, LavalinkResult};
 use super::extract::JsonBody;
+use super::players::{LavalinkPlayer, new_player};
+use crate::model::Id;
 
 /// Lavalink's default: a resumable session waits a minute for its client.
 const DEFAULT_TIMEOUT_S: u64 = 60;
+/// Lavalink's default `playerUpdateInterval`.
+const UPDATE_EVERY: Duration = Duration::from_secs(5);
 const ID_LEN: usize = 16;
 const ID_CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -33,12 +37,16 @@ struct Link {
     generation: u64,
     /// Frames kept for a resuming client while none is connected.
     queued: Vec<Frame>,
+    /// The session is over (its players are closed).
+    ended: bool,
 }
 
 pub struct Session {
     pub id: String,
     pub user_id: u64,
     link: Mutex<Link>,
+    /// Its players, by guild.
+    players: Mutex<HashMap<Id, Arc<LavalinkPlayer>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -57,6 +65,61 @@ impl Session {
             None if link.resuming && !droppable => link.queued.push(frame),
             None => {}
         }
+    }
+
+    pub fn players(&self) -> Vec<Arc<LavalinkPlayer>> {
+        let mut all: Vec<_> = lock(&self.players).values().cloned().collect();
+        all.sort_by_key(|p| p.guild_id);
+        all
+    }
+
+    pub fn player(&self, guild: Id) -> Option<Arc<LavalinkPlayer>> {
+        lock(&self.players).get(&guild).cloned()
+    }
+
+    pub fn remove_player(&self, guild: Id) -> Option<Arc<LavalinkPlayer>> {
+        lock(&self.players).remove(&guild)
+    }
+
+    /// The guild's player, made now when there is none.
+    pub fn player_or_create(self: &Arc<Self>, guild: Id, state: &LavalinkState) -> LavalinkResult<Arc<LavalinkPlayer>> {
+        let mut players = lock(&self.players);
+        if let Some(p) = players.get(&guild) {
+            return Ok(p.clone());
+        }
+        let player = Arc::new(new_player(state, self, guild)?);
+        players.insert(guild, player.clone());
+        Ok(player)
+    }
+
+    /// The session ended: its players stop and let go of their voice connections.
+    pub async fn close_players(&self) {
+        let players: Vec<_> = lock(&self.players).drain().map(|(_, p)| p).collect();
+        for player in players {
+            player.close().await;
+        }
+    }
+
+    /// Sends every player's position while it has a track, every [`UPDATE_EVERY`], for as
+    /// long as the session lives.
+    fn report_positions(self: &Arc<Self>) {
+        let session = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(UPDATE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                let Some(session) = session.upgrade() else { return };
+                if lock(&session.link).ended {
+                    return;
+                }
+                for player in session.players() {
+                    if let Some(frame) = player.update_frame().await {
+                        session.send(frame, true);
+                    }
+                }
+            }
+        });
     }
 
     /// Whether the session may wait for its client after the socket closes, and how long.
@@ -106,9 +169,16 @@ impl Sessions {
                 break id;
             }
         };
-        let link =
-            Link { resuming: false, timeout_s: DEFAULT_TIMEOUT_S, socket: Some(tx), generation: 0, queued: Vec::new() };
-        let session = Arc::new(Session { id: id.clone(), user_id, link: Mutex::new(link) });
+        let link = Link {
+            resuming: false,
+            timeout_s: DEFAULT_TIMEOUT_S,
+            socket: Some(tx),
+            generation: 0,
+            queued: Vec::new(),
+            ended: false,
+        };
+        let session = Arc::new(Session { id: id.clone(), user_id, link: Mutex::new(link), players: Mutex::default() });
+        session.report_positions();
         by_id.insert(id, session.clone());
         Attached { session, resumed: false, outbox, generation: 0 }
     }
@@ -134,24 +204,26 @@ impl Sessions {
             tokio::time::sleep(timeout).await;
             if let Some(ended) = sessions.remove_if_waiting(&id, generation) {
                 tracing::info!(session = %ended.id, "lavalink session was not resumed in time; it ended");
+                ended.close_players().await;
             }
         });
         None
     }
 
     fn remove(&self, id: &str, generation: u64) -> Option<Arc<Session>> {
-        let mut by_id = lock(&self.by_id);
-        let same = by_id.get(id).is_some_and(|s| lock(&s.link).generation == generation);
-        if same { by_id.remove(id) } else { None }
+        self.remove_when(id, |link| link.generation == generation)
     }
 
     fn remove_if_waiting(&self, id: &str, generation: u64) -> Option<Arc<Session>> {
+        self.remove_when(id, |link| link.generation == generation && link.socket.is_none())
+    }
+
+    fn remove_when(&self, id: &str, end: impl Fn(&Link) -> bool) -> Option<Arc<Session>> {
         let mut by_id = lock(&self.by_id);
-        let waiting = by_id.get(id).is_some_and(|s| {
-            let link = lock(&s.link);
-            link.generation == generation && link.socket.is_none()
-        });
-        if waiting { by_id.remove(id) } else { None }
+        let session = by_id.get(id).filter(|s| end(&lock(&s.link)))?.clone();
+        by_id.remove(id);
+        lock(&session.link).ended = true;
+        Some(session)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {

@@ -153,11 +153,17 @@ pub async fn load(State(state): State<LavalinkState>, Query(query): Query<LoadQu
     let Some(identifier) = identifier else {
         return Err(LavalinkError::bad_request("The identifier query parameter is required"));
     };
+    load_result(&state, &identifier).await.map(Json)
+}
+
+/// What `identifier` loads as: through the resolver plugins when one takes it, else as a
+/// direct link.
+pub async fn load_result(state: &LavalinkState, identifier: &str) -> LavalinkResult<Value> {
     let registry = &state.app.registry;
-    if let Some(host) = registry.resolvers_for(&identifier) {
+    if let Some(host) = registry.resolvers_for(identifier) {
         let resolved =
-            registry.resolve(host, &identifier, None).await.map_err(|e| LavalinkError::internal(e.to_string()))?;
-        return Ok(Json(match resolved {
+            registry.resolve(host, identifier, None).await.map_err(|e| LavalinkError::internal(e.to_string()))?;
+        return Ok(match resolved {
             Ok(Resolved::Track(t)) => json!({"loadType": "track", "data": Track::from_encoded(from_resolved(*t))?}),
             Ok(Resolved::Playlist { name, tracks: found, selected }) => json!({
                 "loadType": "playlist",
@@ -172,15 +178,34 @@ pub async fn load(State(state): State<LavalinkState>, Query(query): Query<LoadQu
             Err(e @ (ResolveFailure::Unavailable(_) | ResolveFailure::Parse(_))) => load_error(e.to_string(), "common"),
             Err(e @ ResolveFailure::Busy(_)) => load_error(e.to_string(), "suspicious"),
             Err(e @ ResolveFailure::Failed { .. }) => load_error(e.to_string(), "fault"),
-        }));
+        });
     }
-    Ok(Json(match registry.direct_track(&identifier).await {
+    Ok(match registry.direct_track(identifier).await {
         Ok(track) => json!({"loadType": "track", "data": Track::from_encoded(from_direct(track))?}),
         // Not a link, and no resolver takes it: nothing matches, as Lavalink says.
         Err(DirectError::Url(_)) => json!({"loadType": "empty", "data": null}),
         Err(e @ DirectError::Unavailable { .. }) => load_error(e.to_string(), "common"),
         Err(e @ DirectError::Internal(_)) => load_error(e.to_string(), "fault"),
-    }))
+    })
+}
+
+/// The engine's track for an encoded one: played from its link (resolved again when it
+/// starts, as tracks restored after a restart are).
+pub fn engine_track(t: &EncodedTrack) -> crate::model::Track {
+    let link = t.uri.clone().unwrap_or_else(|| t.identifier.clone());
+    crate::model::Track {
+        id: String::new(),
+        source: t.source_name.clone(),
+        source_url: link.clone(),
+        stream_url: link.clone(),
+        metadata: crate::model::TrackMetadata {
+            artist: t.author.clone(),
+            title: t.title.clone(),
+            duration_ms: if t.is_stream { 0 } else { u64::try_from(t.length_ms).unwrap_or(0) },
+            url: link,
+        },
+        error: None,
+    }
 }
 
 #[derive(Deserialize)]

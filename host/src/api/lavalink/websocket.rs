@@ -44,7 +44,9 @@ async fn serve(mut socket: WebSocket, state: LavalinkState, mut attached: Attach
     let mut events = state.app.events.subscribe();
     let ready = json!({"op": "ready", "resumed": attached.resumed, "sessionId": attached.session.id});
     if socket.send(Message::text(ready.to_string())).await.is_err() {
-        state.node.sessions.detach(&attached);
+        if let Some(ended) = state.node.sessions.detach(&attached) {
+            ended.close_players().await;
+        }
         return;
     }
     let mut stats = tokio::time::interval(STATS_EVERY);
@@ -80,5 +82,6 @@ async fn serve(mut socket: WebSocket, state: LavalinkState, mut attached: Attach
     }
     if let Some(ended) = state.node.sessions.detach(&attached) {
         tracing::info!(session = %ended.id, "lavalink session ended with its socket");
+        ended.close_players().await;
     }
 }
