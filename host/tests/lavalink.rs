@@ -16,8 +16,11 @@ const BOT: &str = "170000000000000001";
 /// Lavalink's documented sample track (a version 2 message).
 const DOCS_SAMPLE: &str = "QAAAjQIAJVJpY2sgQXN0bGV5IC0gTmV2ZXIgR29ubmEgR2l2ZSBZb3UgVXAADlJpY2tBc3RsZXlWRVZPAAAAAAADPCAAC2RRdzR3OVdnWGNRAAEAK2h0dHBzOi8vd3d3LnlvdXR1YmUuY29tL3dhdGNoP3Y9ZFF3NHc5V2dYY1EAB3lvdXR1YmUAAAAAAAAAAA==";
 
+/// A node with the Lavalink routes on, and a fake voice server that speaks TLS as Discord's
+/// does (Lavalink clients send an endpoint without a scheme; it is dialled with wss).
 async fn node() -> Harness {
-    Harness::start_with(FakeVoiceConfig::default(), |c| c.lavalink_password = Some(PASSWORD.into())).await
+    let voice = FakeVoiceConfig { tls: true, ..Default::default() };
+    Harness::start_with(voice, |c| c.lavalink_password = Some(PASSWORD.into())).await
 }
 
 struct Answer {
@@ -275,4 +278,270 @@ async fn a_session_starts_ready_then_stats_and_resumes_with_its_id() {
             other => panic!("expected a close frame, got {other:?}"),
         }
     }
+}
+
+/// A Lavalink client's session: its id and every frame the node sent, in order.
+struct Client {
+    id: String,
+    frames: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    seen: Vec<Value>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    /// The socket goes with the client (the reader task holds it).
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Client {
+    async fn connect(h: &Harness) -> Self {
+        let bot = support::BOT_USER.to_string();
+        let auth = [("Authorization", PASSWORD), ("User-Id", bot.as_str()), ("Client-Name", "tests/1.0")];
+        let (mut socket, _) = connect(h, &auth).await.expect("connects");
+        let ready = next_json(&mut socket).await;
+        let id = ready["sessionId"].as_str().expect("session id").to_string();
+        let (tx, frames) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(message)) = socket.next().await {
+                if let Message::Text(text) = message
+                    && let Ok(frame) = serde_json::from_str::<Value>(&text)
+                    && tx.send(frame).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Self { id, frames, seen: Vec::new(), reader }
+    }
+
+    /// The first frame (seen or new) that matches.
+    async fn wait(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        if let Some(frame) = self.seen.iter().find(|f| matches(f)) {
+            return frame.clone();
+        }
+        loop {
+            match tokio::time::timeout(support::LIMIT, self.frames.recv()).await {
+                Ok(Some(frame)) => {
+                    self.seen.push(frame.clone());
+                    if matches(&frame) {
+                        return frame;
+                    }
+                }
+                _ => panic!("no {what}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The `n`th event of type `kind` (from 1).
+    async fn nth(&mut self, kind: &str, n: usize) -> Value {
+        loop {
+            if let Some(frame) = self.seen.iter().filter(|f| f["type"] == kind).nth(n - 1) {
+                return frame.clone();
+            }
+            match tokio::time::timeout(support::LIMIT, self.frames.recv()).await {
+                Ok(Some(frame)) => self.seen.push(frame),
+                _ => panic!("no {kind} number {n}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    async fn event(&mut self, kind: &str, guild: u64) -> Value {
+        let guild = guild.to_string();
+        self.wait(kind, |f| f["op"] == "event" && f["type"] == kind && f["guildId"] == guild.as_str()).await
+    }
+
+    fn player_path(&self, guild: u64) -> String {
+        format!("/v4/sessions/{}/players/{guild}", self.id)
+    }
+}
+
+async fn patch(h: &Harness, path: &str, body: Value) -> Answer {
+    call(h, reqwest::Method::PATCH, path, Some(PASSWORD), Some(body)).await
+}
+
+/// The voice state a bot forwards from Discord, for a call the fake voice server knows.
+fn voice(h: &Harness, guild: u64) -> Value {
+    let channel = guild + 1_000;
+    h.fake.register_call(&guild.to_string(), channel);
+    json!({
+        "token": format!("token-{guild}"),
+        "endpoint": h.fake.endpoint(),
+        "sessionId": format!("session-{guild}"),
+        "channelId": channel.to_string(),
+    })
+}
+
+async fn loaded(h: &Harness, file: &str) -> Value {
+    let url = urlencode(&h.media.url(file));
+    let result = get(h, &format!("/v4/loadtracks?identifier={url}")).await.json();
+    assert_eq!(result["loadType"], "track", "{result}");
+    result["data"].clone()
+}
+
+fn new_guild() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(300_000_000_000_000_001);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_connects_plays_pauses_seeks_replaces_and_stops_as_a_lavalink_client_drives_it() {
+    let h = node().await;
+    let mut client = Client::connect(&h).await;
+    let guild = new_guild();
+    let path = client.player_path(guild);
+
+    let created = patch(&h, &path, json!({"voice": voice(&h, guild)})).await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let created = created.json();
+    assert_eq!(created["guildId"], guild.to_string());
+    assert_eq!(created["track"], Value::Null);
+    assert_eq!(created["volume"], 100);
+    assert_eq!(created["state"]["connected"], true, "{created}");
+    assert_eq!(created["voice"]["channelId"], (guild + 1_000).to_string());
+    let heard = h.fake.session(&guild.to_string()).expect("the call has a session");
+
+    let first = loaded(&h, "tone-523-long.mp3").await;
+    let playing =
+        patch(&h, &path, json!({"track": {"encoded": first["encoded"], "userData": {"requester": 42}}})).await;
+    assert_eq!(playing.status, 200, "{}", playing.text);
+    assert_eq!(playing.json()["track"]["userData"], json!({"requester": 42}));
+    let started = client.event("TrackStartEvent", guild).await;
+    assert_eq!(started["track"]["encoded"], first["encoded"]);
+    assert_eq!(started["track"]["userData"], json!({"requester": 42}));
+    heard.wait(support::LIMIT, |c| c.packets >= 25).await.expect("the listener hears it");
+
+    let paused = patch(&h, &path, json!({"paused": true, "volume": 2000})).await.json();
+    assert_eq!((paused["paused"].clone(), paused["volume"].clone()), (json!(true), json!(1000)), "volume is clamped");
+    let resumed = patch(&h, &path, json!({"paused": false, "volume": 100, "position": 3000})).await.json();
+    assert_eq!(resumed["paused"], false);
+    assert!(resumed["track"]["info"]["position"].as_u64().is_some_and(|p| p >= 3000), "seeked: {resumed}");
+    let update = client
+        .wait("playerUpdate", |f| f["op"] == "playerUpdate" && f["state"]["position"].as_u64() >= Some(3000))
+        .await;
+    assert_eq!(update["state"]["connected"], true);
+
+    // Kept: a track is playing and the client asked not to replace it.
+    let second = loaded(&h, "tone-440.mp3").await;
+    let kept = patch(&h, &format!("{path}?noReplace=true"), json!({"track": {"encoded": second["encoded"]}})).await;
+    assert_eq!(kept.json()["track"]["encoded"], first["encoded"]);
+    let replaced = patch(&h, &path, json!({"track": {"encoded": second["encoded"]}})).await.json();
+    assert_eq!(replaced["track"]["encoded"], second["encoded"]);
+    let ended = client.event("TrackEndEvent", guild).await;
+    assert_eq!(
+        (ended["reason"].clone(), ended["track"]["encoded"].clone()),
+        (json!("replaced"), first["encoded"].clone())
+    );
+    let finished = client
+        .wait("the second track's end", |f| f["type"] == "TrackEndEvent" && f["track"]["encoded"] == second["encoded"])
+        .await;
+    assert_eq!(finished["reason"], "finished");
+    let idle = get(&h, &path).await.json();
+    assert_eq!(idle["track"], Value::Null, "the player stays, idle: {idle}");
+
+    patch(&h, &path, json!({"track": {"encoded": first["encoded"]}})).await;
+    client.nth("TrackStartEvent", 3).await;
+    let stopped = patch(&h, &path, json!({"track": {"encoded": null}})).await.json();
+    assert_eq!(stopped["track"], Value::Null);
+    assert_eq!(client.nth("TrackEndEvent", 3).await["reason"], "stopped");
+
+    let listed = get(&h, &format!("/v4/sessions/{}/players", client.id)).await.json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    let gone = call(&h, reqwest::Method::DELETE, &path, Some(PASSWORD), None).await;
+    assert_eq!(gone.status, 204);
+    let missing = get(&h, &path).await;
+    assert_eq!((missing.status, missing.json()["message"].clone()), (404, json!("Player not found")));
+    heard.wait(support::LIMIT, |c| !c.connected).await.expect("its voice connection closes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_update_changes_nothing_and_says_which_field_is_wrong() {
+    let h = node().await;
+    let client = Client::connect(&h).await;
+    let guild = new_guild();
+    let path = client.player_path(guild);
+    let mut no_channel = voice(&h, guild);
+    no_channel.as_object_mut().expect("object").remove("channelId");
+    let cases = [
+        (json!({"voice": no_channel}), "voice.channelId is missing"),
+        (json!({"voice": {"token": "", "endpoint": "e", "sessionId": "s", "channelId": "1"}}), "must be provided"),
+        (json!({"track": {"encoded": DOCS_SAMPLE}, "encodedTrack": DOCS_SAMPLE}), "Cannot specify both track"),
+        (
+            json!({"track": {"encoded": DOCS_SAMPLE, "identifier": "x"}}),
+            "Cannot specify both encodedTrack and identifier",
+        ),
+        (json!({"endTime": 0}), "End time must be greater than 0"),
+        (json!({"track": {"encoded": "QAAAjQIA"}}), "Failed to decode track"),
+        (json!({"track": {"identifier": "not a link"}}), "No matches found for identifier"),
+        (json!({"filters": {"volume": 9.0}}), "filters.volume"),
+        (json!({"volume": "loud"}), "volume"),
+    ];
+    for (body, message) in cases {
+        let answer = patch(&h, &path, body.clone()).await;
+        let error = answer.json();
+        assert!(matches!(answer.status, 400 | 422), "{body} -> {}", answer.text);
+        assert!(error["message"].as_str().is_some_and(|m| m.contains(message)), "{body} -> {error}");
+    }
+    let none = get(&h, &path).await;
+    assert_eq!(none.status, 404, "no update above made the player: {}", none.text);
+    let bad_guild = patch(&h, &format!("/v4/sessions/{}/players/general", client.id), json!({})).await;
+    assert_eq!(bad_guild.status, 400);
+    let no_session = patch(&h, &format!("/v4/sessions/nosuchsession/players/{guild}"), json!({})).await;
+    assert_eq!((no_session.status, no_session.json()["message"].clone()), (404, json!("Session not found")));
+    assert_eq!(get(&h, "/v4/sessions/nosuchsession/players").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_replace_the_whole_set_and_are_checked_by_their_plugin() {
+    let voice_server = FakeVoiceConfig { tls: true, ..Default::default() };
+    let h = Harness::with_plugins(voice_server, &["lavalink-filters"], |c| c.lavalink_password = Some(PASSWORD.into()))
+        .await;
+    let client = Client::connect(&h).await;
+    let guild = new_guild();
+    let path = client.player_path(guild);
+    let set = patch(&h, &path, json!({"filters": {"lowPass": {"smoothing": 20.0}, "volume": 0.5, "unknownFilter": 1}}))
+        .await
+        .json();
+    assert_eq!(set["filters"], json!({"lowPass": {"smoothing": 20.0}, "volume": 0.5}), "unknown keys are ignored");
+    let replaced = patch(&h, &path, json!({"filters": {"timescale": {"speed": 1.2}}})).await.json();
+    assert_eq!(replaced["filters"], json!({"timescale": {"speed": 1.2}}), "the whole set is replaced");
+    let refused = patch(&h, &path, json!({"filters": {"vibrato": {"frequency": 99.0}}})).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(refused.json()["message"].as_str().is_some_and(|m| m.contains("vibrato")), "{}", refused.text);
+    assert_eq!(get(&h, &path).await.json()["filters"], json!({"timescale": {"speed": 1.2}}), "nothing changed");
+    let cleared = patch(&h, &path, json!({"filters": {}})).await.json();
+    assert_eq!(cleared["filters"], json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_a_closed_voice_session_and_a_closed_socket_reach_the_client() {
+    let h = node().await;
+    let mut client = Client::connect(&h).await;
+    let guild = new_guild();
+    let path = client.player_path(guild);
+    assert_eq!(patch(&h, &path, json!({"voice": voice(&h, guild)})).await.status, 200);
+    let heard = h.fake.session(&guild.to_string()).expect("session");
+
+    let url = h.media.url("noise.bin");
+    let played = patch(&h, &path, json!({"track": {"identifier": url}})).await;
+    assert_eq!(played.status, 200, "{}", played.text);
+    let exception = client.event("TrackExceptionEvent", guild).await;
+    assert_eq!(exception["exception"]["severity"], "common");
+    assert!(exception["exception"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{exception}");
+    assert_eq!(client.event("TrackEndEvent", guild).await["reason"], "loadFailed");
+
+    heard.close(4014);
+    let closed = client.event("WebSocketClosedEvent", guild).await;
+    assert_eq!((closed["code"].clone(), closed["byRemote"].clone()), (json!(4014), json!(true)), "{closed}");
+
+    // A second player on a fresh call, then the client goes away without resuming: its
+    // players stop and leave their calls.
+    let other = new_guild();
+    assert_eq!(patch(&h, &client.player_path(other), json!({"voice": voice(&h, other)})).await.status, 200);
+    let other_heard = h.fake.session(&other.to_string()).expect("session");
+    let id = client.id.clone();
+    drop(client);
+    other_heard.wait(support::LIMIT, |c| !c.connected).await.expect("the player left its call");
+    assert_eq!(get(&h, &format!("/v4/sessions/{id}/players")).await.status, 404, "the session ended");
 }
