@@ -157,9 +157,12 @@ impl LavalinkPlayer {
         })
     }
 
-    /// A `playerUpdate` frame, when a track is loaded.
-    pub async fn update_frame(&self) -> Option<String> {
-        lock(&self.known).track.as_ref()?;
+    /// A `playerUpdate` frame: always when `now` (after a change the client made), else only
+    /// while a track is loaded (the periodic updates).
+    pub async fn update_frame(&self, now: bool) -> Option<String> {
+        if !now {
+            lock(&self.known).track.as_ref()?;
+        }
         let state = self.player.state.lock().await;
         let (position, connected) = (self.player.position_ms(&state), state.voice_connected());
         drop(state);
@@ -315,6 +318,7 @@ pub async fn update(
     };
 
     let player = session.player_or_create(guild, &state)?;
+    let voice_changed = voice.is_some();
     if let Some(voice) = voice {
         connect(&state, &session, &player, voice).await?;
     }
@@ -360,6 +364,7 @@ pub async fn update(
             _ => None,
         }
     };
+    let played = play.is_some();
     match play {
         Some(Some((track, start))) => engine.play_now(&mut es, track, None, start, update.paused.unwrap_or(false)),
         Some(None) => engine.end_track(&mut es),
@@ -367,7 +372,9 @@ pub async fn update(
     }
     drop(es);
     let view = player.view().await;
-    if let Some(frame) = player.update_frame().await {
+    // As Lavalink: at once after voice, play, seek and filters.
+    let changed = voice_changed || update.position.is_some() || update.filters.is_some() || played;
+    if changed && let Some(frame) = player.update_frame(true).await {
         session.send(frame, true);
     }
     Ok(Json(view))

@@ -114,7 +114,7 @@ impl Session {
                     return;
                 }
                 for player in session.players() {
-                    if let Some(frame) = player.update_frame().await {
+                    if let Some(frame) = player.update_frame(false).await {
                         session.send(frame, true);
                     }
                 }

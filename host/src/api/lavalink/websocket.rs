@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -80,6 +81,8 @@ async fn serve(mut socket: WebSocket, state: LavalinkState, mut attached: Attach
             },
         }
     }
+    // Completes the closing handshake (answers the client's close frame).
+    let _ = socket.close().await;
     if let Some(ended) = state.node.sessions.detach(&attached) {
         tracing::info!(session = %ended.id, "lavalink session ended with its socket");
         ended.close_players().await;
