@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing mesastream needs on a bare Debian/Ubuntu machine:
 # libopus (through pkg-config), cmake, ffmpeg (test fixtures), redis-server, the
-# wasm32-wasip2 target, yt-dlp and schemathesis (the API fuzzer the tests run). Safe to run
-# again; skips what is already there.
+# wasm32-wasip2 target, yt-dlp and schemathesis (the API fuzzer the tests run), Node.js, and
+# the Lavalink client libraries the tests drive (host/tests/clients: lavalink.py from PyPI,
+# Shoukaku from npm, at the versions pinned there). Safe to run again; skips what is
+# already there.
 set -euo pipefail
 
 need_apt=()
@@ -12,6 +14,8 @@ command -v cmake >/dev/null || need_apt+=(cmake)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""
@@ -40,4 +44,17 @@ schemathesis_version="4.32.5"
 if ! st --version 2>/dev/null | grep -q "$schemathesis_version"; then
   echo "setup: installing schemathesis $schemathesis_version from PyPI"
   pip_install "schemathesis==$schemathesis_version"
+fi
+
+clients="$(cd "$(dirname "$0")/.." && pwd)/host/tests/clients"
+lavalink_py="$(grep -E '^lavalink==' "$clients/requirements.txt" | cut -d= -f3)"
+if ! python3 -c "import lavalink, sys; sys.exit(lavalink.__version__ != '$lavalink_py')" 2>/dev/null; then
+  echo "setup: installing lavalink.py $lavalink_py from PyPI"
+  pip_install -r "$clients/requirements.txt"
+fi
+shoukaku_pinned="$(node -p "require('$clients/package.json').dependencies.shoukaku")"
+shoukaku_installed="$(node -p "require('$clients/node_modules/shoukaku/package.json').version" 2>/dev/null || true)"
+if [ "$shoukaku_installed" != "$shoukaku_pinned" ]; then
+  echo "setup: installing the Node client libraries from npm (package-lock.json)"
+  npm ci --prefix "$clients" --no-audit --no-fund --loglevel=error >/dev/null
 fi

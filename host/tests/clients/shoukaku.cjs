@@ -1,0 +1,110 @@
+// Drives mesastream's Lavalink routes with Shoukaku, unmodified, as a bot would: the voice
+// events a Discord gateway would deliver are handed to the library by its own connector
+// interface. Every setting comes from the environment (see host/tests/lavalink_clients.rs).
+// Prints one line per step; exits non-zero, with the reason, on the first thing that is not
+// as a bot expects.
+"use strict";
+
+const { Shoukaku, Connector } = require("shoukaku");
+
+const env = process.env;
+const LIMIT_MS = 30_000;
+
+function step(text) {
+  console.log(text);
+}
+
+function fail(reason) {
+  console.error(reason);
+  process.exit(1);
+}
+
+/** The gateway side a Discord library would provide: joins are answered with the call's
+ * voice events, as Discord sends them (state first, then server). */
+class FakeGateway extends Connector {
+  getId() {
+    return env.BOT_ID;
+  }
+  listen(nodes) {
+    setImmediate(() => this.ready(nodes));
+  }
+  sendPacket(_shard, payload) {
+    if (payload.op !== 4 || !payload.d.channel_id) return;
+    const guild_id = payload.d.guild_id;
+    // Later, as Discord would: the library starts waiting right after sending the join.
+    setImmediate(() => {
+      this.raw({ t: "VOICE_STATE_UPDATE", d: {
+        guild_id, user_id: env.BOT_ID, channel_id: payload.d.channel_id,
+        session_id: env.VOICE_SESSION, self_deaf: false, self_mute: false } });
+      this.raw({ t: "VOICE_SERVER_UPDATE", d: {
+        guild_id, token: env.VOICE_TOKEN, endpoint: env.VOICE_ENDPOINT } });
+    });
+  }
+}
+
+function once(emitter, event, matches = () => true) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} within ${LIMIT_MS} ms`)), LIMIT_MS);
+    const listener = (...args) => {
+      if (!matches(...args)) return;
+      clearTimeout(timer);
+      emitter.off(event, listener);
+      resolve(args);
+    };
+    emitter.on(event, listener);
+  });
+}
+
+async function main() {
+  const nodes = [{ name: "mesastream", url: `127.0.0.1:${env.NODE_PORT}`, auth: env.PASSWORD }];
+  const shoukaku = new Shoukaku(new FakeGateway({}), nodes, { resume: false, reconnectTries: 1 });
+  shoukaku.on("error", (_, error) => fail(`shoukaku: ${error}`));
+  await once(shoukaku, "ready");
+  step("ready");
+
+  const player = await shoukaku.joinVoiceChannel({ guildId: env.GUILD_ID, channelId: env.CHANNEL_ID, shardId: 0 });
+  const connected = once(player, "update", (update) => update.state.connected);
+  step("joined");
+
+  const node = shoukaku.getIdealNode();
+  const result = await node.rest.resolve(env.TRACK_URL);
+  if (result?.loadType !== "track") fail(`loading ${env.TRACK_URL}: ${JSON.stringify(result)}`);
+  const track = result.data;
+  step(`loaded ${track.info.title} (${track.info.sourceName}, ${track.info.length} ms)`);
+
+  const started = once(player, "start");
+  await player.playTrack({ track: { encoded: track.encoded } });
+  const [start] = await started;
+  if (start.track.encoded !== track.encoded) fail(`started another track: ${JSON.stringify(start)}`);
+  await connected;
+  step("playing");
+
+  await player.setGlobalVolume(80);
+  await player.setLowPass({ smoothing: 2.0 });
+  await player.setPaused(true);
+  await player.setPaused(false);
+  const moved = once(player, "update", (update) => update.state.position >= 3000);
+  await player.seekTo(3000);
+  const [update] = await moved;
+  step(`seeked (position ${update.state.position})`);
+
+  const [end] = await once(player, "end");
+  if (end.reason !== "finished") fail(`the track ended ${end.reason}`);
+  step("finished");
+
+  const broken = await node.rest.resolve(env.BROKEN_URL);
+  if (broken?.loadType !== "track") fail(`loading the broken file: ${JSON.stringify(broken)}`);
+  const exception = once(player, "exception");
+  const ended = once(player, "end");
+  await player.playTrack({ track: { encoded: broken.data.encoded } });
+  const [failed] = await exception;
+  step(`exception: ${failed.exception.message} (${failed.exception.severity})`);
+  const [brokenEnd] = await ended;
+  if (brokenEnd.reason !== "loadFailed") fail(`the broken track ended ${brokenEnd.reason}`);
+
+  await shoukaku.leaveVoiceChannel(env.GUILD_ID);
+  step("done");
+  process.exit(0);
+}
+
+main().catch((error) => fail(error.stack || String(error)));

@@ -1,0 +1,81 @@
+//! Real Lavalink client libraries, as published and unmodified, against this node: each runs
+//! a bot's steps (connect, hand over the voice events, load, play, volume, a filter, pause,
+//! seek, a finished track and a broken one) while the fake voice server listens. The
+//! libraries are installed by `scripts/setup.sh` from their registries.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use fake_voice::FakeVoiceConfig;
+use support::{BOT_USER, Harness, LIMIT};
+
+const PASSWORD: &str = "youshallnotpass";
+
+async fn node() -> Harness {
+    let voice = FakeVoiceConfig { tls: true, ..Default::default() };
+    Harness::with_plugins(voice, &["lavalink-filters"], |c| c.lavalink_password = Some(PASSWORD.into())).await
+}
+
+/// Runs `program args` with the call's settings in its environment until it exits; its
+/// output is shown either way.
+async fn drive(h: &Harness, guild: u64, program: &str, args: &[&Path]) {
+    let channel = guild + 1_000;
+    h.fake.register_call(&guild.to_string(), channel);
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .env("NODE_PORT", h.addr.port().to_string())
+        .env("PASSWORD", PASSWORD)
+        .env("BOT_ID", BOT_USER.to_string())
+        .env("GUILD_ID", guild.to_string())
+        .env("CHANNEL_ID", channel.to_string())
+        .env("VOICE_SESSION", format!("session-{guild}"))
+        .env("VOICE_TOKEN", format!("token-{guild}"))
+        .env("VOICE_ENDPOINT", h.fake.endpoint())
+        .env("TRACK_URL", h.media.url("tone-523-long.mp3"))
+        .env("BROKEN_URL", h.media.url("noise.bin"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = command.spawn().unwrap_or_else(|e| panic!("{program} runs (scripts/setup.sh installs it): {e}"));
+    let output =
+        tokio::time::timeout(LIMIT * 3, child.wait_with_output()).await.expect("the client finishes").expect("output");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    eprintln!("{program} said:\n{stdout}\n{stderr}");
+    assert!(output.status.success(), "{program} failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(stdout.lines().any(|l| l == "done"), "{stdout}");
+}
+
+/// What the fake listener heard of the call: the tone and nothing else, none of it in the
+/// clear or undecryptable, and the part after the seek (3 s of the 6 s track) at least.
+fn assert_heard_the_track(h: &Harness, guild: u64) {
+    let session = h.fake.session(&guild.to_string()).expect("the node joined the call");
+    let report = session.report();
+    assert_eq!((report.undecryptable, report.plaintext, report.transport_failures), (0, 0, 0), "{report:?}");
+    assert!(session.counters().transitions >= 1, "DAVE was on: {:?}", session.counters());
+    let off = report.windows_off_frequency(523.0, 2.0);
+    assert!(off.is_empty(), "windows off 523 Hz: {off:?}");
+    assert!(report.audible_ms >= 2_900, "heard {} ms", report.audible_ms);
+}
+
+fn clients_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lavalink_py_plays_through_the_node() {
+    let h = node().await;
+    let guild = 400_000_000_000_000_001;
+    drive(&h, guild, "python3", &[&clients_dir().join("lavalink_py.py")]).await;
+    assert_heard_the_track(&h, guild);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoukaku_plays_through_the_node() {
+    let h = node().await;
+    let guild = 400_000_000_000_000_002;
+    drive(&h, guild, "node", &[&clients_dir().join("shoukaku.cjs")]).await;
+    assert_heard_the_track(&h, guild);
+}
