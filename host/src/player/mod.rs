@@ -379,6 +379,14 @@ impl Player {
         self.start(state, track, start_ms);
     }
 
+    /// Ends the current track when its position reaches `ms` (`None`: at its own end); it
+    /// ends as finished. A new track starts without a marker.
+    pub fn set_end(&self, state: &State, ms: Option<u64>) {
+        if state.current.is_some() {
+            self.output.set_end(ms);
+        }
+    }
+
     /// Ends the current track (it ends as stopped) and leaves the player idle, the queue
     /// as it is.
     pub fn end_track(&self, state: &mut State) {
@@ -396,7 +404,10 @@ impl Player {
         if let Some(cancel) = state.cancel.take() {
             cancel.store(true, Ordering::Release);
         }
+        // The end marker belongs to the track, not to where it was read from.
+        let end = self.output.end_ms();
         self.start(state, track, ms);
+        self.output.set_end(end);
         true
     }
 

@@ -32,6 +32,8 @@ const START_WAIT_TICKS: u8 = 3;
 const ASK_AHEAD: u64 = 1;
 /// No schedule yet: the next frame is due at the current tick.
 const UNSCHEDULED: u64 = u64::MAX;
+/// No end marker: the track plays to its end.
+const NO_END: u64 = u64::MAX;
 
 /// What the output tells its player.
 #[derive(Debug)]
@@ -84,6 +86,12 @@ pub struct PlayerOutput {
     sender: Mutex<Option<Arc<PacketSender>>>,
     paused: AtomicBool,
     position_frames: AtomicU64,
+    /// The position (in frames) at which the track ends early, as if it were over.
+    end_frame: AtomicU64,
+    /// Frames this player sent, and ticks it owed a frame and had none (its own lines, read by
+    /// protocols' statistics; the shared counters are `counters`).
+    sent_frames: AtomicU64,
+    missed_frames: AtomicU64,
     silence_left: AtomicU8,
     /// The tick whose timestamp the next audio frame carries.
     due: AtomicU64,
@@ -101,6 +109,9 @@ impl PlayerOutput {
             sender: Mutex::new(None),
             paused: AtomicBool::new(false),
             position_frames: AtomicU64::new(0),
+            end_frame: AtomicU64::new(NO_END),
+            sent_frames: AtomicU64::new(0),
+            missed_frames: AtomicU64::new(0),
             silence_left: AtomicU8::new(0),
             due: AtomicU64::new(UNSCHEDULED),
             signals,
@@ -114,8 +125,24 @@ impl PlayerOutput {
         let mut feed = self.feed.lock();
         *feed = Some(Feed { token, track, held: None, sent: 0, start_wait: START_WAIT_TICKS });
         self.has_feed.store(true, Ordering::Release);
+        self.end_frame.store(NO_END, Ordering::Release);
         drop(feed);
         self.position_frames.store(start_frames, Ordering::Release);
+    }
+
+    /// Ends the current track when its position reaches `ms` (none: at its own end).
+    pub fn set_end(&self, ms: Option<u64>) {
+        self.end_frame.store(ms.map_or(NO_END, |ms| ms / 20), Ordering::Release);
+    }
+
+    pub fn end_ms(&self) -> Option<u64> {
+        let end = self.end_frame.load(Ordering::Acquire);
+        (end != NO_END).then(|| end * 20)
+    }
+
+    /// Frames sent, and frames owed that were not ready, since the player was made.
+    pub fn frame_counts(&self) -> (u64, u64) {
+        (self.sent_frames.load(Ordering::Relaxed), self.missed_frames.load(Ordering::Relaxed))
     }
 
     /// Drops the current track's frames (stop, skip).
@@ -168,17 +195,27 @@ impl PlayerOutput {
             feed.start_wait = 0;
         }
         let mut ended = None;
-        let frame = feed.held.take().or_else(|| match feed.track.ring.take() {
-            Taken::Audio(packet) => Some(packet),
-            Taken::End(result) => {
-                ended = Some(result);
-                None
-            }
-            Taken::Empty => {
-                self.counters.underruns.inc();
-                None
-            }
-        });
+        let end = self.end_frame.load(Ordering::Acquire);
+        if end != NO_END && self.position_frames.load(Ordering::Acquire) >= end {
+            // The end marker: over, as if the track had ended there.
+            ended = Some(Ok(()));
+        }
+        let frame = if ended.is_some() {
+            None
+        } else {
+            feed.held.take().or_else(|| match feed.track.ring.take() {
+                Taken::Audio(packet) => Some(packet),
+                Taken::End(result) => {
+                    ended = Some(result);
+                    None
+                }
+                Taken::Empty => {
+                    self.counters.underruns.inc();
+                    self.missed_frames.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            })
+        };
         if let Some(result) = ended {
             let token = feed.token;
             *guard = None;
@@ -194,6 +231,7 @@ impl PlayerOutput {
                 feed.track.ring.recycle(packet);
                 feed.sent += 1;
                 self.position_frames.fetch_add(1, Ordering::AcqRel);
+                self.sent_frames.fetch_add(1, Ordering::Relaxed);
                 self.counters.frames_sent.inc();
                 self.silence_left.store(SILENCE_FRAMES, Ordering::Release);
                 self.quiet.send_if_modified(|q| std::mem::replace(q, false));

@@ -247,6 +247,7 @@ pub(crate) async fn run(
     }
 
     let mut awaiting_ack = false;
+    let mut beat_sent = Instant::now();
     let mut beat = tokio::time::interval_at(Instant::now() + interval, interval);
     loop {
         let close: Option<(Option<u16>, String)> = tokio::select! {
@@ -255,6 +256,7 @@ pub(crate) async fn run(
                     Some((None, "heartbeat not acknowledged".to_string()))
                 } else {
                     awaiting_ack = true;
+                    beat_sent = Instant::now();
                     link.heartbeat().await.err().map(|e| (None, e.to_string()))
                 }
             }
@@ -271,8 +273,11 @@ pub(crate) async fn run(
             incoming = link.next() => match incoming {
                 Incoming::Closed { code, reason } => Some((code, reason)),
                 other => {
-                    let before = interval;
+                    let (before, was_awaiting) = (interval, awaiting_ack);
                     let outcome = handle(&mut link, dave.as_mut(), other, &mut interval, &mut awaiting_ack).await;
+                    if was_awaiting && !awaiting_ack {
+                        sender.set_heartbeat_rtt(beat_sent.elapsed());
+                    }
                     if interval != before {
                         beat = tokio::time::interval_at(Instant::now() + interval, interval);
                     }

@@ -105,6 +105,11 @@ impl VoiceConnection {
     pub fn is_connected(&self) -> bool {
         self.sender.is_alive()
     }
+
+    /// The voice gateway's heartbeat round trip, once one was acknowledged.
+    pub fn ping(&self) -> Option<std::time::Duration> {
+        self.sender.heartbeat_rtt()
+    }
 }
 
 impl Drop for VoiceConnection {

@@ -4,7 +4,8 @@
 
 use std::net::UdpSocket;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use davey::{Codec, DaveSession, MediaType};
 use parking_lot::Mutex;
@@ -50,6 +51,8 @@ pub struct PacketSender {
     state: Mutex<SendState>,
     alive: AtomicBool,
     speaking: AtomicBool,
+    /// The last heartbeat's round trip on the voice gateway, in µs (`u64::MAX`: none yet).
+    heartbeat_rtt_us: AtomicU64,
     commands: mpsc::UnboundedSender<GatewayCommand>,
 }
 
@@ -75,6 +78,7 @@ impl PacketSender {
             }),
             alive: AtomicBool::new(true),
             speaking: AtomicBool::new(false),
+            heartbeat_rtt_us: AtomicU64::new(u64::MAX),
             commands,
         }
     }
@@ -85,6 +89,16 @@ impl PacketSender {
 
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
+    }
+
+    /// The voice gateway's last heartbeat round trip, once one was acknowledged.
+    pub fn heartbeat_rtt(&self) -> Option<Duration> {
+        let us = self.heartbeat_rtt_us.load(Ordering::Relaxed);
+        (us != u64::MAX).then(|| Duration::from_micros(us))
+    }
+
+    pub(crate) fn set_heartbeat_rtt(&self, rtt: Duration) {
+        self.heartbeat_rtt_us.store(rtt.as_micros().min(u128::from(u64::MAX - 1)) as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn mark_dead(&self) {
