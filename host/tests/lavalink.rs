@@ -545,3 +545,51 @@ async fn a_broken_file_a_closed_voice_session_and_a_closed_socket_reach_the_clie
     other_heard.wait(support::LIMIT, |c| !c.connected).await.expect("the player left its call");
     assert_eq!(get(&h, &format!("/v4/sessions/{id}/players")).await.status, 404, "the session ended");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_time_ends_the_track_as_finished_and_the_ping_is_the_gateways_round_trip() {
+    // Heartbeats every 100 ms, so a round trip is measured soon.
+    let voice_server = FakeVoiceConfig { tls: true, heartbeat_interval_ms: 100, ..Default::default() };
+    let h = Harness::start_with(voice_server, |c| c.lavalink_password = Some(PASSWORD.into())).await;
+    let mut client = Client::connect(&h).await;
+    let guild = new_guild();
+    let path = client.player_path(guild);
+    assert_eq!(patch(&h, &path, json!({"voice": voice(&h, guild)})).await.status, 200);
+    let heard = h.fake.session(&guild.to_string()).expect("session");
+
+    let track = loaded(&h, "tone-523-long.mp3").await;
+    let played = patch(&h, &path, json!({"track": {"encoded": track["encoded"]}, "endTime": 1_000})).await;
+    assert_eq!(played.status, 200, "{}", played.text);
+    let ended = client.event("TrackEndEvent", guild).await;
+    assert_eq!(ended["reason"], "finished", "an end marker ends the track as finished: {ended}");
+    heard.wait(support::LIMIT, |c| c.silence_packets >= 5).await.expect("silence after the end");
+    let report = heard.report();
+    assert!(report.audible_ms.abs_diff(1_000) <= 100, "heard {} ms of a 1 s marker", report.audible_ms);
+
+    let deadline = tokio::time::Instant::now() + support::LIMIT;
+    let ping = loop {
+        let ping = get(&h, &path).await.json()["state"]["ping"].as_i64().expect("ping");
+        if ping >= 0 {
+            break ping;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no heartbeat round trip measured");
+        tokio::task::yield_now().await;
+    };
+    assert!(ping < 1_000, "a loopback round trip: {ping} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_filters_reach_any_loaded_filter_by_name() {
+    let voice_server = FakeVoiceConfig { tls: true, ..Default::default() };
+    let h = Harness::with_plugins(voice_server, &["lavalink-filters"], |c| c.lavalink_password = Some(PASSWORD.into()))
+        .await;
+    let client = Client::connect(&h).await;
+    let path = client.player_path(new_guild());
+    let normalized = json!({"pluginFilters": {"normalization": {"targetDb": -18.0}}});
+    let set = patch(&h, &path, json!({"filters": normalized})).await;
+    assert_eq!(set.status, 200, "{}", set.text);
+    assert_eq!(set.json()["filters"], normalized);
+    let unknown = patch(&h, &path, json!({"filters": {"pluginFilters": {"noSuchFilter": {}}}})).await;
+    assert_eq!(unknown.status, 400);
+    assert!(unknown.json()["message"].as_str().is_some_and(|m| m.contains("noSuchFilter")), "{}", unknown.text);
+}

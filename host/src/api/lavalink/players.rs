@@ -64,11 +64,16 @@ struct Known {
     filters: BTreeMap<String, Value>,
 }
 
+/// Lavalink's default `trackStuckThresholdMs`.
+const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One guild's player in one session.
 pub struct LavalinkPlayer {
     pub guild_id: Id,
     pub player: Arc<Player>,
     known: Arc<Mutex<Known>>,
+    /// Frames sent at the last check, since when, and whether a stall was reported.
+    progress: Mutex<(u64, std::time::Instant, bool)>,
 }
 
 /// Tells the owning session what its player did, as Lavalink events.
@@ -137,7 +142,7 @@ impl LavalinkPlayer {
     pub async fn view(&self) -> Value {
         let state = self.player.state.lock().await;
         let position = self.player.position_ms(&state);
-        let connected = state.voice_connected();
+        let (connected, ping) = voice_link(&state);
         let paused = state.status == PlayerStatus::Paused;
         drop(state);
         let known = lock(&self.known);
@@ -151,7 +156,7 @@ impl LavalinkPlayer {
             "track": track,
             "volume": known.volume,
             "paused": paused,
-            "state": player_state(position, connected),
+            "state": player_state(position, connected, ping),
             "voice": known.voice,
             "filters": known.filters,
         })
@@ -164,12 +169,38 @@ impl LavalinkPlayer {
             lock(&self.known).track.as_ref()?;
         }
         let state = self.player.state.lock().await;
-        let (position, connected) = (self.player.position_ms(&state), state.voice_connected());
+        let position = self.player.position_ms(&state);
+        let (connected, ping) = voice_link(&state);
         drop(state);
         let frame = json!({
             "op": "playerUpdate",
-            "state": player_state(position, connected),
+            "state": player_state(position, connected, ping),
             "guildId": self.guild_id.to_string(),
+        });
+        Some(frame.to_string())
+    }
+
+    /// A `TrackStuckEvent` frame when a track that should be playing has sent no frame for
+    /// [`STUCK_AFTER`] (once per stall).
+    pub async fn stuck_frame(&self) -> Option<String> {
+        let (sent, _) = self.player.output.frame_counts();
+        let state = self.player.state.lock().await;
+        let playing = state.status == PlayerStatus::Playing && state.voice_connected();
+        drop(state);
+        let mut progress = lock(&self.progress);
+        if sent != progress.0 || !playing {
+            *progress = (sent, std::time::Instant::now(), false);
+            return None;
+        }
+        if progress.2 || progress.1.elapsed() < STUCK_AFTER {
+            return None;
+        }
+        progress.2 = true;
+        drop(progress);
+        let track = lock(&self.known).track.as_ref().map(|(_, t)| t.clone())?;
+        let frame = json!({
+            "op": "event", "type": "TrackStuckEvent", "guildId": self.guild_id.to_string(),
+            "track": track, "thresholdMs": STUCK_AFTER.as_millis() as u64,
         });
         Some(frame.to_string())
     }
@@ -182,10 +213,17 @@ impl LavalinkPlayer {
     }
 }
 
-fn player_state(position: u64, connected: bool) -> Value {
+/// Whether the voice session is up, and its gateway's heartbeat round trip in ms (-1 when
+/// there is none, as Lavalink says).
+fn voice_link(state: &crate::player::State) -> (bool, i64) {
+    let connected = state.voice_connected();
+    let ping = state.voice.as_ref().filter(|_| connected).and_then(|v| v.ping());
+    (connected, ping.map_or(-1, |p| p.as_millis() as i64))
+}
+
+fn player_state(position: u64, connected: bool, ping: i64) -> Value {
     let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    // No round-trip time is measured on the voice gateway yet: 0 when connected.
-    json!({"time": time, "position": position, "connected": connected, "ping": if connected { 0 } else { -1 }})
+    json!({"time": time, "position": position, "connected": connected, "ping": ping})
 }
 
 fn session_of(state: &LavalinkState, id: &str) -> LavalinkResult<Arc<Session>> {
@@ -370,6 +408,11 @@ pub async fn update(
         Some(None) => engine.end_track(&mut es),
         None => {}
     }
+    // The end marker goes on the track now playing, new or not; null removes it (as
+    // Lavalink's documentation says; its code ignores a null).
+    if let Some(end) = update.end_time {
+        engine.set_end(&es, end);
+    }
     drop(es);
     let view = player.view().await;
     // As Lavalink: at once after voice, play, seek and filters.
@@ -380,8 +423,9 @@ pub async fn update(
     Ok(Json(view))
 }
 
-/// The engine's chain and the filters as the client set them. Unknown keys are ignored, as
-/// Lavalink ignores them; `pluginFilters` are not supported yet and ignored too.
+/// The engine's chain and the filters as the client set them: Lavalink's own in its order,
+/// then `pluginFilters` (filter name → config) onto any loaded filter plugin of that name.
+/// Unknown keys are ignored, as Lavalink ignores them.
 fn filter_chain(filters: &BTreeMap<String, Value>) -> LavalinkResult<(Vec<FilterEntry>, BTreeMap<String, Value>)> {
     let mut chain = Vec::new();
     let mut set = BTreeMap::new();
@@ -395,6 +439,16 @@ fn filter_chain(filters: &BTreeMap<String, Value>) -> LavalinkResult<(Vec<Filter
             continue;
         }
         chain.push(FilterEntry { name: name.to_string(), config: config.clone() });
+    }
+    match filters.get("pluginFilters") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(plugins)) => {
+            for (name, config) in plugins {
+                chain.push(FilterEntry { name: name.clone(), config: config.clone() });
+            }
+            set.insert("pluginFilters".to_string(), Value::Object(plugins.clone()));
+        }
+        Some(_) => return Err(LavalinkError::bad_request("filters.pluginFilters must be an object")),
     }
     Ok((chain, set))
 }
@@ -487,5 +541,5 @@ pub fn new_player(state: &LavalinkState, session: &Arc<Session>, guild: Id) -> L
         .registry
         .create_owned(guild, Id(session.user_id), listener)
         .map_err(|e| LavalinkError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    Ok(LavalinkPlayer { guild_id: guild, player, known })
+    Ok(LavalinkPlayer { guild_id: guild, player, known, progress: Mutex::new((0, std::time::Instant::now(), false)) })
 }

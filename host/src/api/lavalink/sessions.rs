@@ -101,7 +101,7 @@ impl Session {
     }
 
     /// Sends every player's position while it has a track, every [`UPDATE_EVERY`], for as
-    /// long as the session lives.
+    /// long as the session lives, and says when a track is stuck.
     fn report_positions(self: &Arc<Self>) {
         let session = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -116,6 +116,9 @@ impl Session {
                 for player in session.players() {
                     if let Some(frame) = player.update_frame(false).await {
                         session.send(frame, true);
+                    }
+                    if let Some(frame) = player.stuck_frame().await {
+                        session.send(frame, false);
                     }
                 }
             }

@@ -20,6 +20,52 @@ use crate::events::Event;
 
 const STATS_EVERY: Duration = Duration::from_secs(60);
 
+/// Lavalink's frame statistics for one session: per playing player on average since the
+/// last `stats` frame, the frames sent, the frames owed that were not ready (`nulled`) and
+/// those neither sent nor owed (`deficit`: 50 a second, less the other two). Null when no
+/// player played through the whole interval.
+#[derive(Default)]
+struct FrameStats {
+    last: Option<(std::time::Instant, Counts)>,
+}
+
+impl FrameStats {
+    async fn since_last(&mut self, players: &[std::sync::Arc<super::players::LavalinkPlayer>]) -> serde_json::Value {
+        let now = std::time::Instant::now();
+        let mut counts = Counts::new();
+        for p in players {
+            if p.player.state.lock().await.status == crate::model::PlayerStatus::Playing {
+                counts.insert(p.guild_id, p.player.output.frame_counts());
+            }
+        }
+        let previous = self.last.replace((now, counts.clone()));
+        let Some((at, before)) = previous else { return serde_json::Value::Null };
+        averages(&before, &counts, now.duration_since(at))
+    }
+}
+
+type Counts = std::collections::HashMap<crate::model::Id, (u64, u64)>;
+
+/// Frame statistics from each player's (sent, owed and missing) counts at two moments
+/// `elapsed` apart, over the players present at both.
+fn averages(before: &Counts, after: &Counts, elapsed: Duration) -> serde_json::Value {
+    let deltas: Vec<(i64, i64)> = after
+        .iter()
+        .filter_map(|(guild, (sent, missed))| {
+            let (s0, m0) = before.get(guild)?;
+            Some((sent.saturating_sub(*s0) as i64, missed.saturating_sub(*m0) as i64))
+        })
+        .collect();
+    if deltas.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let n = deltas.len() as i64;
+    let sent = deltas.iter().map(|d| d.0).sum::<i64>() / n;
+    let nulled = deltas.iter().map(|d| d.1).sum::<i64>() / n;
+    let expected = (elapsed.as_millis() / 20) as i64;
+    json!({"sent": sent, "nulled": nulled, "deficit": (expected - sent - nulled).max(0)})
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
@@ -51,14 +97,13 @@ async fn serve(mut socket: WebSocket, state: LavalinkState, mut attached: Attach
         return;
     }
     let mut stats = tokio::time::interval(STATS_EVERY);
+    let mut frames = FrameStats::default();
     loop {
         tokio::select! {
             _ = stats.tick() => {
                 let mut frame = serde_json::to_value(node_stats(&state).await).unwrap_or_default();
                 frame["op"] = json!("stats");
-                // Lavalink's frame statistics need a whole minute of a player's frames;
-                // none are kept yet, which Lavalink also says with null.
-                frame["frameStats"] = serde_json::Value::Null;
+                frame["frameStats"] = frames.since_last(&attached.session.players()).await;
                 if socket.send(Message::text(frame.to_string())).await.is_err() { break; }
             }
             frame = attached.outbox.recv() => match frame {
@@ -86,5 +131,20 @@ async fn serve(mut socket: WebSocket, state: LavalinkState, mut attached: Attach
     if let Some(ended) = state.node.sessions.detach(&attached) {
         tracing::info!(session = %ended.id, "lavalink session ended with its socket");
         ended.close_players().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Id;
+
+    #[test]
+    fn frame_statistics_average_the_players_present_through_the_minute() {
+        let before: Counts = [(Id(1), (100, 0)), (Id(2), (0, 0))].into();
+        let after: Counts = [(Id(1), (3_100, 0)), (Id(2), (2_900, 40)), (Id(3), (50, 0))].into();
+        let stats = averages(&before, &after, Duration::from_secs(60));
+        assert_eq!(stats, json!({"sent": 2_950, "nulled": 20, "deficit": 30}), "player 3 joined late");
+        assert_eq!(averages(&Counts::new(), &after, Duration::from_secs(60)), serde_json::Value::Null);
     }
 }
