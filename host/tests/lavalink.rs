@@ -297,9 +297,15 @@ impl Drop for Client {
 
 impl Client {
     async fn connect(h: &Harness) -> Self {
+        Self::open(h, None).await.0
+    }
+
+    /// Connects, resuming the session `resume` names when given; says whether it was.
+    async fn open(h: &Harness, resume: Option<&str>) -> (Self, bool) {
         let bot = support::BOT_USER.to_string();
-        let auth = [("Authorization", PASSWORD), ("User-Id", bot.as_str()), ("Client-Name", "tests/1.0")];
-        let (mut socket, _) = connect(h, &auth).await.expect("connects");
+        let mut headers = vec![("Authorization", PASSWORD), ("User-Id", bot.as_str()), ("Client-Name", "tests/1.0")];
+        headers.extend(resume.map(|id| ("Session-Id", id)));
+        let (mut socket, resumed) = connect(h, &headers).await.expect("connects");
         let ready = next_json(&mut socket).await;
         let id = ready["sessionId"].as_str().expect("session id").to_string();
         let (tx, frames) = tokio::sync::mpsc::unbounded_channel();
@@ -313,7 +319,7 @@ impl Client {
                 }
             }
         });
-        Self { id, frames, seen: Vec::new(), reader }
+        (Self { id, frames, seen: Vec::new(), reader }, resumed.as_deref() == Some("true"))
     }
 
     /// The first frame (seen or new) that matches.
@@ -592,4 +598,47 @@ async fn plugin_filters_reach_any_loaded_filter_by_name() {
     let unknown = patch(&h, &path, json!({"filters": {"pluginFilters": {"noSuchFilter": {}}}})).await;
     assert_eq!(unknown.status, 400);
     assert!(unknown.json()["message"].as_str().is_some_and(|m| m.contains("noSuchFilter")), "{}", unknown.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_whose_source_hangs_is_reported_stuck() {
+    let h = node().await;
+    let mut client = Client::connect(&h).await;
+    let guild = new_guild();
+    let path = client.player_path(guild);
+    assert_eq!(patch(&h, &path, json!({"voice": voice(&h, guild)})).await.status, 200);
+    let played = patch(&h, &path, json!({"track": {"identifier": h.media.url("stalling.mp3")}})).await;
+    assert_eq!(played.status, 200, "{}", played.text);
+    client.event("TrackStartEvent", guild).await;
+    // 2 s of audio, then 10 s without a frame (Lavalink's threshold), noticed within 5 s.
+    let stuck = client.event("TrackStuckEvent", guild).await;
+    assert_eq!(stuck["thresholdMs"], 10_000);
+    assert!(stuck["track"]["info"]["uri"].as_str().is_some_and(|u| u.ends_with("stalling.mp3")), "{stuck}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resuming_session_plays_on_while_its_client_is_away_and_gets_what_it_missed() {
+    let h = node().await;
+    let mut client = Client::connect(&h).await;
+    let id = client.id.clone();
+    let on = patch(&h, &format!("/v4/sessions/{id}"), json!({"resuming": true, "timeout": 60})).await;
+    assert_eq!(on.json(), json!({"resuming": true, "timeout": 60}));
+    let guild = new_guild();
+    let path = client.player_path(guild);
+    assert_eq!(patch(&h, &path, json!({"voice": voice(&h, guild)})).await.status, 200);
+    let heard = h.fake.session(&guild.to_string()).expect("session");
+    let track = loaded(&h, "tone-523-long.mp3").await;
+    patch(&h, &path, json!({"track": {"encoded": track["encoded"]}})).await;
+    client.event("TrackStartEvent", guild).await;
+    heard.wait(support::LIMIT, |c| c.packets >= 25).await.expect("playing");
+
+    drop(client);
+    // The track plays to its end with nobody connected: its end event waits for the client.
+    heard.wait(support::LIMIT, |c| c.silence_packets >= 5).await.expect("the track played on");
+    let (mut client, resumed) = Client::open(&h, Some(&id)).await;
+    assert!(resumed, "Session-Resumed: true");
+    assert_eq!(client.id, id);
+    let ended = client.event("TrackEndEvent", guild).await;
+    assert_eq!(ended["reason"], "finished");
+    support::assert_heard(&heard.report(), 523.0, 6.0);
 }

@@ -256,6 +256,15 @@ async fn live_stream(sent: Arc<AtomicU64>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "audio/mpeg")], axum::body::Body::from_stream(chunks))
 }
 
+/// `/stalling.mp3`: 2 s of a 440 Hz tone, then nothing more and no end, as a source whose
+/// server hangs mid-stream.
+async fn stalling_stream() -> impl IntoResponse {
+    let frames = bytes::Bytes::from(std::fs::read(fixtures().join("tone-440-raw.mp3")).expect("fixture"));
+    let first = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(frames)]);
+    let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(first, futures_util::stream::pending()));
+    ([(axum::http::header::CONTENT_TYPE, "audio/mpeg")], body)
+}
+
 /// `/player.html`: a web page with the 440 Hz tone in an HTML5 audio element, as a site
 /// embeds its media (yt-dlp's generic extractor finds it).
 async fn player_page() -> impl IntoResponse {
@@ -330,6 +339,7 @@ impl MediaServer {
             .route("/feed.rss", get(feed))
             .route("/player.html", get(player_page))
             .route("/live.mp3", get(move || live_stream(live.clone())))
+            .route("/stalling.mp3", get(stalling_stream))
             .with_state(addr)
             .fallback_service(ServeDir::new(dir))
             .layer(middleware::from_fn(move |request: Request, next: Next| {
