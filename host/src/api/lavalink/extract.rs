@@ -3,6 +3,7 @@
 //! message does not, and clients print this one).
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -17,6 +18,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
+            // Lavalink answers a body that does not bind with 400 (axum would say 422), and
+            // one that is not JSON at all with 415.
+            Err(rejection) if rejection.status() == StatusCode::UNPROCESSABLE_ENTITY => {
+                Err(LavalinkError::bad_request(rejection.body_text()))
+            }
             Err(rejection) => Err(LavalinkError::new(rejection.status(), rejection.body_text())),
         }
     }
