@@ -4,8 +4,10 @@
 mod support;
 
 use fake_voice::FakeVoiceConfig;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
-use support::{Harness, LIMIT, Reply, enqueued_track_id};
+use support::{BOT_USER, Harness, LIMIT, Reply, TOKEN, enqueued_track_id};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn spec() -> Value {
     serde_yaml::from_str(include_str!("../../openapi.yaml")).expect("openapi.yaml parses")
@@ -43,12 +45,19 @@ fn check(doc: &Value, method: &str, template: &str, reply: &Reply) {
     assert!(errors.is_empty(), "{method} {template} {}: {errors:?}\n{}", reply.status, reply.body);
 }
 
+/// The Lavalink password these tests set: the same header as the bearer token, so one
+/// client reaches both APIs.
+fn lavalink_password() -> String {
+    format!("Bearer {TOKEN}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_route_is_served() {
     let doc = spec();
-    let h = Harness::start(FakeVoiceConfig::default()).await;
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.lavalink_password = Some(lavalink_password())).await;
     for (template, ops) in doc["paths"].as_object().expect("paths") {
-        let path = template.replace("{id}", "1").replace("{name}", "p");
+        let path =
+            template.replace("{id}", "1").replace("{name}", "p").replace("{session}", "s").replace("{guild}", "1");
         for method in ops.as_object().expect("ops").keys().filter(|k| *k != "parameters") {
             let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
             let body = if matches!(method.as_str(), "post" | "put") { Some(json!({})) } else { None };
@@ -125,6 +134,58 @@ async fn responses_match_the_documented_schemas() {
         &h.call(reqwest::Method::PUT, &p("/connection"), Some(payload)).await,
     );
     check(&doc, "delete", "/players/{id}", &h.call(reqwest::Method::DELETE, &p(""), None).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lavalink_responses_match_the_documented_schemas() {
+    let doc = spec();
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["lavalink-filters"], |c| {
+        c.lavalink_password = Some(lavalink_password())
+    })
+    .await;
+    let query = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    check(&doc, "get", "/v4/info", &h.get("/v4/info").await);
+    check(&doc, "get", "/v4/stats", &h.get("/v4/stats").await);
+    let loaded = h.get(&format!("/v4/loadtracks?identifier={}", query(&h.media.url("tone-440.mp3")))).await;
+    check(&doc, "get", "/v4/loadtracks", &loaded);
+    check(&doc, "get", "/v4/loadtracks", &h.get("/v4/loadtracks?identifier=nothing").await);
+    let missing = h.get(&format!("/v4/loadtracks?identifier={}", query(&h.media.url("missing.mp3")))).await;
+    check(&doc, "get", "/v4/loadtracks", &missing);
+    check(&doc, "get", "/v4/loadtracks", &h.get("/v4/loadtracks").await);
+    let encoded = loaded.body["data"]["encoded"].as_str().expect("encoded").to_string();
+    check(&doc, "get", "/v4/decodetrack", &h.get(&format!("/v4/decodetrack?encodedTrack={}", query(&encoded))).await);
+    check(&doc, "get", "/v4/decodetrack", &h.get("/v4/decodetrack?track=QAAA").await);
+    check(&doc, "get", "/v4/decodetrack", &h.get("/v4/decodetrack").await);
+    check(&doc, "post", "/v4/decodetracks", &h.post("/v4/decodetracks", json!([encoded])).await);
+    check(&doc, "post", "/v4/decodetracks", &h.post("/v4/decodetracks", json!([])).await);
+    check(&doc, "get", "/v4/routeplanner/status", &h.get("/v4/routeplanner/status").await);
+    check(&doc, "post", "/v4/routeplanner/free/all", &h.post("/v4/routeplanner/free/all", Value::Null).await);
+
+    let mut request = format!("ws://{}/v4/websocket", h.addr).into_client_request().expect("request");
+    request.headers_mut().insert("Authorization", lavalink_password().parse().expect("header"));
+    request.headers_mut().insert("User-Id", BOT_USER.to_string().parse().expect("header"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("session");
+    let ready = socket.next().await.expect("ready").expect("frame");
+    let ready: Value = serde_json::from_str(ready.to_text().expect("text")).expect("json");
+    let session = ready["sessionId"].as_str().expect("session id").to_string();
+    let s = |rest: &str| format!("/v4/sessions/{session}{rest}");
+    let node = &h;
+    let patch = |path: String, body: Value| async move { node.call(reqwest::Method::PATCH, &path, Some(body)).await };
+    check(&doc, "patch", "/v4/sessions/{session}", &patch(s(""), json!({"resuming": true})).await);
+    check(&doc, "patch", "/v4/sessions/{session}", &patch("/v4/sessions/none".into(), json!({})).await);
+    let made = patch(s("/players/42"), json!({"volume": 50, "filters": {"lowPass": {"smoothing": 20.0}}})).await;
+    check(&doc, "patch", "/v4/sessions/{session}/players/{guild}", &made);
+    check(
+        &doc,
+        "patch",
+        "/v4/sessions/{session}/players/{guild}",
+        &patch(s("/players/42"), json!({"endTime": 0})).await,
+    );
+    check(&doc, "get", "/v4/sessions/{session}/players", &h.get(&s("/players")).await);
+    check(&doc, "get", "/v4/sessions/{session}/players/{guild}", &h.get(&s("/players/42")).await);
+    check(&doc, "get", "/v4/sessions/{session}/players/{guild}", &h.get(&s("/players/7")).await);
+    let deleted = h.call(reqwest::Method::DELETE, &s("/players/42"), None).await;
+    check(&doc, "delete", "/v4/sessions/{session}/players/{guild}", &deleted);
 }
 
 #[test]
