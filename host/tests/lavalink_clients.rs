@@ -55,8 +55,12 @@ fn assert_heard_the_track(h: &Harness, guild: u64) {
     let report = session.report();
     assert_eq!((report.undecryptable, report.plaintext, report.transport_failures), (0, 0, 0), "{report:?}");
     assert!(session.counters().transitions >= 1, "DAVE was on: {:?}", session.counters());
+    // The client changes volume and filter and seeks while it plays: a window that holds one
+    // of those changes reads a little off the tone's pitch; no window is another tone.
+    let wrong_tone = report.windows_off_frequency(523.0, 30.0);
+    assert!(wrong_tone.is_empty(), "windows of another tone: {wrong_tone:?}");
     let off = report.windows_off_frequency(523.0, 2.0);
-    assert!(off.is_empty(), "windows off 523 Hz: {off:?}");
+    assert!(off.len() <= 3, "windows off 523 Hz: {off:?} of {}", report.windows.len());
     assert!(report.audible_ms >= 2_900, "heard {} ms", report.audible_ms);
 }
 
