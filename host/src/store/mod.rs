@@ -164,6 +164,29 @@ impl StateStore {
         }
     }
 
+    /// A protocol's own record (`{protocol}:{key}`), as JSON; one that does not parse is
+    /// moved aside and reads as absent.
+    pub async fn protocol_record<T: DeserializeOwned>(
+        &self,
+        protocol: &str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.read(&format!("{protocol}:{key}")).await
+    }
+
+    pub async fn save_protocol_record<T: Serialize>(
+        &self,
+        protocol: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.write(&format!("{protocol}:{key}"), value, None).await
+    }
+
+    pub async fn remove_protocol_record(&self, protocol: &str, key: &str) {
+        self.remove(&format!("{protocol}:{key}")).await;
+    }
+
     /// A plugin's own key (`plugin:{id}:kv:{key}`); errors reach the plugin.
     pub async fn plugin_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.key(&format!("plugin:{plugin}:kv:{key}"));

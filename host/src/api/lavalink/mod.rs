@@ -10,6 +10,7 @@ pub mod encoded_track;
 mod error;
 mod extract;
 mod info;
+mod persist;
 mod players;
 mod sessions;
 mod tracks;
@@ -63,6 +64,7 @@ impl Node {
 pub fn router(app: AppState, password: Option<String>) -> Router {
     let Some(password) = password else { return Router::new() };
     let state = LavalinkState { app, node: Node::new(password) };
+    tokio::spawn(persist::run(state.clone()));
     Router::new()
         .route("/version", get(info::version))
         .route("/v4/info", get(info::info))

@@ -17,6 +17,7 @@ use super::LavalinkState;
 use super::encoded_track::EncodedTrack;
 use super::error::{LavalinkError, LavalinkResult};
 use super::extract::{JsonBody, Query};
+use super::persist::{SavedPlayer, SavedTrack};
 use super::sessions::Session;
 use super::tracks::{self, Track};
 use crate::model::{FilterEntry, Id, PlayerStatus, VoiceBridgePayload};
@@ -41,7 +42,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VoiceState {
     token: String,
@@ -178,6 +179,28 @@ impl LavalinkPlayer {
             "guildId": self.guild_id.to_string(),
         });
         Some(frame.to_string())
+    }
+
+    /// What the store keeps of the player, to restore it after a restart.
+    pub async fn saved(&self) -> SavedPlayer {
+        let state = self.player.state.lock().await;
+        let position_ms = self.player.position_ms(&state);
+        let paused = state.status == PlayerStatus::Paused;
+        drop(state);
+        let known = lock(&self.known);
+        SavedPlayer {
+            guild: self.guild_id.0,
+            voice: (known.voice != VoiceState::default()).then(|| known.voice.clone()),
+            track: known.track.as_ref().map(|(_, t)| SavedTrack {
+                encoded: t.encoded.clone(),
+                user_data: t.user_data.clone(),
+                position_ms,
+            }),
+            paused,
+            volume: known.volume,
+            filters: known.filters.clone(),
+            end_ms: self.player.output.end_ms(),
+        }
     }
 
     /// A `TrackStuckEvent` frame when a track that should be playing has sent no frame for
@@ -542,4 +565,47 @@ pub fn new_player(state: &LavalinkState, session: &Arc<Session>, guild: Id) -> L
         .create_owned(guild, Id(session.user_id), listener)
         .map_err(|e| LavalinkError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(LavalinkPlayer { guild_id: guild, player, known, progress: Mutex::new((0, std::time::Instant::now(), false)) })
+}
+
+/// Makes a saved player again: its filters and volume, its voice connection (with the saved
+/// credentials) and its track at the saved position.
+pub async fn restore(state: &LavalinkState, session: &Arc<Session>, saved: SavedPlayer) -> LavalinkResult<()> {
+    let player = Arc::new(new_player(state, session, Id(saved.guild))?);
+    session.insert_player(player.clone());
+    let (chain, set) = filter_chain(&saved.filters)?;
+    {
+        let mut es = player.player.state.lock().await;
+        player.player.set_filters(&mut es, chain);
+        let filter_volume = set.get("volume").and_then(Value::as_f64).unwrap_or(1.0);
+        player.player.set_volume(&mut es, (f64::from(saved.volume) / 100.0 * filter_volume) as f32);
+        let mut known = lock(&player.known);
+        known.volume = saved.volume;
+        known.filters = set;
+    }
+    // What the client sees at once; the engine catches up as the call connects.
+    let track = match saved.track {
+        Some(track) => {
+            let NewTrack::Play { track: mut lavalink_track, engine: mut engine_track, .. } = from_blob(&track.encoded)?
+            else {
+                return Ok(());
+            };
+            engine_track.id = uuid::Uuid::new_v4().to_string();
+            lavalink_track.user_data = track.user_data;
+            lock(&player.known).track = Some((engine_track.id.clone(), *lavalink_track));
+            Some((*engine_track, track.position_ms))
+        }
+        None => None,
+    };
+    if let Some(voice) = saved.voice {
+        connect(state, session, &player, voice).await?;
+    }
+    if let Some((engine_track, position_ms)) = track {
+        let mut es = player.player.state.lock().await;
+        player.player.play_now(&mut es, engine_track, None, position_ms, saved.paused);
+        player.player.set_end(&es, saved.end_ms);
+    }
+    if let Some(frame) = player.update_frame(true).await {
+        session.send(frame, true);
+    }
+    Ok(())
 }

@@ -125,6 +125,11 @@ impl Session {
         });
     }
 
+    /// Adds a restored player.
+    pub fn insert_player(&self, player: Arc<LavalinkPlayer>) {
+        lock(&self.players).insert(player.guild_id, player);
+    }
+
     /// Whether the session may wait for its client after the socket closes, and how long.
     pub fn resuming(&self) -> (bool, u64) {
         let link = lock(&self.link);
@@ -200,9 +205,15 @@ impl Sessions {
             drop(link);
             return self.remove(&session.id, attached.generation);
         }
-        let (timeout, generation, id) = (Duration::from_secs(link.timeout_s), link.generation, session.id.clone());
+        let (timeout, generation) = (Duration::from_secs(link.timeout_s), link.generation);
         drop(link);
-        let sessions = self.clone();
+        self.expire_unless_resumed(&session.id, generation, timeout);
+        None
+    }
+
+    /// Ends the session `id` after `timeout` unless a client took it over by then.
+    fn expire_unless_resumed(self: &Arc<Self>, id: &str, generation: u64, timeout: Duration) {
+        let (sessions, id) = (self.clone(), id.to_string());
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             if let Some(ended) = sessions.remove_if_waiting(&id, generation) {
@@ -210,7 +221,18 @@ impl Sessions {
                 ended.close_players().await;
             }
         });
-        None
+    }
+
+    /// A session saved by an earlier run of the node, waiting for its client as a resuming
+    /// session does (for its timeout); its players are restored by the caller.
+    pub fn restore(self: &Arc<Self>, id: &str, user_id: u64, timeout_s: u64) -> Arc<Session> {
+        let link = Link { resuming: true, timeout_s, socket: None, generation: 0, queued: Vec::new(), ended: false };
+        let session =
+            Arc::new(Session { id: id.to_string(), user_id, link: Mutex::new(link), players: Mutex::default() });
+        session.report_positions();
+        lock(&self.by_id).insert(id.to_string(), session.clone());
+        self.expire_unless_resumed(id, 0, Duration::from_secs(timeout_s));
+        session
     }
 
     fn remove(&self, id: &str, generation: u64) -> Option<Arc<Session>> {

@@ -96,6 +96,16 @@ async fn serve(mut socket: WebSocket, state: LavalinkState, mut attached: Attach
         }
         return;
     }
+    if attached.resumed {
+        // As Lavalink: after a resume, where each player is.
+        for player in attached.session.players() {
+            if let Some(frame) = player.update_frame(true).await
+                && socket.send(Message::text(frame)).await.is_err()
+            {
+                break;
+            }
+        }
+    }
     let mut stats = tokio::time::interval(STATS_EVERY);
     let mut frames = FrameStats::default();
     loop {
