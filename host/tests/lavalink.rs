@@ -642,3 +642,35 @@ async fn a_resuming_session_plays_on_while_its_client_is_away_and_gets_what_it_m
     assert_eq!(ended["reason"], "finished");
     support::assert_heard(&heard.report(), 523.0, 6.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playlist_loads_through_the_resolvers_and_an_entry_plays_from_its_encoded_form() {
+    let grants = "[plugins.ytdlp]\nprocess = [\"yt-dlp\"]\npatterns = [\"http://127.0.0.1:*/**\"]\n";
+    let voice_server = FakeVoiceConfig { tls: true, ..Default::default() };
+    let h = Harness::with_plugins(voice_server, &["ytdlp"], |c| {
+        support::plugins::grant(c.plugins_dir.as_deref().expect("plugins dir"), grants);
+        c.lavalink_password = Some(PASSWORD.into());
+    })
+    .await;
+    let feed = get(&h, &format!("/v4/loadtracks?identifier={}", urlencode(&h.media.url("feed.rss")))).await.json();
+    assert_eq!(feed["loadType"], "playlist", "{feed}");
+    assert_eq!(feed["data"]["info"]["selectedTrack"], -1);
+    assert_eq!(feed["data"]["pluginInfo"], json!({}));
+    let entries = feed["data"]["tracks"].as_array().expect("tracks");
+    assert_eq!(entries.len(), 2, "{feed}");
+    let first = &entries[0];
+    assert_eq!(first["info"]["uri"], h.media.url("tone-660.flac").as_str(), "{first}");
+    assert_eq!(first["info"]["title"], "Episode 660");
+
+    let mut client = Client::connect(&h).await;
+    let guild = new_guild();
+    let path = client.player_path(guild);
+    assert_eq!(patch(&h, &path, json!({"voice": voice(&h, guild)})).await.status, 200);
+    // Only the encoded form goes back: the track is found again through the resolvers.
+    let played = patch(&h, &path, json!({"track": {"encoded": first["encoded"]}})).await;
+    assert_eq!(played.status, 200, "{}", played.text);
+    assert_eq!(client.event("TrackEndEvent", guild).await["reason"], "finished");
+    let heard = h.fake.session(&guild.to_string()).expect("session");
+    heard.wait(support::LIMIT, |c| c.silence_packets >= 5).await.expect("silence after the track");
+    support::assert_heard(&heard.report(), 660.0, 2.0);
+}

@@ -86,6 +86,11 @@ async def main():
         sys.exit(f"loading {ENV['TRACK_URL']}: {result.load_type}")
     track = result.tracks[0]
     step(f"loaded {track.title} ({track.source_name}, {track.duration} ms)")
+    # The library reads the encoded track by itself too (its http decoder included).
+    local = lavalink.decode_track(track.track)
+    if (local.title, local.uri, local.source_name) != (track.title, track.uri, track.source_name):
+        sys.exit(f"decoded locally as {local.title!r} {local.uri!r} {local.source_name!r}")
+    step("decoded locally")
 
     player.add(track, requester=BOT)
     await player.play()

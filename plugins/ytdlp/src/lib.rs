@@ -83,7 +83,7 @@ impl Guest for Ytdlp {
 }
 
 fn track(info: Info, source: &str) -> Track {
-    let uri = info.webpage_url.clone().or_else(|| info.url.clone()).unwrap_or_default();
+    let uri = info.webpage_url.clone().or_else(|| info.url.clone()).map(unsmuggled).unwrap_or_default();
     // Flat entries carry a page URL, not media: they are resolved again when they play.
     let flat = matches!(info.kind.as_deref(), Some("url" | "url_transparent"));
     let locator = match (&info.url, flat) {
@@ -106,6 +106,15 @@ fn track(info: Info, source: &str) -> Track {
         source_name: source.into(),
         uri,
         locator,
+    }
+}
+
+/// A URL without the data yt-dlp smuggles to itself in its fragment (`#__youtubedl_smuggle=`,
+/// on a playlist's entries): users see the link, and yt-dlp finds the same media without it.
+fn unsmuggled(url: String) -> String {
+    match url.find("#__youtubedl_smuggle=") {
+        Some(at) => url[..at].to_string(),
+        None => url,
     }
 }
 
@@ -190,5 +199,16 @@ mod tests {
         assert_eq!(p.program, "yt-dlp");
         assert_eq!(p.args[p.args.len() - 6..], ["--format", "hls-1", "-o", "-", "--", "http://h/page"]);
         assert!(matches!(track(info("https"), "http").locator, Some(StreamLocator::Http(_))));
+    }
+
+    #[test]
+    fn a_playlist_entry_shows_its_link_without_what_ytdlp_smuggles() {
+        let entry = Info {
+            url: Some("http://h/a.flac#__youtubedl_smuggle=%7B%22force_videoid%22%3A+%22a%22%7D".into()),
+            kind: Some("url".into()),
+            ..Info::default()
+        };
+        let t = track(entry, "http");
+        assert_eq!((t.uri.as_str(), t.identifier.as_str()), ("http://h/a.flac", "http://h/a.flac"));
     }
 }
