@@ -7,6 +7,8 @@ mod support;
 use fake_voice::FakeVoiceConfig;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use std::time::Duration;
+
 use support::{Harness, Serving};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -235,6 +237,18 @@ async fn a_session_starts_ready_then_stats_and_resumes_with_its_id() {
     assert_eq!(stats["op"], "stats", "{stats}");
     assert_eq!(stats["frameStats"], Value::Null, "the key is there on the socket: {stats}");
     assert!(stats["uptime"].as_u64().is_some());
+    // Clients ping (lavalink-client closes a socket that does not answer).
+    futures_util::SinkExt::send(&mut socket, Message::Ping(b"are you there".to_vec().into())).await.expect("ping");
+    loop {
+        match tokio::time::timeout(support::LIMIT, socket.next()).await.expect("a pong in time") {
+            Some(Ok(Message::Pong(payload))) => {
+                assert_eq!(&payload[..], b"are you there");
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
 
     let update = call(
         &h,
@@ -324,11 +338,16 @@ impl Client {
 
     /// The first frame (seen or new) that matches.
     async fn wait(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        self.wait_within(support::LIMIT, what, matches).await
+    }
+
+    async fn wait_within(&mut self, limit: Duration, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
         if let Some(frame) = self.seen.iter().find(|f| matches(f)) {
             return frame.clone();
         }
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
-            match tokio::time::timeout(support::LIMIT, self.frames.recv()).await {
+            match tokio::time::timeout_at(deadline, self.frames.recv()).await {
                 Ok(Some(frame)) => {
                     self.seen.push(frame.clone());
                     if matches(&frame) {
@@ -673,4 +692,26 @@ async fn a_playlist_loads_through_the_resolvers_and_an_entry_plays_from_its_enco
     let heard = h.fake.session(&guild.to_string()).expect("session");
     heard.wait(support::LIMIT, |c| c.silence_packets >= 5).await.expect("silence after the track");
     support::assert_heard(&heard.report(), 660.0, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_nobody_takes_frames_from_is_cleaned_up_after_a_minute() {
+    let h = node().await;
+    let mut client = Client::connect(&h).await;
+    let guild = new_guild();
+    let path = client.player_path(guild);
+    // No voice: nothing plays the track.
+    let played = patch(&h, &path, json!({"track": {"identifier": h.media.url("tone-440.mp3")}})).await;
+    assert_eq!(played.status, 200, "{}", played.text);
+    assert_eq!(played.json()["state"]["connected"], false);
+    let started = std::time::Instant::now();
+    let guild_id = guild.to_string();
+    let ended = client
+        .wait_within(Duration::from_secs(90), "TrackEndEvent", |f| {
+            f["type"] == "TrackEndEvent" && f["guildId"] == guild_id.as_str()
+        })
+        .await;
+    assert_eq!(ended["reason"], "cleanup");
+    assert!(started.elapsed() >= Duration::from_secs(60), "after a minute, as Lavalink: {:?}", started.elapsed());
+    assert_eq!(get(&h, &path).await.json()["track"], Value::Null);
 }

@@ -16,6 +16,8 @@ pub enum EndReason {
     Stopped,
     /// Another track took its place.
     Replaced,
+    /// Nobody took its frames for a long while (no voice connection), so it was let go.
+    Cleanup,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -390,8 +390,13 @@ impl Player {
     /// Ends the current track (it ends as stopped) and leaves the player idle, the queue
     /// as it is.
     pub fn end_track(&self, state: &mut State) {
+        self.end_track_as(state, EndReason::Stopped);
+    }
+
+    /// The same, saying why it ended.
+    pub fn end_track_as(&self, state: &mut State, reason: EndReason) {
         if let Some(current) = state.current.clone() {
-            self.emit_ended(&current, EndReason::Stopped);
+            self.emit_ended(&current, reason);
         }
         self.end_current(state);
         self.output.set_paused(false);

@@ -67,6 +67,9 @@ struct Known {
 
 /// Lavalink's default `trackStuckThresholdMs`.
 const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+/// A track nobody takes frames from (no voice connection) is let go after this, as
+/// lavaplayer's cleanup does.
+const CLEANUP_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One guild's player in one session.
 pub struct LavalinkPlayer {
@@ -109,6 +112,7 @@ impl PlayerListener for SessionListener {
                     EndReason::Finished => "finished",
                     EndReason::Stopped => "stopped",
                     EndReason::Replaced => "replaced",
+                    EndReason::Cleanup => "cleanup",
                     EndReason::Failed(message) => {
                         let exception = json!({
                             "message": message, "severity": "common", "cause": message, "causeStackTrace": "",
@@ -203,23 +207,34 @@ impl LavalinkPlayer {
         }
     }
 
-    /// A `TrackStuckEvent` frame when a track that should be playing has sent no frame for
-    /// [`STUCK_AFTER`] (once per stall).
-    pub async fn stuck_frame(&self) -> Option<String> {
+    /// Watches the track's progress: a `TrackStuckEvent` frame when a track that should be
+    /// playing has sent no frame for [`STUCK_AFTER`] (once per stall); a track without a
+    /// voice connection for [`CLEANUP_AFTER`] ends (as `cleanup`).
+    pub async fn watch_progress(&self) -> Option<String> {
         let (sent, _) = self.player.output.frame_counts();
-        let state = self.player.state.lock().await;
-        let playing = state.status == PlayerStatus::Playing && state.voice_connected();
-        drop(state);
+        let mut state = self.player.state.lock().await;
+        let connected = state.voice_connected();
+        let playing = state.status == PlayerStatus::Playing;
         let mut progress = lock(&self.progress);
-        if sent != progress.0 || !playing {
+        let loaded = state.current.is_some();
+        if sent != progress.0 || !loaded || (connected && !playing) {
             *progress = (sent, std::time::Instant::now(), false);
             return None;
         }
-        if progress.2 || progress.1.elapsed() < STUCK_AFTER {
+        let idle_for = progress.1.elapsed();
+        if !connected {
+            if idle_for >= CLEANUP_AFTER {
+                drop(progress);
+                self.player.end_track_as(&mut state, EndReason::Cleanup);
+            }
+            return None;
+        }
+        if progress.2 || idle_for < STUCK_AFTER {
             return None;
         }
         progress.2 = true;
         drop(progress);
+        drop(state);
         let track = lock(&self.known).track.as_ref().map(|(_, t)| t.clone())?;
         let frame = json!({
             "op": "event", "type": "TrackStuckEvent", "guildId": self.guild_id.to_string(),

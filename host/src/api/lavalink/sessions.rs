@@ -101,7 +101,7 @@ impl Session {
     }
 
     /// Sends every player's position while it has a track, every [`UPDATE_EVERY`], for as
-    /// long as the session lives, and says when a track is stuck.
+    /// long as the session lives; says when a track is stuck and lets go of one nobody plays.
     fn report_positions(self: &Arc<Self>) {
         let session = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -117,7 +117,7 @@ impl Session {
                     if let Some(frame) = player.update_frame(false).await {
                         session.send(frame, true);
                     }
-                    if let Some(frame) = player.stuck_frame().await {
+                    if let Some(frame) = player.watch_progress().await {
                         session.send(frame, false);
                     }
                 }
