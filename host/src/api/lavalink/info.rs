@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::error::LavalinkError;
+use super::players::FILTER_ORDER;
 use super::{LavalinkState, Node};
 use crate::model::PlayerStatus;
 use crate::plugins::PluginHost;
@@ -17,20 +18,6 @@ use crate::telemetry::process;
 
 /// The Lavalink release whose protocol this node speaks (clients gate features on it).
 const PROTOCOL: (u64, u64, u64) = (4, 2, 2);
-/// Lavalink's filters, by the names clients send. `volume` is the player's own; the rest
-/// are listed when a loaded filter plugin provides them.
-const FILTERS: [&str; 10] = [
-    "volume",
-    "equalizer",
-    "karaoke",
-    "timescale",
-    "tremolo",
-    "vibrato",
-    "distortion",
-    "rotation",
-    "channelMix",
-    "lowPass",
-];
 
 /// `4.2.2+mesastream.0.1.0`: the protocol's version, with this build as semver build data.
 fn semver() -> String {
@@ -96,7 +83,11 @@ fn source_managers(plugins: Option<&PluginHost>) -> Vec<String> {
 }
 
 fn filters(plugins: Option<&PluginHost>) -> Vec<&'static str> {
-    FILTERS.into_iter().filter(|name| *name == "volume" || plugins.is_some_and(|h| h.filter(name).is_some())).collect()
+    // `volume` is the player's own; the rest are listed when a loaded plugin provides them.
+    FILTER_ORDER
+        .into_iter()
+        .filter(|name| *name == "volume" || plugins.is_some_and(|h| h.filter(name).is_some()))
+        .collect()
 }
 
 #[derive(Serialize)]

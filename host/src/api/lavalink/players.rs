@@ -25,7 +25,7 @@ use crate::player::{EndReason, Player, PlayerListener, PlayerNews};
 
 /// Lavalink's filters in the order it applies them; `volume` is the player's gain, the rest
 /// are plugin filters of the same names and fields.
-const FILTER_ORDER: [&str; 10] = [
+pub(super) const FILTER_ORDER: [&str; 10] = [
     "volume",
     "equalizer",
     "karaoke",
