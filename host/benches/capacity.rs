@@ -10,6 +10,7 @@
 //!     cargo bench --bench capacity               # the passthrough ramp
 //!     cargo bench --bench capacity -- idle       # 10 000 idle voice connections
 //!     cargo bench --bench capacity -- transcode  # mp3 → WASM lowPass → Opus, cache filling
+//!     cargo bench --bench capacity -- transcode-cached  # the same mp3 for all, cached first
 //!
 //! `CAPACITY_STEPS=500,1000` runs only those steps (to profile one load, for example).
 //!
@@ -161,12 +162,15 @@ enum Mode {
     /// An mp3 of its own (each decodes and fills the cache) through one WASM filter, encoded
     /// to Opus at complexity 10.
     Transcode,
+    /// The same mp3 for every player, already in the cache (a popular track): each decodes
+    /// the cached Opus, filters and encodes once.
+    TranscodeCached,
 }
 
 /// `n` players each start their track at once.
 async fn step(h: &Harness, pid: &str, base_rss: u64, n: usize, mode: Mode) -> Step {
     let all = players(h, n).await;
-    if mode == Mode::Transcode {
+    if mode != Mode::Passthrough {
         let chain = json!([{ "name": "lowPass", "config": { "smoothing": 20.0 } }]);
         let paths: Vec<String> = all.iter().map(|(g, _)| format!("/players/{g}/filters")).collect();
         join_all(paths.iter().map(|path| h.call(reqwest::Method::PUT, path, Some(chain.clone())))).await;
@@ -177,6 +181,7 @@ async fn step(h: &Harness, pid: &str, base_rss: u64, n: usize, mode: Mode) -> St
         .map(|(g, _)| match mode {
             Mode::Passthrough => h.media.url(TRACK),
             Mode::Transcode => h.media.url(&format!("{TRANSCODE_TRACK}?player={g}")),
+            Mode::TranscodeCached => h.media.url(TRANSCODE_TRACK),
         })
         .collect();
     join_all(all.iter().zip(&urls).map(|((g, _), url)| h.enqueue(*g, url))).await;
@@ -317,12 +322,21 @@ async fn idle(open_files: u64) {
     destroy(&h, &all).await;
 }
 
-async fn transcode_ramp() {
+async fn transcode_ramp(mode: Mode) {
     let encode_us = support::baseline::encode_only_us_per_frame();
     let encode_only_per_core = 1e6 / (encode_us * 50.0);
     println!("libopus encode only: {encode_us:.1} µs per 20 ms frame, {encode_only_per_core:.0} players per core");
     let plugins = support::plugins::install(&["lavalink-filters"]);
-    let (h, pid, _) = server(1000, Some(plugins.path())).await;
+    let (h, pid, cache) = server(1000, Some(plugins.path())).await;
+    if mode == Mode::TranscodeCached {
+        // One play fills the cache; every step then reads it.
+        let warm = players(&h, 1).await;
+        let mut events = h.events().await;
+        let reply = h.enqueue(warm[0].0, &h.media.url(TRANSCODE_TRACK)).await;
+        events.track_ended(warm[0].0, &enqueued_track_id(&reply.body)).await;
+        destroy(&h, &warm).await;
+        cached(&cache).await;
+    }
     let base = usage(&pid);
     println!("server threads with no player: {}; RSS {} MiB", base.threads, base.rss >> 20);
     println!();
@@ -332,7 +346,7 @@ async fn transcode_ramp() {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut sustained = 0;
     for n in steps(TRANSCODE_STEPS) {
-        let s = step(&h, &pid, base.rss, n, Mode::Transcode).await;
+        let s = step(&h, &pid, base.rss, n, mode).await;
         let ms_per_player_second = s.cpu_us_per_packet() * 50.0 / 1000.0;
         let per_core = 1000.0 / ms_per_player_second;
         println!(
@@ -365,12 +379,13 @@ async fn transcode_ramp() {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let open_files = mesastream::open_files::raise().unwrap_or(1024);
-    let mode = std::env::args().skip(1).find(|a| a == "idle" || a == "transcode");
+    let mode = std::env::args().skip(1).find(|a| ["idle", "transcode", "transcode-cached"].contains(&a.as_str()));
     let baseline_us = physical_baseline_us();
     println!("physical baseline (DAVE-like seal + transport seal + UDP send): {baseline_us:.2} µs per packet");
     match mode.as_deref() {
         Some("idle") => idle(open_files).await,
-        Some("transcode") => transcode_ramp().await,
+        Some("transcode") => transcode_ramp(Mode::Transcode).await,
+        Some("transcode-cached") => transcode_ramp(Mode::TranscodeCached).await,
         _ => ramp(baseline_us).await,
     }
 }
