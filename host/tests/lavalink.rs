@@ -67,6 +67,14 @@ async fn the_password_guards_every_route_and_every_answer_names_the_api_version(
     assert_eq!(version.status, 200);
     assert!(version.text.starts_with("4."), "{}", version.text);
     assert_eq!(version.version_header.as_deref(), Some("4"));
+    for path in ["/", "/v3/websocket"] {
+        let empty = get(&h, path).await;
+        assert_eq!(
+            (empty.status, empty.text.as_str()),
+            (200, ""),
+            "{path}: as Lavalink, so a v3 client fails to upgrade"
+        );
+    }
     // The mesastream routes keep their own bearer token.
     assert_eq!(h.get("/players").await.status, 200);
 }

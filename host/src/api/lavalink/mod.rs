@@ -66,6 +66,9 @@ pub fn router(app: AppState, password: Option<String>) -> Router {
     let state = LavalinkState { app, node: Node::new(password) };
     tokio::spawn(persist::run(state.clone()));
     Router::new()
+        // Lavalink answers these with an empty 200, so a v3 client fails at the upgrade.
+        .route("/", get(empty))
+        .route("/v3/websocket", get(empty))
         .route("/version", get(info::version))
         .route("/v4/info", get(info::info))
         .route("/v4/stats", get(info::stats))
@@ -87,6 +90,10 @@ pub fn router(app: AppState, password: Option<String>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_password))
         .layer(middleware::map_response(api_version))
         .with_state(state)
+}
+
+async fn empty() -> StatusCode {
+    StatusCode::OK
 }
 
 async fn not_found(request: Request) -> LavalinkError {
