@@ -3,7 +3,7 @@
 # libopus (through pkg-config), cmake, ffmpeg (test fixtures), redis-server, the
 # wasm32-wasip2 target, yt-dlp and schemathesis (the API fuzzer the tests run), Node.js, and
 # the Lavalink client libraries the tests drive (host/tests/clients: lavalink.py from PyPI,
-# Shoukaku from npm, at the versions pinned there). Safe to run again; skips what is
+# Shoukaku and lavalink-client from npm, at the versions pinned there). Safe to run again; skips what is
 # already there.
 set -euo pipefail
 
@@ -52,9 +52,14 @@ if ! python3 -c "import lavalink, sys; sys.exit(lavalink.__version__ != '$lavali
   echo "setup: installing lavalink.py $lavalink_py from PyPI"
   pip_install -r "$clients/requirements.txt"
 fi
-shoukaku_pinned="$(node -p "require('$clients/package.json').dependencies.shoukaku")"
-shoukaku_installed="$(node -p "require('$clients/node_modules/shoukaku/package.json').version" 2>/dev/null || true)"
-if [ "$shoukaku_installed" != "$shoukaku_pinned" ]; then
+# Every Node client library at the version package.json pins, else `npm ci`.
+if ! node -e '
+  const dir = process.argv[1];
+  for (const [name, version] of Object.entries(require(dir + "/package.json").dependencies)) {
+    let installed;
+    try { installed = require(dir + "/node_modules/" + name + "/package.json").version; } catch { process.exit(1); }
+    if (installed !== version) process.exit(1);
+  }' "$clients"; then
   echo "setup: installing the Node client libraries from npm (package-lock.json)"
   npm ci --prefix "$clients" --no-audit --no-fund --loglevel=error >/dev/null
 fi

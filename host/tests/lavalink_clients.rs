@@ -1,4 +1,5 @@
-//! Real Lavalink client libraries, as published and unmodified, against this node: each runs
+//! Real Lavalink client libraries (lavalink.py, Shoukaku, lavalink-client), as published and
+//! unmodified, against this node: each runs
 //! a bot's steps (connect, hand over the voice events, load, play, volume, a filter, pause,
 //! seek, a finished track and a broken one) while the fake voice server listens. The
 //! libraries are installed by `scripts/setup.sh` from their registries.
@@ -81,5 +82,13 @@ async fn shoukaku_plays_through_the_node() {
     let h = node().await;
     let guild = 400_000_000_000_000_002;
     drive(&h, guild, "node", &[&clients_dir().join("shoukaku.cjs")]).await;
+    assert_heard_the_track(&h, guild);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lavalink_client_plays_through_the_node() {
+    let h = node().await;
+    let guild = 400_000_000_000_000_003;
+    drive(&h, guild, "node", &[&clients_dir().join("lavalink_client.cjs")]).await;
     assert_heard_the_track(&h, guild);
 }

@@ -1,0 +1,109 @@
+// Drives mesastream's Lavalink routes with lavalink-client, unmodified, as a bot would: the
+// voice events a Discord gateway would deliver are handed to the library by hand. Every
+// setting comes from the environment (see host/tests/lavalink_clients.rs). Prints one line
+// per step; exits non-zero, with the reason, on the first thing that is not as a bot expects.
+"use strict";
+
+const { LavalinkManager } = require("lavalink-client");
+
+const env = process.env;
+const LIMIT_MS = 30_000;
+
+function step(text) {
+  console.log(text);
+}
+
+function fail(reason) {
+  console.error(reason);
+  process.exit(1);
+}
+
+function once(emitter, event, matches = () => true) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} within ${LIMIT_MS} ms`)), LIMIT_MS);
+    const listener = (...args) => {
+      if (!matches(...args)) return;
+      clearTimeout(timer);
+      emitter.off(event, listener);
+      resolve(args);
+    };
+    emitter.on(event, listener);
+  });
+}
+
+async function main() {
+  const manager = new LavalinkManager({
+    nodes: [{
+      id: "mesastream", host: "127.0.0.1", port: Number(env.NODE_PORT), authorization: env.PASSWORD,
+      // This node loads no resolver plugin here, so it lists no "youtube" source, and the
+      // library would refuse any query under its default search platform (ytsearch).
+      autoChecks: { sourcesValidations: false },
+    }],
+    // What a Discord library would do with the join: Discord answers with the call's voice
+    // events, state first, then server.
+    sendToShard: (guildId, payload) => {
+      if (payload.op !== 4 || !payload.d.channel_id) return;
+      setImmediate(async () => {
+        await manager.sendRawData({ t: "VOICE_STATE_UPDATE", d: {
+          guild_id: guildId, user_id: env.BOT_ID, channel_id: payload.d.channel_id,
+          session_id: env.VOICE_SESSION, self_deaf: false, self_mute: false } });
+        await manager.sendRawData({ t: "VOICE_SERVER_UPDATE", d: {
+          guild_id: guildId, token: env.VOICE_TOKEN, endpoint: env.VOICE_ENDPOINT } });
+      });
+    },
+    client: { id: env.BOT_ID, username: "tests" },
+  });
+  manager.nodeManager.on("error", (node, error) => fail(`node ${node.id}: ${error}`));
+  const connected = once(manager.nodeManager, "connect");
+  await manager.init({ id: env.BOT_ID, username: "tests" });
+  await connected;
+  step("connected");
+
+  const player = manager.createPlayer({ guildId: env.GUILD_ID, voiceChannelId: env.CHANNEL_ID, textChannelId: "1" });
+  const inCall = once(manager, "playerUpdate", (_, p) => p.guildId === env.GUILD_ID && p.connected);
+  await player.connect();
+  await inCall;
+  step("voice connected");
+
+  const result = await player.search({ query: env.TRACK_URL }, { id: "tester" });
+  if (result.loadType !== "track") fail(`loading ${env.TRACK_URL}: ${result.loadType}`);
+  const track = result.tracks[0];
+  step(`loaded ${track.info.title} (${track.info.sourceName}, ${track.info.duration} ms)`);
+
+  const started = once(manager, "trackStart");
+  await player.queue.add(track);
+  await player.play();
+  const [, start] = await started;
+  if (start.encoded !== track.encoded) fail("started another track");
+  step("playing");
+
+  await player.setVolume(80);
+  await player.filterManager.toggleLowPass(2);
+  await player.pause();
+  await player.resume();
+  const moved = once(manager, "playerUpdate", (_, p) => p.guildId === env.GUILD_ID && p.lastPosition >= 3000);
+  await player.seek(3000);
+  await moved;
+  step("seeked");
+
+  // The queue is empty: the library reports the end as the queue's end.
+  const [, , end] = await once(manager, "queueEnd");
+  if (end.reason !== "finished") fail(`the track ended ${end.reason}`);
+  step("finished");
+
+  const broken = await player.search({ query: env.BROKEN_URL }, { id: "tester" });
+  if (broken.loadType !== "track") fail(`loading the broken file: ${broken.loadType}`);
+  const errored = once(manager, "trackError");
+  const ended = once(manager, "queueEnd");
+  await player.play({ clientTrack: broken.tracks[0] });
+  const [, , failed] = await errored;
+  step(`exception: ${failed.exception?.message} (${failed.exception?.severity})`);
+  const [, , brokenEnd] = await ended;
+  if (brokenEnd.reason !== "loadFailed") fail(`the broken track ended ${brokenEnd.reason}`);
+
+  await player.destroy();
+  step("done");
+  process.exit(0);
+}
+
+main().catch((error) => fail(error.stack || String(error)));
