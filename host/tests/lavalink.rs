@@ -723,3 +723,30 @@ async fn a_track_nobody_takes_frames_from_is_cleaned_up_after_a_minute() {
     assert!(started.elapsed() >= Duration::from_secs(60), "after a minute, as Lavalink: {:?}", started.elapsed());
     assert_eq!(get(&h, &path).await.json()["track"], Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_loads_as_search_results_and_is_not_played_by_identifier() {
+    // A resolver's search, offline: the prober fixture answers `probe:search:` with the links.
+    let voice_server = FakeVoiceConfig { tls: true, ..Default::default() };
+    let h = Harness::with_plugins(voice_server, &["prober"], |c| c.lavalink_password = Some(PASSWORD.into())).await;
+    let (a, b) = (h.media.url("tone-440.mp3"), h.media.url("tone-523-long.mp3"));
+    let query = format!("probe:search:{a}|{b}");
+    let found = get(&h, &format!("/v4/loadtracks?identifier={}", urlencode(&query))).await.json();
+    assert_eq!(found["loadType"], "search", "{found}");
+    let results = found["data"].as_array().expect("results");
+    assert_eq!(results.iter().map(|t| t["info"]["uri"].clone()).collect::<Vec<_>>(), [json!(a), json!(b)]);
+
+    let mut client = Client::connect(&h).await;
+    let guild = new_guild();
+    let path = client.player_path(guild);
+    assert_eq!(patch(&h, &path, json!({"voice": voice(&h, guild)})).await.status, 200);
+    let refused = patch(&h, &path, json!({"track": {"identifier": query}})).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.json()["message"], "Cannot play a playlist or search result");
+    // A result plays from its encoded form.
+    patch(&h, &path, json!({"track": {"encoded": results[0]["encoded"]}})).await;
+    assert_eq!(client.event("TrackEndEvent", guild).await["reason"], "finished");
+    let heard = h.fake.session(&guild.to_string()).expect("session");
+    heard.wait(support::LIMIT, |c| c.silence_packets >= 5).await.expect("silence after the track");
+    support::assert_heard(&heard.report(), 440.0, 2.0);
+}

@@ -241,15 +241,24 @@ impl Player {
     }
 
     /// Where `track`'s media comes from and what it is cached under: what its resolver said
-    /// at enqueue; else the resolvers again (tracks restored after a restart; the pipeline
-    /// learns the key when it resolves); else its URL.
+    /// at enqueue; else the resolvers again when one takes its link (tracks restored after a
+    /// restart, tracks played from a Lavalink blob; the pipeline learns the key when it
+    /// resolves); else its URL.
     fn source_of(&self, state: &State, track: &Track) -> (TrackSource, Option<String>) {
         match state.sources.get(&track.id) {
             Some(known) => (TrackSource::Located(known.locator.clone()), Some(known.cache_key.clone())),
-            _ if self.ctx.pipeline.plugins.as_ref().is_some_and(|h| h.has_resolvers()) => (
-                TrackSource::Resolve { query: track.source_url.clone(), guild_id: Some(self.guild_id.to_string()) },
-                None,
-            ),
+            _ if self
+                .ctx
+                .pipeline
+                .plugins
+                .as_ref()
+                .is_some_and(|h| h.has_resolvers() && h.claims(&track.source_url)) =>
+            {
+                (
+                    TrackSource::Resolve { query: track.source_url.clone(), guild_id: Some(self.guild_id.to_string()) },
+                    None,
+                )
+            }
             _ => (
                 TrackSource::Located(Locator::Http { url: track.stream_url.clone(), headers: Vec::new() }),
                 Some(pipeline::direct_cache_key(&track.stream_url)),
