@@ -6,30 +6,9 @@
 
 const { LavalinkManager } = require("lavalink-client");
 
+const { step, fail, once } = require("./steps.cjs");
+
 const env = process.env;
-const LIMIT_MS = 30_000;
-
-function step(text) {
-  console.log(text);
-}
-
-function fail(reason) {
-  console.error(reason);
-  process.exit(1);
-}
-
-function once(emitter, event, matches = () => true) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${event} within ${LIMIT_MS} ms`)), LIMIT_MS);
-    const listener = (...args) => {
-      if (!matches(...args)) return;
-      clearTimeout(timer);
-      emitter.off(event, listener);
-      resolve(args);
-    };
-    emitter.on(event, listener);
-  });
-}
 
 async function main() {
   const manager = new LavalinkManager({

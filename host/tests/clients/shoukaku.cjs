@@ -7,17 +7,9 @@
 
 const { Shoukaku, Connector } = require("shoukaku");
 
+const { step, fail, once } = require("./steps.cjs");
+
 const env = process.env;
-const LIMIT_MS = 30_000;
-
-function step(text) {
-  console.log(text);
-}
-
-function fail(reason) {
-  console.error(reason);
-  process.exit(1);
-}
 
 /** The gateway side a Discord library would provide: joins are answered with the call's
  * voice events, as Discord sends them (state first, then server). */
@@ -40,19 +32,6 @@ class FakeGateway extends Connector {
         guild_id, token: env.VOICE_TOKEN, endpoint: env.VOICE_ENDPOINT } });
     });
   }
-}
-
-function once(emitter, event, matches = () => true) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${event} within ${LIMIT_MS} ms`)), LIMIT_MS);
-    const listener = (...args) => {
-      if (!matches(...args)) return;
-      clearTimeout(timer);
-      emitter.off(event, listener);
-      resolve(args);
-    };
-    emitter.on(event, listener);
-  });
 }
 
 async function main() {
