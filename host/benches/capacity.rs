@@ -244,15 +244,20 @@ async fn cached(dir: &std::path::Path) {
     }
 }
 
+/// One play of `track` to its end, so it is in the cache for every step after.
+async fn warm_cache(h: &Harness, cache: &std::path::Path, track: &str) {
+    let warm = players(h, 1).await;
+    let mut events = h.events().await;
+    let reply = h.enqueue(warm[0].0, &h.media.url(track)).await;
+    events.track_ended(warm[0].0, &enqueued_track_id(&reply.body)).await;
+    destroy(h, &warm).await;
+    cached(cache).await;
+}
+
 async fn ramp(baseline_us: f64) {
     let (h, pid, cache) = server(*STEPS.last().unwrap_or(&5000), None).await;
-    // One play fills the cache; every step then passes the cached Opus through.
-    let warm = players(&h, 1).await;
-    let mut events = h.events().await;
-    let reply = h.enqueue(warm[0].0, &h.media.url(TRACK)).await;
-    events.track_ended(warm[0].0, &enqueued_track_id(&reply.body)).await;
-    destroy(&h, &warm).await;
-    cached(&cache).await;
+    // Every step then passes the cached Opus through.
+    warm_cache(&h, &cache, TRACK).await;
     let base = usage(&pid);
     println!("server threads with no player: {}; RSS {} MiB", base.threads, base.rss >> 20);
     println!();
@@ -329,13 +334,7 @@ async fn transcode_ramp(mode: Mode) {
     let plugins = support::plugins::install(&["lavalink-filters"]);
     let (h, pid, cache) = server(1000, Some(plugins.path())).await;
     if mode == Mode::TranscodeCached {
-        // One play fills the cache; every step then reads it.
-        let warm = players(&h, 1).await;
-        let mut events = h.events().await;
-        let reply = h.enqueue(warm[0].0, &h.media.url(TRANSCODE_TRACK)).await;
-        events.track_ended(warm[0].0, &enqueued_track_id(&reply.body)).await;
-        destroy(&h, &warm).await;
-        cached(&cache).await;
+        warm_cache(&h, &cache, TRANSCODE_TRACK).await;
     }
     let base = usage(&pid);
     println!("server threads with no player: {}; RSS {} MiB", base.threads, base.rss >> 20);

@@ -65,30 +65,26 @@ fn assert_heard_the_track(h: &Harness, guild: u64) {
     assert!(report.audible_ms >= 2_900, "heard {} ms", report.audible_ms);
 }
 
-fn clients_dir() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
+/// Runs the client program `script` (under `program`) on a node of its own and checks what
+/// the listener heard.
+async fn plays_through_the_node(program: &str, script: &str, guild: u64) {
+    let h = node().await;
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients")).join(script);
+    drive(&h, guild, program, &[&path]).await;
+    assert_heard_the_track(&h, guild);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lavalink_py_plays_through_the_node() {
-    let h = node().await;
-    let guild = 400_000_000_000_000_001;
-    drive(&h, guild, "python3", &[&clients_dir().join("lavalink_py.py")]).await;
-    assert_heard_the_track(&h, guild);
+    plays_through_the_node("python3", "lavalink_py.py", 400_000_000_000_000_001).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shoukaku_plays_through_the_node() {
-    let h = node().await;
-    let guild = 400_000_000_000_000_002;
-    drive(&h, guild, "node", &[&clients_dir().join("shoukaku.cjs")]).await;
-    assert_heard_the_track(&h, guild);
+    plays_through_the_node("node", "shoukaku.cjs", 400_000_000_000_000_002).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lavalink_client_plays_through_the_node() {
-    let h = node().await;
-    let guild = 400_000_000_000_000_003;
-    drive(&h, guild, "node", &[&clients_dir().join("lavalink_client.cjs")]).await;
-    assert_heard_the_track(&h, guild);
+    plays_through_the_node("node", "lavalink_client.cjs", 400_000_000_000_000_003).await;
 }

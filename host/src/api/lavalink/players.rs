@@ -71,6 +71,14 @@ const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 /// lavaplayer's cleanup does.
 const CLEANUP_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
+impl Known {
+    /// The player's gain: its volume (100 = unchanged) times the `volume` filter.
+    fn gain(&self) -> f32 {
+        let filter_volume = self.filters.get("volume").and_then(Value::as_f64).unwrap_or(1.0);
+        (f64::from(self.volume) / 100.0 * filter_volume) as f32
+    }
+}
+
 /// One guild's player in one session.
 pub struct LavalinkPlayer {
     pub guild_id: Id,
@@ -424,8 +432,7 @@ pub async fn update(
             known.filters = set;
         }
         if update.volume.is_some() || update.filters.is_some() {
-            let filter_volume = known.filters.get("volume").and_then(Value::as_f64).unwrap_or(1.0);
-            engine.set_volume(&mut es, (f64::from(known.volume) / 100.0 * filter_volume) as f32);
+            engine.set_volume(&mut es, known.gain());
         }
         match new_track {
             Some(NewTrack::Play { mut track, engine: mut engine_track, start_ms }) if !keep => {
@@ -591,11 +598,10 @@ pub async fn restore(state: &LavalinkState, session: &Arc<Session>, saved: Saved
     {
         let mut es = player.player.state.lock().await;
         player.player.set_filters(&mut es, chain);
-        let filter_volume = set.get("volume").and_then(Value::as_f64).unwrap_or(1.0);
-        player.player.set_volume(&mut es, (f64::from(saved.volume) / 100.0 * filter_volume) as f32);
         let mut known = lock(&player.known);
         known.volume = saved.volume;
         known.filters = set;
+        player.player.set_volume(&mut es, known.gain());
     }
     // What the client sees at once; the engine catches up as the call connects.
     let track = match saved.track {

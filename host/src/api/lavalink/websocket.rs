@@ -97,12 +97,11 @@ async fn serve(mut socket: WebSocket, state: LavalinkState, mut attached: Attach
         return;
     }
     if attached.resumed {
-        // As Lavalink: after a resume, where each player is.
+        // As Lavalink: after the frames kept while the client was away (already in the
+        // outbox), where each player is.
         for player in attached.session.players() {
-            if let Some(frame) = player.update_frame(true).await
-                && socket.send(Message::text(frame)).await.is_err()
-            {
-                break;
+            if let Some(frame) = player.update_frame(true).await {
+                attached.session.send(frame, true);
             }
         }
     }
