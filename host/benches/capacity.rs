@@ -3,9 +3,11 @@
 //! runs in this process in load mode (the kernel timestamps every packet of every session;
 //! one session in `VERIFY_ONE_IN` is also decrypted end to end and decoded, every packet of
 //! it). The server's CPU time, RSS and threads come from `/proc/<pid>`. The physical
-//! baseline, measured in the same run, is the work one packet needs in a tight loop: a
-//! DAVE-like frame seal (AES-128-GCM, 8-byte tag), the transport seal (AES-256-GCM with the
-//! RTP header as associated data) and one UDP send.
+//! baseline, measured in the same run, is the work one packet needs in a tight loop: DAVE's
+//! frame encryption (the server's own library, in a formed group), the transport seal
+//! (AES-256-GCM with the RTP header as associated data) and one UDP send to a loopback
+//! socket a thread keeps reading. The transcode modes' baseline is libopus encoding the
+//! benchmark track's own audio, frame after frame, at the server's settings.
 //!
 //!     cargo bench --bench capacity               # the passthrough ramp
 //!     cargo bench --bench capacity -- idle       # 10 000 idle voice connections
@@ -21,8 +23,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes128Gcm, Aes256Gcm};
 use fake_voice::FakeVoiceConfig;
 use futures_util::future::join_all;
 use serde_json::json;
@@ -58,46 +58,6 @@ fn usage(pid: &str) -> Usage {
     let cpu = Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0);
     let field = |name: &str| support::process::status_field(pid, name);
     Usage { cpu, rss: field("VmRSS:") * 1024, threads: field("Threads:") }
-}
-
-/// One packet's physical work in a tight loop, µs per packet.
-fn physical_baseline_us() -> f64 {
-    let dave = Aes128Gcm::new(&[7u8; 16].into());
-    let transport = Aes256Gcm::new(&[9u8; 32].into());
-    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("sink");
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
-    socket.connect(sink.local_addr().expect("sink addr")).expect("connect");
-    socket.set_nonblocking(true).expect("nonblocking");
-    let opus = [0x5au8; 160];
-    let mut frame = Vec::with_capacity(256);
-    let mut packet = Vec::with_capacity(256);
-    let run = |n: u32, frame: &mut Vec<u8>, packet: &mut Vec<u8>| {
-        for i in 0..n {
-            frame.clear();
-            frame.extend_from_slice(&opus);
-            let mut nonce = [0u8; 12];
-            nonce[8..].copy_from_slice(&i.to_be_bytes());
-            let tag = dave.encrypt_in_place_detached((&nonce).into(), &[], frame).expect("seal");
-            frame.extend_from_slice(&tag[..8]);
-            frame.extend_from_slice(&[0x00, 0x01, 0x0b, 0xfa, 0xfa]);
-            packet.clear();
-            let header = [0x80, 0x78, 0, 1, 0, 0, 3, 0xc0, 0, 0, 0, 7];
-            packet.extend_from_slice(&header);
-            packet.extend_from_slice(frame);
-            let (_, body) = packet.split_at_mut(header.len());
-            let mut nonce = [0u8; 12];
-            nonce[..4].copy_from_slice(&i.to_be_bytes());
-            let tag = transport.encrypt_in_place_detached((&nonce).into(), &header, body).expect("seal");
-            packet.extend_from_slice(&tag);
-            packet.extend_from_slice(&i.to_be_bytes());
-            let _ = socket.send(packet);
-        }
-    };
-    run(10_000, &mut frame, &mut packet);
-    let n = 200_000;
-    let start = Instant::now();
-    run(n, &mut frame, &mut packet);
-    start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
 }
 
 type Players = Vec<(u64, std::sync::Arc<fake_voice::Session>)>;
@@ -327,10 +287,42 @@ async fn idle(open_files: u64) {
     destroy(&h, &all).await;
 }
 
+/// libopus alone on the transcode track's audio: the encode (and, for a cached track, the
+/// decode) no transcoding player can avoid, µs per frame.
+struct CodecBaseline {
+    encode: f64,
+    decode: f64,
+}
+
+impl CodecBaseline {
+    fn measure() -> Self {
+        let frames = support::baseline::track_frames(&support::media::fixtures().join(TRANSCODE_TRACK));
+        let synthetic = support::baseline::encode_only_us_per_frame();
+        let encode = support::baseline::encode_us_per_frame(&frames);
+        let decode = support::baseline::decode_us_per_frame(&frames);
+        println!(
+            "libopus on the track's audio: encode {encode:.1} µs per 20 ms frame ({:.0} players per core), decode {decode:.1} µs; one synthetic frame encoded over and over: {synthetic:.1} µs",
+            per_core(encode)
+        );
+        Self { encode, decode }
+    }
+}
+
+/// Players one core carries at `us` per 20 ms frame.
+fn per_core(us: f64) -> f64 {
+    1e6 / (us * 50.0)
+}
+
 async fn transcode_ramp(mode: Mode) {
-    let encode_us = support::baseline::encode_only_us_per_frame();
-    let encode_only_per_core = 1e6 / (encode_us * 50.0);
-    println!("libopus encode only: {encode_us:.1} µs per 20 ms frame, {encode_only_per_core:.0} players per core");
+    let codec = CodecBaseline::measure();
+    // What a player must spend at least: a filling track decodes the mp3 (not counted) and
+    // encodes twice (the cache's unfiltered and the listener's filtered), a cached one decodes
+    // the cached Opus and encodes once.
+    let floor_us = match mode {
+        Mode::TranscodeCached => codec.decode + codec.encode,
+        _ => 2.0 * codec.encode,
+    };
+    println!("libopus floor for this mode: {floor_us:.1} µs per frame ({:.0} players per core)", per_core(floor_us));
     let plugins = support::plugins::install(&["lavalink-filters"]);
     let (h, pid, cache) = server(1000, Some(plugins.path())).await;
     if mode == Mode::TranscodeCached {
@@ -340,22 +332,23 @@ async fn transcode_ramp(mode: Mode) {
     println!("server threads with no player: {}; RSS {} MiB", base.threads, base.rss >> 20);
     println!();
     println!(
-        "| players | packets > 5 ms late | p99 ms (worst player) | server CPU ms per player-second | players per core by CPU | ÷ encode-only | OS threads (server) | RSS per playing player | verified sessions' failures |"
+        "| players | packets > 5 ms late | p99 ms (worst player) | server CPU ms per player-second, whole tracks | steady | players per core by CPU (steady) | ÷ encode-only | ÷ libopus floor | OS threads (server) | RSS per playing player | verified sessions' failures |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut sustained = 0;
     for n in steps(TRANSCODE_STEPS) {
         let s = step(&h, &pid, base.rss, n, mode).await;
-        let ms_per_player_second = s.cpu_us_per_packet() * 50.0 / 1000.0;
-        let per_core = 1000.0 / ms_per_player_second;
+        let steady_us = s.steady_us_per_packet();
         println!(
-            "| {} | {:.2} % | {:.2} | {:.2} | {:.0} | {:.2} | {} | {} KiB | {} |",
+            "| {} | {:.2} % | {:.2} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {} | {} KiB | {} |",
             s.players,
             100.0 * s.late_share(),
             s.p99,
-            ms_per_player_second,
-            per_core,
-            per_core / encode_only_per_core,
+            s.cpu_us_per_packet() * 50.0 / 1000.0,
+            steady_us * 50.0 / 1000.0,
+            per_core(steady_us),
+            codec.encode / steady_us,
+            floor_us / steady_us,
             s.threads,
             s.rss_playing >> 10,
             s.verified_failures,
@@ -365,13 +358,14 @@ async fn transcode_ramp(mode: Mode) {
         }
         sustained = n;
     }
-    // Two cores: players sustained per core against the encode-only players per core.
+    // Players sustained per core against the encode-only players per core.
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
     println!();
     println!(
-        "sustained: {sustained} players, {:.0} per core, {:.2} of the encode-only baseline",
+        "sustained: {sustained} players, {:.0} per core, {:.2} of the encode-only baseline, {:.2} of the libopus floor",
         sustained as f64 / cores,
-        sustained as f64 / cores / encode_only_per_core
+        sustained as f64 / cores / per_core(codec.encode),
+        sustained as f64 / cores / per_core(floor_us),
     );
 }
 
@@ -379,8 +373,19 @@ async fn transcode_ramp(mode: Mode) {
 async fn main() {
     let open_files = mesastream::open_files::raise().unwrap_or(1024);
     let mode = std::env::args().skip(1).find(|a| ["idle", "transcode", "transcode-cached"].contains(&a.as_str()));
-    let baseline_us = physical_baseline_us();
-    println!("physical baseline (DAVE-like seal + transport seal + UDP send): {baseline_us:.2} µs per packet");
+    let packet = support::baseline::packet_us();
+    println!(
+        "physical baseline: {:.2} µs per packet (DAVE encrypt {:.2} + transport seal {:.2} + UDP send to a reading socket {:.2}); a send to a socket nobody reads: {:.2}; sends over {} sockets one call each: {:.2}, 16 per io_uring submission: {:.2}",
+        packet.total(),
+        packet.dave,
+        packet.transport,
+        packet.send,
+        packet.send_unread,
+        1000,
+        packet.send_many_sockets,
+        packet.send_batched,
+    );
+    let baseline_us = packet.total();
     match mode.as_deref() {
         Some("idle") => idle(open_files).await,
         Some("transcode") => transcode_ramp(Mode::Transcode).await,
