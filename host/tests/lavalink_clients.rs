@@ -1,8 +1,14 @@
 //! Real Lavalink client libraries (lavalink.py, Shoukaku, lavalink-client), as published and
-//! unmodified, against this node: each runs
-//! a bot's steps (connect, hand over the voice events, load, play, volume, a filter, pause,
-//! seek, a finished track and a broken one) while the fake voice server listens. The
-//! libraries are installed by `scripts/setup.sh` from their registries.
+//! unmodified, against this node: each runs a bot's steps (connect, hand over the voice
+//! events, load a direct URL, search with `ytsearch:` through the real yt-dlp, play the
+//! search's first result, volume, a filter, pause, seek, a finished track and a broken one)
+//! while the fake voice server listens. The libraries are installed by `scripts/setup.sh`
+//! from their registries.
+//!
+//! YouTube is not reachable from the tests, so yt-dlp runs with a plugin of the tests
+//! (`tests/clients/ytdlp-plugins`) that answers YouTube's search from the local media server;
+//! everything else (the node's yt-dlp resolver, the process grant, yt-dlp's own search-key
+//! parsing, its HTTP through the node's egress guard, its JSON) is what runs in production.
 
 mod support;
 
@@ -13,10 +19,40 @@ use fake_voice::FakeVoiceConfig;
 use support::{BOT_USER, Harness, LIMIT};
 
 const PASSWORD: &str = "youshallnotpass";
+/// What each client searches for (with `ytsearch:`): the media server lists the 6 s 523 Hz
+/// mp3, the direct URL the clients also load.
+const SEARCH: &str = "tone 523 long";
 
-async fn node() -> Harness {
+/// A node with the Lavalink routes, the filters and the yt-dlp resolver, its yt-dlp answering
+/// YouTube searches from the media server. The returned directory holds the yt-dlp wrapper.
+async fn node() -> (Harness, tempfile::TempDir) {
     let voice = FakeVoiceConfig { tls: true, ..Default::default() };
-    Harness::with_plugins(voice, &["lavalink-filters"], |c| c.lavalink_password = Some(PASSWORD.into())).await
+    let wrapper_dir = tempfile::tempdir().expect("wrapper dir");
+    let wrapper = wrapper_dir.path().join("yt-dlp");
+    let h = Harness::with_plugins(voice, &["lavalink-filters", "ytdlp"], |c| {
+        c.lavalink_password = Some(PASSWORD.into());
+        c.yt_dlp_path = Some(wrapper.clone());
+        support::plugins::grant(
+            c.plugins_dir.as_deref().expect("plugins dir"),
+            "[plugins.ytdlp]\nprocess = [\"yt-dlp\"]\n",
+        );
+    })
+    .await;
+    write_ytdlp_wrapper(&wrapper, &h.media.url("search"));
+    (h, wrapper_dir)
+}
+
+/// The real yt-dlp (from PATH) with the tests' search plugin and where it searches: written
+/// once the media server's address is known, before anything runs it.
+fn write_ytdlp_wrapper(wrapper: &Path, search: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let plugins = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ytdlp-plugins"));
+    let script = format!(
+        "#!/bin/sh\nexport MESASTREAM_TEST_SEARCH='{search}' PYTHONDONTWRITEBYTECODE=1\nexec yt-dlp --plugin-dirs '{}' \"$@\"\n",
+        plugins.display()
+    );
+    std::fs::write(wrapper, script).expect("write the yt-dlp wrapper");
+    std::fs::set_permissions(wrapper, std::fs::Permissions::from_mode(0o755)).expect("make it executable");
 }
 
 /// Runs `program args` with the call's settings in its environment until it exits; its
@@ -36,6 +72,7 @@ async fn drive(h: &Harness, guild: u64, program: &str, args: &[&Path]) {
         .env("VOICE_TOKEN", format!("token-{guild}"))
         .env("VOICE_ENDPOINT", h.fake.endpoint())
         .env("TRACK_URL", h.media.url("tone-523-long.mp3"))
+        .env("SEARCH", SEARCH)
         .env("BROKEN_URL", h.media.url("noise.bin"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -68,10 +105,13 @@ fn assert_heard_the_track(h: &Harness, guild: u64) {
 /// Runs the client program `script` (under `program`) on a node of its own and checks what
 /// the listener heard.
 async fn plays_through_the_node(program: &str, script: &str, guild: u64) {
-    let h = node().await;
+    let (h, _wrapper) = node().await;
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients")).join(script);
     drive(&h, guild, program, &[&path]).await;
     assert_heard_the_track(&h, guild);
+    let runs = support::counter(&h.metrics().await, "mesastream_plugin_process_runs_total", &["program=\"yt-dlp\""]);
+    assert!(runs >= 1, "the search ran yt-dlp ({runs} runs)");
+    assert_eq!(h.media.requests("/search"), 1, "yt-dlp searched the media server once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,9 +14,6 @@ async function main() {
   const manager = new LavalinkManager({
     nodes: [{
       id: "mesastream", host: "127.0.0.1", port: Number(env.NODE_PORT), authorization: env.PASSWORD,
-      // This node loads no resolver plugin here, so it lists no "youtube" source, and the
-      // library would refuse any query under its default search platform (ytsearch).
-      autoChecks: { sourcesValidations: false },
     }],
     // What a Discord library would do with the join: Discord answers with the call's voice
     // events, state first, then server.
@@ -46,8 +43,17 @@ async function main() {
 
   const result = await player.search({ query: env.TRACK_URL }, { id: "tester" });
   if (result.loadType !== "track") fail(`loading ${env.TRACK_URL}: ${result.loadType}`);
-  const track = result.tracks[0];
-  step(`loaded ${track.info.title} (${track.info.sourceName}, ${track.info.duration} ms)`);
+  const direct = result.tracks[0].info;
+  step(`loaded ${direct.title} (${direct.sourceName}, ${direct.duration} ms)`);
+
+  // A search under the library's default platform (ytsearch), which it sends only to a node
+  // that lists a "youtube" source: the node's yt-dlp resolver. Its first result plays.
+  const found = await player.search({ query: env.SEARCH }, { id: "tester" });
+  if (found.loadType !== "search" || found.tracks.length === 0) fail(`searching ${env.SEARCH}: ${found.loadType}`);
+  const track = found.tracks[0];
+  const { uri, sourceName, duration } = track.info;
+  if (uri !== env.TRACK_URL || sourceName !== "youtube" || duration !== 6000) fail(`the search found ${JSON.stringify(track.info)}`);
+  step(`searched: ${track.info.title} (${sourceName}, ${duration} ms)`);
 
   const started = once(manager, "trackStart");
   await player.queue.add(track);

@@ -92,6 +92,15 @@ async def main():
         sys.exit(f"decoded locally as {local.title!r} {local.uri!r} {local.source_name!r}")
     step("decoded locally")
 
+    # A search through the node's yt-dlp resolver; its first result is what plays.
+    found = await client.get_tracks(f"ytsearch:{ENV['SEARCH']}")
+    if found.load_type != LoadType.SEARCH or not found.tracks:
+        sys.exit(f"searching {ENV['SEARCH']!r}: {found.load_type}, {len(found.tracks)} tracks")
+    track = found.tracks[0]
+    if (track.uri, track.source_name, track.duration) != (ENV["TRACK_URL"], "youtube", 6000):
+        sys.exit(f"the search found {track.uri} ({track.source_name}, {track.duration} ms)")
+    step(f"searched: {track.title} ({track.source_name}, {track.duration} ms)")
+
     player.add(track, requester=BOT)
     await player.play()
     started = await recorder.wait("TrackStartEvent", lambda e: isinstance(e, TrackStartEvent))

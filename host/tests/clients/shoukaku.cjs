@@ -48,8 +48,15 @@ async function main() {
   const node = shoukaku.getIdealNode();
   const result = await node.rest.resolve(env.TRACK_URL);
   if (result?.loadType !== "track") fail(`loading ${env.TRACK_URL}: ${JSON.stringify(result)}`);
-  const track = result.data;
-  step(`loaded ${track.info.title} (${track.info.sourceName}, ${track.info.length} ms)`);
+  step(`loaded ${result.data.info.title} (${result.data.info.sourceName}, ${result.data.info.length} ms)`);
+
+  // A search through the node's yt-dlp resolver; its first result is what plays.
+  const found = await node.rest.resolve(`ytsearch:${env.SEARCH}`);
+  if (found?.loadType !== "search" || found.data.length === 0) fail(`searching ${env.SEARCH}: ${JSON.stringify(found)}`);
+  const track = found.data[0];
+  const { uri, sourceName, length } = track.info;
+  if (uri !== env.TRACK_URL || sourceName !== "youtube" || length !== 6000) fail(`the search found ${JSON.stringify(track.info)}`);
+  step(`searched: ${track.info.title} (${sourceName}, ${length} ms)`);
 
   const started = once(player, "start");
   await player.playTrack({ track: { encoded: track.encoded } });

@@ -290,6 +290,25 @@ async fn feed(State(addr): State<SocketAddr>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "application/rss+xml")], body)
 }
 
+/// `/search?q=…`: the fixtures whose name holds every word of the query, as a site's search
+/// lists its videos (what `ytsearch:` reaches through yt-dlp in the tests; see
+/// `tests/clients/ytdlp-plugins`).
+async fn search(
+    State(addr): State<SocketAddr>,
+    axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let query = params.get("q").map(|q| q.to_lowercase()).unwrap_or_default();
+    let found: Vec<serde_json::Value> = TONES
+        .iter()
+        .filter(|t| query.split_whitespace().all(|word| t.file.contains(word)))
+        .map(|t| {
+            let stem = t.file.rsplit_once('.').map_or(t.file, |(stem, _)| stem);
+            serde_json::json!({ "id": stem, "title": stem, "url": format!("http://{addr}/{}", t.file), "duration": t.seconds })
+        })
+        .collect();
+    axum::Json(found)
+}
+
 /// Serves `/<name>` by announcing the whole length, sending half, and closing the socket:
 /// a download cut off mid-way. Raw TCP, because an HTTP framework would refuse to do this.
 async fn serve_truncated(listener: tokio::net::TcpListener, dir: PathBuf) {
@@ -337,6 +356,7 @@ impl MediaServer {
         let live = live_sent.clone();
         let app = Router::new()
             .route("/feed.rss", get(feed))
+            .route("/search", get(search))
             .route("/player.html", get(player_page))
             .route("/live.mp3", get(move || live_stream(live.clone())))
             .route("/stalling.mp3", get(stalling_stream))
