@@ -35,9 +35,13 @@ pip_install() {
     python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$@"
 }
 
-if ! command -v yt-dlp >/dev/null; then
-  echo "setup: installing yt-dlp from PyPI"
-  pip_install yt-dlp
+# yt-dlp changes with the sites it reads: the newest is installed when it is missing or older
+# than the one the tests were last run with (they use its --plugin-dirs and plugin overrides).
+ytdlp_at_least="2026.10.26"
+ytdlp_installed="$(yt-dlp --version 2>/dev/null || echo 0)"
+if [ "$(printf '%s\n%s\n' "$ytdlp_at_least" "$ytdlp_installed" | sort -V | head -n1)" != "$ytdlp_at_least" ]; then
+  echo "setup: installing yt-dlp (at least $ytdlp_at_least) from PyPI"
+  pip_install --upgrade "yt-dlp>=$ytdlp_at_least"
 fi
 
 schemathesis_version="4.32.5"
