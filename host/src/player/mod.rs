@@ -119,6 +119,9 @@ pub struct PersistView {
     pub queue: Vec<Track>,
     pub position_ms: u64,
     pub snapshot: PlayerSnapshot,
+    /// Moves with every whole view; a view that only moved its position keeps it, so the
+    /// writer neither copies nor compares the queue and snapshot twice a second per player.
+    pub revision: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,12 +171,31 @@ impl Player {
 
     /// Hands the current state to the store writer.
     pub fn persist(&self, state: &State) {
-        self.persist_tx.send_replace(Some(self.persist_view(state)));
+        let mut view = self.persist_view(state);
+        self.persist_tx.send_modify(|last| {
+            view.revision = last.as_ref().map_or(0, |last| last.revision.wrapping_add(1));
+            *last = Some(view);
+        });
     }
 
-    pub fn persist_view(&self, state: &State) -> PersistView {
+    /// Persists the position alone: what a playing player's periodic save changes.
+    pub fn persist_position(&self, state: &State) {
+        let position_ms = self.position_ms(state);
+        let moved = self.persist_tx.send_if_modified(|last| match last {
+            Some(last) if last.position_ms != position_ms => {
+                last.position_ms = position_ms;
+                true
+            }
+            _ => false,
+        });
+        if !moved && self.persist_tx.borrow().is_none() {
+            self.persist(state);
+        }
+    }
+
+    fn persist_view(&self, state: &State) -> PersistView {
         let queue = state.current.iter().chain(state.queue.iter()).cloned().collect();
-        PersistView { queue, position_ms: self.position_ms(state), snapshot: self.snapshot_of(state) }
+        PersistView { queue, position_ms: self.position_ms(state), snapshot: self.snapshot_of(state), revision: 0 }
     }
 
     /// Starts the head of a restored queue at `position_ms`.

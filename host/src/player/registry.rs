@@ -343,27 +343,51 @@ const POSITION_SAVE_EVERY: std::time::Duration = std::time::Duration::from_milli
 
 /// Stores each player's newest state in order; only what changed is written.
 async fn write_state(store: StateStore, guild: Id, mut views: watch::Receiver<Option<PersistView>>) {
-    let mut last_queue: Option<Vec<String>> = None;
-    let mut last_position: Option<u64> = None;
-    let mut last_snapshot: Option<PlayerSnapshot> = None;
+    let mut saved_ids: Option<Vec<String>> = None;
+    let mut saved_position: Option<u64> = None;
+    let mut saved_snapshot: Option<PlayerSnapshot> = None;
+    // The revision whose queue and snapshot are both stored: a view that only moved its
+    // position is neither copied nor compared again.
+    let mut saved_revision: Option<u64> = None;
     while views.changed().await.is_ok() {
-        let Some(view) = views.borrow_and_update().clone() else { continue };
-        let ids: Vec<String> = view.queue.iter().map(|t| t.id.clone()).collect();
+        let (position_ms, whole) = {
+            let view = views.borrow_and_update();
+            let Some(view) = view.as_ref() else { continue };
+            let whole = (saved_revision != Some(view.revision))
+                .then(|| (view.revision, view.queue.clone(), view.snapshot.clone()));
+            (view.position_ms, whole)
+        };
         // What failed to save is not marked saved, so the next change tries it again.
-        if last_queue.as_ref() != Some(&ids) && store.save_queue(guild, &view.queue).await.is_ok() {
-            last_queue = Some(ids);
+        let mut stored = true;
+        if let Some((_, queue, _)) = &whole {
+            let same = saved_ids.as_ref().is_some_and(|ids| {
+                ids.len() == queue.len() && ids.iter().zip(queue).all(|(id, track)| *id == track.id)
+            });
+            if !same {
+                if store.save_queue(guild, queue).await.is_ok() {
+                    saved_ids = Some(queue.iter().map(|t| t.id.clone()).collect());
+                } else {
+                    stored = false;
+                }
+            }
         }
-        let moved = last_position.is_none_or(|p| p.abs_diff(view.position_ms) >= 250 || view.position_ms == 0);
-        if moved
-            && last_position != Some(view.position_ms)
-            && store.save_position(guild, view.position_ms).await.is_ok()
-        {
-            last_position = Some(view.position_ms);
+        let moved = saved_position.is_none_or(|p| p.abs_diff(position_ms) >= 250 || position_ms == 0);
+        if moved && saved_position != Some(position_ms) && store.save_position(guild, position_ms).await.is_ok() {
+            saved_position = Some(position_ms);
         }
-        let mut comparable = view.snapshot.clone();
-        comparable.position_ms = 0;
-        if last_snapshot.as_ref() != Some(&comparable) && store.save_player_state(&view.snapshot).await.is_ok() {
-            last_snapshot = Some(comparable);
+        if let Some((revision, _, snapshot)) = whole {
+            let mut comparable = snapshot.clone();
+            comparable.position_ms = 0;
+            if saved_snapshot.as_ref() != Some(&comparable) {
+                if store.save_player_state(&snapshot).await.is_ok() {
+                    saved_snapshot = Some(comparable);
+                } else {
+                    stored = false;
+                }
+            }
+            if stored {
+                saved_revision = Some(revision);
+            }
         }
     }
 }
@@ -387,7 +411,7 @@ async fn watch_player(
                 let Some(p) = player.upgrade() else { return };
                 let state = p.state.lock().await;
                 if state.status == PlayerStatus::Playing {
-                    p.persist(&state);
+                    p.persist_position(&state);
                 }
             }
             Some(signal) = signals.recv() => {
@@ -406,13 +430,17 @@ async fn watch_player(
             }
             Some((token, info)) = opened.recv() => {
                 let Some(p) = player.upgrade() else { return };
-                p.on_track_opened(&mut *p.state.lock().await, token, info);
+                let mut state = p.state.lock().await;
+                // The opened track's metadata (its duration, learned now) is kept too.
+                p.on_track_opened(&mut state, token, info);
+                p.persist(&state);
             }
             Some(event) = voice.recv() => {
                 let Some(p) = player.upgrade() else { return };
                 match event {
                     VoiceEvent::Disconnected { code, reason } => {
                         tracing::warn!(player = %p.id, %reason, "voice disconnected");
+                        p.persist(&*p.state.lock().await);
                         p.tell(PlayerNews::VoiceClosed { code, reason });
                     }
                     VoiceEvent::Resumed => tracing::info!(player = %p.id, "voice session resumed"),
