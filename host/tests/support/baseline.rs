@@ -14,8 +14,8 @@ use mesastream::audio::decode::{SourceDecoder, Unit};
 use mesastream::audio::encode::{FRAME_LEN, OpusEncoder, tone_frame};
 use mesastream::audio::opus_packets::PacketDecoder;
 
-/// Frames each codec loop times, after a warm-up of a tenth as many.
-const FRAMES: usize = 3000;
+/// Frames each codec loop times (after a warm-up, see [`us_per_round`]).
+const FRAMES: u32 = 3000;
 
 /// libopus alone, at the server's default settings (128 kbit/s, complexity 10), encoding one
 /// synthetic frame over and over: µs per 20 ms stereo frame.
@@ -46,15 +46,9 @@ pub fn track_frames(path: &Path) -> Vec<Vec<f32>> {
 /// transcoding player cannot avoid.
 pub fn encode_us_per_frame(frames: &[Vec<f32>]) -> f64 {
     let mut encoder = OpusEncoder::new(128).expect("encoder");
-    let mut run = |n: usize| {
-        for frame in frames.iter().cycle().take(n) {
-            std::hint::black_box(encoder.encode_in_place(frame).expect("encode").len());
-        }
-    };
-    run(FRAMES / 10);
-    let start = Instant::now();
-    run(FRAMES);
-    start.elapsed().as_secs_f64() * 1e6 / FRAMES as f64
+    us_per_round(FRAMES, |i| {
+        std::hint::black_box(encoder.encode_in_place(&frames[i as usize % frames.len()]).expect("encode").len());
+    })
 }
 
 /// libopus decoding `frames`' encode in order: µs per frame. What a filtered play of a
@@ -63,15 +57,9 @@ pub fn decode_us_per_frame(frames: &[Vec<f32>]) -> f64 {
     let mut encoder = OpusEncoder::new(128).expect("encoder");
     let packets: Vec<Vec<u8>> = frames.iter().map(|f| encoder.encode(f).expect("encode")).collect();
     let mut decoder = PacketDecoder::default();
-    let mut run = |n: usize| {
-        for packet in packets.iter().cycle().take(n) {
-            std::hint::black_box(decoder.decode(packet).expect("decode").len());
-        }
-    };
-    run(FRAMES / 10);
-    let start = Instant::now();
-    run(FRAMES);
-    start.elapsed().as_secs_f64() * 1e6 / FRAMES as f64
+    us_per_round(FRAMES, |i| {
+        std::hint::black_box(decoder.decode(&packets[i as usize % packets.len()]).expect("decode").len());
+    })
 }
 
 /// What one passthrough packet physically costs on this machine, each part timed in a tight
@@ -106,7 +94,8 @@ const PACKETS: u32 = 200_000;
 const SOCKETS: usize = 1000;
 const BATCH: usize = 16;
 
-fn per_packet(n: u32, mut work: impl FnMut(u32)) -> f64 {
+/// `work(i)` for a warm-up of `n / 20` and then `n` timed rounds: µs per round.
+fn us_per_round(n: u32, mut work: impl FnMut(u32)) -> f64 {
     for i in 0..n / 20 {
         work(i);
     }
@@ -176,14 +165,14 @@ pub fn packet_us() -> PacketBaseline {
     let opus = [0x5au8; 160];
     let mut dave = dave_sender();
     let mut frame = Vec::with_capacity(256);
-    let dave_us = per_packet(PACKETS, |_| {
+    let dave_us = us_per_round(PACKETS, |_| {
         dave.encrypt_into(davey::MediaType::AUDIO, davey::Codec::OPUS, &opus, &mut frame).expect("DAVE encrypt");
     });
 
     let transport = Aes256Gcm::new(&[9u8; 32].into());
     let header = [0x80, 0x78, 0, 1, 0, 0, 3, 0xc0, 0, 0, 0, 7];
     let mut packet = Vec::with_capacity(256);
-    let transport_us = per_packet(PACKETS, |i| {
+    let transport_us = us_per_round(PACKETS, |i| {
         packet.clear();
         packet.extend_from_slice(&header);
         packet.extend_from_slice(&frame);
@@ -197,11 +186,11 @@ pub fn packet_us() -> PacketBaseline {
 
     let sink = DrainedSink::new();
     let socket = sender_to(&sink.socket);
-    let send_us = per_packet(PACKETS, |_| {
+    let send_us = us_per_round(PACKETS, |_| {
         let _ = socket.send(&packet);
     });
     let sockets: Vec<UdpSocket> = (0..SOCKETS).map(|_| sender_to(&sink.socket)).collect();
-    let send_many_us = per_packet(PACKETS, |i| {
+    let send_many_us = us_per_round(PACKETS, |i| {
         let _ = sockets[i as usize % SOCKETS].send(&packet);
     });
     let batched_us = batched_send_us(&sockets, &packet);
@@ -209,7 +198,7 @@ pub fn packet_us() -> PacketBaseline {
 
     let unread = UdpSocket::bind("127.0.0.1:0").expect("unread sink");
     let socket = sender_to(&unread);
-    let unread_us = per_packet(PACKETS, |_| {
+    let unread_us = us_per_round(PACKETS, |_| {
         let _ = socket.send(&packet);
     });
     PacketBaseline {
@@ -228,7 +217,7 @@ fn batched_send_us(sockets: &[UdpSocket], packet: &[u8]) -> f64 {
     let mut ring = io_uring::IoUring::new(BATCH as u32 * 2).expect("io_uring");
     let mut next = 0usize;
     let batches = PACKETS / BATCH as u32;
-    per_packet(batches, |_| {
+    us_per_round(batches, |_| {
         {
             let mut queue = ring.submission();
             for _ in 0..BATCH {
