@@ -350,21 +350,7 @@ impl Client {
     }
 
     async fn wait_within(&mut self, limit: Duration, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        if let Some(frame) = self.seen.iter().find(|f| matches(f)) {
-            return frame.clone();
-        }
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            match tokio::time::timeout_at(deadline, self.frames.recv()).await {
-                Ok(Some(frame)) => {
-                    self.seen.push(frame.clone());
-                    if matches(&frame) {
-                        return frame;
-                    }
-                }
-                _ => panic!("no {what}; saw {:#?}", self.seen),
-            }
-        }
+        support::first_matching(&mut self.frames, &mut self.seen, limit, what, matches).await
     }
 
     /// The `n`th event of type `kind` (from 1).
@@ -387,6 +373,15 @@ impl Client {
 
     fn player_path(&self, guild: u64) -> String {
         format!("/v4/sessions/{}/players/{guild}", self.id)
+    }
+
+    /// A player of this session in a new guild, handed its call's voice state: its guild
+    /// and path.
+    async fn player_in_call(&self, h: &Harness) -> (u64, String) {
+        let guild = new_guild();
+        let path = self.player_path(guild);
+        assert_eq!(patch(h, &path, json!({"voice": voice(h, guild)})).await.status, 200);
+        (guild, path)
     }
 }
 
@@ -551,9 +546,7 @@ async fn filters_replace_the_whole_set_and_are_checked_by_their_plugin() {
 async fn a_broken_file_a_closed_voice_session_and_a_closed_socket_reach_the_client() {
     let h = node().await;
     let mut client = Client::connect(&h).await;
-    let guild = new_guild();
-    let path = client.player_path(guild);
-    assert_eq!(patch(&h, &path, json!({"voice": voice(&h, guild)})).await.status, 200);
+    let (guild, path) = client.player_in_call(&h).await;
     let heard = h.fake.session(&guild.to_string()).expect("session");
 
     let url = h.media.url("noise.bin");
@@ -585,9 +578,7 @@ async fn an_end_time_ends_the_track_as_finished_and_the_ping_is_the_gateways_rou
     let voice_server = FakeVoiceConfig { tls: true, heartbeat_interval_ms: 100, ..Default::default() };
     let h = Harness::start_with(voice_server, |c| c.lavalink_password = Some(PASSWORD.into())).await;
     let mut client = Client::connect(&h).await;
-    let guild = new_guild();
-    let path = client.player_path(guild);
-    assert_eq!(patch(&h, &path, json!({"voice": voice(&h, guild)})).await.status, 200);
+    let (guild, path) = client.player_in_call(&h).await;
     let heard = h.fake.session(&guild.to_string()).expect("session");
 
     let track = loaded(&h, "tone-523-long.mp3").await;
@@ -631,9 +622,7 @@ async fn plugin_filters_reach_any_loaded_filter_by_name() {
 async fn a_track_whose_source_hangs_is_reported_stuck() {
     let h = node().await;
     let mut client = Client::connect(&h).await;
-    let guild = new_guild();
-    let path = client.player_path(guild);
-    assert_eq!(patch(&h, &path, json!({"voice": voice(&h, guild)})).await.status, 200);
+    let (guild, path) = client.player_in_call(&h).await;
     let played = patch(&h, &path, json!({"track": {"identifier": h.media.url("stalling.mp3")}})).await;
     assert_eq!(played.status, 200, "{}", played.text);
     client.event("TrackStartEvent", guild).await;
@@ -650,9 +639,7 @@ async fn a_resuming_session_plays_on_while_its_client_is_away_and_gets_what_it_m
     let id = client.id.clone();
     let on = patch(&h, &format!("/v4/sessions/{id}"), json!({"resuming": true, "timeout": 60})).await;
     assert_eq!(on.json(), json!({"resuming": true, "timeout": 60}));
-    let guild = new_guild();
-    let path = client.player_path(guild);
-    assert_eq!(patch(&h, &path, json!({"voice": voice(&h, guild)})).await.status, 200);
+    let (guild, path) = client.player_in_call(&h).await;
     let heard = h.fake.session(&guild.to_string()).expect("session");
     let track = loaded(&h, "tone-523-long.mp3").await;
     patch(&h, &path, json!({"track": {"encoded": track["encoded"]}})).await;
@@ -690,9 +677,7 @@ async fn a_playlist_loads_through_the_resolvers_and_an_entry_plays_from_its_enco
     assert_eq!(first["info"]["title"], "Episode 660");
 
     let mut client = Client::connect(&h).await;
-    let guild = new_guild();
-    let path = client.player_path(guild);
-    assert_eq!(patch(&h, &path, json!({"voice": voice(&h, guild)})).await.status, 200);
+    let (guild, path) = client.player_in_call(&h).await;
     // Only the encoded form goes back: the track is found again through the resolvers.
     let played = patch(&h, &path, json!({"track": {"encoded": first["encoded"]}})).await;
     assert_eq!(played.status, 200, "{}", played.text);
@@ -737,9 +722,7 @@ async fn a_search_loads_as_search_results_and_is_not_played_by_identifier() {
     assert_eq!(results.iter().map(|t| t["info"]["uri"].clone()).collect::<Vec<_>>(), [json!(a), json!(b)]);
 
     let mut client = Client::connect(&h).await;
-    let guild = new_guild();
-    let path = client.player_path(guild);
-    assert_eq!(patch(&h, &path, json!({"voice": voice(&h, guild)})).await.status, 200);
+    let (guild, path) = client.player_in_call(&h).await;
     let refused = patch(&h, &path, json!({"track": {"identifier": query}})).await;
     assert_eq!(refused.status, 400);
     assert_eq!(refused.json()["message"], "Cannot play a playlist or search result");

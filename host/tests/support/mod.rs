@@ -305,24 +305,36 @@ pub struct Events {
     pub seen: Vec<Value>,
 }
 
+/// The first message (already `seen`, or arriving within `limit`, kept in `seen` either way)
+/// that matches `pred`; panics naming `what` and everything seen when none comes.
+pub async fn first_matching(
+    rx: &mut mpsc::UnboundedReceiver<Value>,
+    seen: &mut Vec<Value>,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    if let Some(v) = seen.iter().find(|v| pred(v)) {
+        return v.clone();
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(v)) => {
+                seen.push(v.clone());
+                if pred(&v) {
+                    return v;
+                }
+            }
+            _ => panic!("no {what}; saw {seen:#?}"),
+        }
+    }
+}
+
 impl Events {
     /// Waits for the first event (seen or new) matching `pred`.
     pub async fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(v)) => {
-                    self.seen.push(v.clone());
-                    if pred(&v) {
-                        return v;
-                    }
-                }
-                _ => panic!("no {what} event; saw {:#?}", self.seen),
-            }
-        }
+        first_matching(&mut self.rx, &mut self.seen, LIMIT, &format!("{what} event"), pred).await
     }
 
     pub async fn track_ended(&mut self, guild: u64, track_id: &str) -> Value {
