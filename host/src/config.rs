@@ -91,6 +91,53 @@ pub struct Config {
     /// `YT_DLP_COOKIES`: a cookies file handed (as a copy) to every yt-dlp run.
     pub yt_dlp_cookies: Option<PathBuf>,
     pub limits: Limits,
+    pub listen: ListenConfig,
+}
+
+/// Listening over HTTP: `/players/{id}/listen`, HLS, listen tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ListenConfig {
+    /// `LISTEN_PUBLIC` (false): listener routes need no token.
+    pub public: bool,
+    /// `LISTEN_SECRET`: the key listen tokens are signed with (at least 32 characters).
+    /// Unset: a random key per start, so tokens end with the process.
+    pub secret: Option<String>,
+    /// `LISTEN_SECRET_PREVIOUS`: a key rotated out; tokens it signed are still accepted.
+    pub previous_secret: Option<String>,
+    /// `REWIND_SECONDS` (300): audio each player keeps for `?rewind=` and live HLS.
+    pub rewind_seconds: u64,
+    /// `LISTEN_MAX_LAG_SECONDS` (30): a listener further behind than this is dropped.
+    pub max_lag_seconds: u64,
+    /// `LISTEN_MP3_BITRATE` (128): kbit/s of `?format=mp3` streams.
+    pub mp3_bitrate_kbps: u32,
+    /// `MAX_LISTENERS` (10000): HTTP stream listeners on this node at once.
+    pub max_listeners: usize,
+}
+
+impl std::fmt::Debug for ListenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenConfig")
+            .field("public", &self.public)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("previous_secret", &self.previous_secret.as_ref().map(|_| "<set>"))
+            .field("rewind_seconds", &self.rewind_seconds)
+            .field("max_lag_seconds", &self.max_lag_seconds)
+            .field("mp3_bitrate_kbps", &self.mp3_bitrate_kbps)
+            .field("max_listeners", &self.max_listeners)
+            .finish()
+    }
+}
+
+/// The MP3 bit rates LAME takes in MPEG-1 Layer III at 48 kHz.
+pub const MP3_BITRATES: [u32; 13] = [32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320];
+
+fn listen_secret(name: &'static str, raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    match raw.filter(|v| !v.trim().is_empty()) {
+        Some(v) if v.trim().len() < 32 => {
+            Err(ConfigError::Invalid { name, value: "<hidden>".into(), why: "use at least 32 characters".into() })
+        }
+        other => Ok(other.map(|v| v.trim().to_string())),
+    }
 }
 
 /// How much one node takes on; each bound answers a clear error when reached.
@@ -294,6 +341,19 @@ impl Config {
                         .map(|v| parse("RATE_LIMIT_PER_MINUTE", Some(v), 0u32, at_least_one))
                         .transpose()?,
                 }
+            },
+            listen: ListenConfig {
+                public: parse("LISTEN_PUBLIC", get("LISTEN_PUBLIC"), false, ok)?,
+                secret: listen_secret("LISTEN_SECRET", get("LISTEN_SECRET"))?,
+                previous_secret: listen_secret("LISTEN_SECRET_PREVIOUS", get("LISTEN_SECRET_PREVIOUS"))?,
+                rewind_seconds: parse("REWIND_SECONDS", get("REWIND_SECONDS"), 300, |v| {
+                    (*v <= 4 * 3600).then_some(()).ok_or_else(|| "at most 14400 (4 hours)".to_string())
+                })?,
+                max_lag_seconds: parse("LISTEN_MAX_LAG_SECONDS", get("LISTEN_MAX_LAG_SECONDS"), 30, at_least_one)?,
+                mp3_bitrate_kbps: parse("LISTEN_MP3_BITRATE", get("LISTEN_MP3_BITRATE"), 128, |v| {
+                    MP3_BITRATES.contains(v).then_some(()).ok_or_else(|| format!("one of {MP3_BITRATES:?}"))
+                })?,
+                max_listeners: parse("MAX_LISTENERS", get("MAX_LISTENERS"), 10_000, at_least_one)?,
             },
             media_max_bytes: parse("MEDIA_MAX_BYTES", get("MEDIA_MAX_BYTES"), 2 << 30, at_least_one)?,
         })

@@ -59,6 +59,19 @@ pub enum Event {
     PluginUnloaded {
         id: String,
     },
+    /// Someone started listening to a player over HTTP (`/listen`); `listeners` counts them now.
+    ListenerJoined {
+        guild_id: Id,
+        player_id: Id,
+        listeners: usize,
+    },
+    /// A listener left, or was dropped for falling too far behind (`dropped`).
+    ListenerLeft {
+        guild_id: Id,
+        player_id: Id,
+        listeners: usize,
+        dropped: bool,
+    },
     Goodbye,
 }
 

@@ -162,8 +162,9 @@ impl Server {
                 underruns: metrics.underruns.clone(),
                 skipped: metrics.player_skipped_ticks.clone(),
             },
-            metrics,
+            metrics: metrics.clone(),
             limits: config.limits,
+            rewind_ticks: config.listen.rewind_seconds * 50,
         });
         let registry = Registry::new(ctx);
         let state = api::AppState {
@@ -172,6 +173,7 @@ impl Server {
             auth_token: config.auth_token.clone().into(),
             ws_auth: config.ws_auth,
             limits: Arc::new(api::limits::ApiLimits::new(config.limits)),
+            listening: Arc::new(api::listen::Listening::start(&config.listen, scheduler.clone(), events.clone(), metrics)),
         };
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;

@@ -60,6 +60,18 @@ impl ApiError {
             message: "forbidden: the bearer token is not valid".into(),
         }
     }
+    /// 401 with what is missing.
+    pub fn unauthorized_with(detail: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized", detail)
+    }
+    /// 403 saying why what was presented is refused.
+    pub fn forbidden_with(detail: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "forbidden", detail)
+    }
+    /// 410: it existed and is gone for good.
+    pub fn gone(detail: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::GONE, "gone", "gone", detail)
+    }
     /// A bound of this node was reached (`limit_exceeded`, 429).
     pub fn limit(detail: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", "limit exceeded", detail)

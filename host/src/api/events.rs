@@ -25,7 +25,7 @@ pub async fn stream(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if app.ws_auth {
+    if app.ws_auth && !super::listen::ui::session_ok(&headers, &app.auth_token) {
         let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let presented = header.map(str::to_string).or(query.token);
         match presented {

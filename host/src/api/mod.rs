@@ -7,6 +7,7 @@ mod extract;
 mod filters;
 pub mod lavalink;
 pub mod limits;
+pub mod listen;
 mod players;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub struct AppState {
     /// Whether `/ws` requires the token too.
     pub ws_auth: bool,
     pub limits: Arc<limits::ApiLimits>,
+    pub listening: Arc<listen::Listening>,
 }
 
 /// Every route: the mesastream contract's, and Lavalink's when `lavalink_password` is set.
@@ -66,6 +68,7 @@ pub fn router(state: AppState, lavalink_password: Option<String>) -> Router {
     let mesastream = Router::new().route("/ws", get(events::stream)).merge(players).with_state(state.clone());
     Router::new()
         .merge(lavalink)
+        .merge(listen::router(state.clone()))
         .merge(mesastream)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
@@ -136,13 +139,24 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
+/// Whether the request carries the bearer token.
+pub(crate) fn bearer_ok(headers: &axum::http::HeaderMap, auth_token: &str) -> bool {
+    bearer(headers).is_some_and(|t| same(t.trim().as_bytes(), auth_token.as_bytes()))
+}
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    match presented {
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+}
+
+/// The bearer token, or the operator page's session for what the page does: reading, and
+/// asking for listen tokens.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let page_may = request.method() == axum::http::Method::GET || request.uri().path() == "/listen-tokens";
+    match bearer(request.headers()) {
+        None if page_may && listen::ui::session_ok(request.headers(), &state.auth_token) => next.run(request).await,
         None => ApiError::unauthorized().into_response(),
         Some(token) if !same(token.trim().as_bytes(), state.auth_token.as_bytes()) => {
             ApiError::forbidden().into_response()

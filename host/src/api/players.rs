@@ -77,6 +77,18 @@ pub async fn enqueue(
     Ok(Json(player.snapshot_of(&state)))
 }
 
+/// What `query` names, found as an enqueue finds it (for routes that take a query but play
+/// nothing).
+pub(super) async fn find(app: &AppState, query: &str) -> ApiResult<QueueEntries> {
+    match app.registry.resolvers_for(query) {
+        Some(host) => {
+            let resolved = app.registry.resolve(host, query, None).await.map_err(ApiError::internal)?;
+            queue_entries(resolved.map_err(failure_error)?, query, app.limits.limits.playlist_tracks)
+        }
+        None => Ok((vec![direct(app, query).await?], Vec::new())),
+    }
+}
+
 /// A direct media link, checked natively (no resolver plugins loaded).
 async fn direct(app: &AppState, raw: &str) -> ApiResult<Track> {
     app.registry.direct_track(raw).await.map_err(|e| match e {

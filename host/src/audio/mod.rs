@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod filter_chain;
 pub mod frames;
 pub mod inflow;
+pub mod mp3;
 pub mod opus_packets;
 pub mod pipeline;
 pub mod process_stream;

@@ -50,7 +50,7 @@ impl Index {
 }
 
 /// The `OpusHead` packet for 48 kHz stereo with `pre_skip` samples of encoder delay.
-fn opus_head(pre_skip: u16) -> Vec<u8> {
+pub fn opus_head(pre_skip: u16) -> Vec<u8> {
     let mut head = b"OpusHead".to_vec();
     head.push(1); // version
     head.push(2); // channels
@@ -61,7 +61,7 @@ fn opus_head(pre_skip: u16) -> Vec<u8> {
     head
 }
 
-fn opus_tags() -> Vec<u8> {
+pub fn opus_tags() -> Vec<u8> {
     let vendor = concat!("mesastream ", env!("CARGO_PKG_VERSION"));
     let mut tags = b"OpusTags".to_vec();
     tags.extend_from_slice(&(vendor.len() as u32).to_le_bytes());

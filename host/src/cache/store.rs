@@ -186,6 +186,31 @@ impl AudioCache {
         self.metrics.cache_lookups.get_or_create(&CacheLabels { outcome }).inc();
     }
 
+    /// The id `key`'s entry goes by: what on-demand listening names a cached track by.
+    pub fn id_of(key: &str) -> String {
+        stem_of(key)
+    }
+
+    /// The complete cached track with id `id`, opened for reading (verified the first time,
+    /// as for playing); none when it is not cached. Reads the file: call from a blocking thread.
+    pub fn open_by_id(&self, id: &str) -> Option<CachedTrack> {
+        if !self.usable || id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut state = self.state.lock();
+        let entry = state.entries.get(id)?;
+        if self.expired(entry.last_played) {
+            return None;
+        }
+        let path = entry.path.clone();
+        let unchanged = entry.checked.filter(|c| stamp_of(&path) == Some((c.bytes, c.modified)));
+        let track = self.open_track(&path, unchanged.map(|c| c.index))?;
+        if let Some(entry) = state.entries.get_mut(id) {
+            entry.checked = stamp_of(&path).map(|(bytes, modified)| Checked { bytes, modified, index: track.index });
+        }
+        Some(track)
+    }
+
     /// Whether `key` is cached or being filled (so its source need not be checked again).
     pub fn knows(&self, key: &str) -> bool {
         let stem = stem_of(key);

@@ -6,6 +6,8 @@ pub mod filter_check;
 pub mod listener;
 pub mod lookup;
 mod output;
+pub mod prepare;
+pub mod recording;
 pub mod registry;
 pub mod track;
 
@@ -142,6 +144,17 @@ pub enum Advance {
     Drained,
 }
 
+/// What listeners over HTTP are shown while `track` plays: `artist - title`, or what there is.
+pub fn stream_title(track: &Track) -> String {
+    let meta = &track.metadata;
+    match (meta.artist.trim(), meta.title.trim()) {
+        ("", "") => track.source_url.clone(),
+        ("", title) => title.to_string(),
+        (artist, "") => artist.to_string(),
+        (artist, title) => format!("{artist} - {title}"),
+    }
+}
+
 /// `{mins}:{secs:02}` with unbounded minutes, as the contract formats positions.
 pub fn format_ms(ms: u64) -> String {
     let secs = ms / 1000;
@@ -246,7 +259,7 @@ impl Player {
         let frames =
             pipeline::spawn(request, self.ctx.pipeline.clone(), self.controls.clone(), cancel.clone(), on_open);
         state.played_any = true;
-        self.output.play(token, frames, start_ms / 20);
+        self.output.play(token, frames, start_ms / 20, stream_title(&track).into());
         state.cancel = Some(cancel);
         let paused = state.status == PlayerStatus::Paused;
         self.output.set_paused(paused);

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use crate::audio::TrackFrames;
 use crate::audio::frames::Taken;
 use crate::audio::pipeline::START_FRAMES;
+use crate::player::recording::Recording;
 use crate::voice::{OPUS_SILENCE, PacketSender, SendOutcome, TickOutcome, Tickable};
 
 const SILENCE_FRAMES: u8 = 5;
@@ -59,6 +60,8 @@ struct Feed {
     sent: u64,
     /// Ticks a new track may still wait for its first frames before it starts.
     start_wait: u8,
+    /// What listeners over HTTP see as the stream title while it plays.
+    title: Arc<str>,
 }
 
 impl Drop for Feed {
@@ -99,10 +102,16 @@ pub struct PlayerOutput {
     /// True while nothing is left to send (no audio, silence tail done).
     quiet: watch::Sender<bool>,
     counters: OutputCounters,
+    /// Every packet sent, for listeners over HTTP.
+    recording: Arc<Recording>,
 }
 
 impl PlayerOutput {
-    pub fn new(signals: mpsc::UnboundedSender<OutputSignal>, counters: OutputCounters) -> Self {
+    pub fn new(
+        signals: mpsc::UnboundedSender<OutputSignal>,
+        counters: OutputCounters,
+        recording: Arc<Recording>,
+    ) -> Self {
         Self {
             feed: Mutex::new(None),
             has_feed: AtomicBool::new(false),
@@ -117,13 +126,19 @@ impl PlayerOutput {
             signals,
             quiet: watch::channel(true).0,
             counters,
+            recording,
         }
     }
 
+    /// What this player sent lately.
+    pub fn recording(&self) -> &Arc<Recording> {
+        &self.recording
+    }
+
     /// Switches to a new track's frames, starting the position at `start_frames`.
-    pub fn play(&self, token: u64, track: TrackFrames, start_frames: u64) {
+    pub fn play(&self, token: u64, track: TrackFrames, start_frames: u64, title: Arc<str>) {
         let mut feed = self.feed.lock();
-        *feed = Some(Feed { token, track, held: None, sent: 0, start_wait: START_WAIT_TICKS });
+        *feed = Some(Feed { token, track, held: None, sent: 0, start_wait: START_WAIT_TICKS, title });
         self.has_feed.store(true, Ordering::Release);
         self.end_frame.store(NO_END, Ordering::Release);
         drop(feed);
@@ -228,6 +243,10 @@ impl PlayerOutput {
         sender.set_speaking(true);
         match sender.send(stamp, &packet) {
             SendOutcome::Sent => {
+                if feed.sent == 0 {
+                    self.recording.mark_title(stamp, feed.title.clone());
+                }
+                self.recording.record(stamp, &packet);
                 feed.track.ring.recycle(packet);
                 feed.sent += 1;
                 self.position_frames.fetch_add(1, Ordering::AcqRel);
@@ -304,6 +323,7 @@ impl PlayerOutput {
         }
         self.silence_left.store(left - 1, Ordering::Release);
         if left == 1 {
+            self.recording.flush();
             sender.set_speaking(false);
             self.quiet.send_replace(true);
         }

@@ -32,6 +32,8 @@ pub struct Context {
     pub metrics: Arc<crate::telemetry::Metrics>,
     pub output_counters: super::OutputCounters,
     pub limits: crate::config::Limits,
+    /// Ticks of sent audio each player keeps for listeners over HTTP (`REWIND_SECONDS`).
+    pub rewind_ticks: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +201,8 @@ impl Registry {
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         let (opened_tx, opened_rx) = mpsc::unbounded_channel();
         let (persist_tx, persist_rx) = watch::channel(None);
-        let output = Arc::new(PlayerOutput::new(signal_tx, self.ctx.output_counters.clone()));
+        let recording = Arc::new(super::recording::Recording::new(self.ctx.rewind_ticks, self.ctx.scheduler.now_tick()));
+        let output = Arc::new(PlayerOutput::new(signal_tx, self.ctx.output_counters.clone(), recording));
         output.set_sender(voice.as_ref().map(VoiceConnection::sender));
         let on_clock: Arc<dyn Tickable> = output.clone();
         let registration = self.ctx.scheduler.register(&on_clock);

@@ -40,6 +40,20 @@ pub struct FilterLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HlsLabels {
+    /// `playlist`, `init` or `segment`.
+    pub kind: &'static str,
+    /// `player` (live) or `track` (on demand).
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenLabels {
+    /// `ogg` or `mp3`.
+    pub format: &'static str,
+}
+
 fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
 }
@@ -72,6 +86,15 @@ pub struct Metrics {
     pub plugin_process_runs: Family<ProcessLabels, Counter>,
     pub plugin_process_refusals: Family<ProcessLabels, Counter>,
     pub filters_bypassed: Family<FilterLabels, Counter>,
+    /// HTTP stream listeners connected now.
+    pub listeners: Gauge,
+    /// Listeners dropped because they fell too far behind.
+    pub listener_drops: Counter,
+    /// Bytes sent to stream listeners, by format.
+    pub listener_bytes: Family<ListenLabels, Counter>,
+    /// MP3 encoders running (one per player with live MP3 listeners, one per rewound one).
+    pub mp3_encoders: Gauge,
+    pub hls_requests: Family<HlsLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -108,6 +131,11 @@ impl Metrics {
             plugin_process_runs: Family::default(),
             plugin_process_refusals: Family::default(),
             filters_bypassed: Family::default(),
+            listeners: Gauge::default(),
+            listener_drops: Counter::default(),
+            listener_bytes: Family::default(),
+            mp3_encoders: Gauge::default(),
+            hls_requests: Family::default(),
         };
         registry.register("players", "Players in memory", m.players.clone());
         registry.register("players_playing", "Players whose status is playing", m.playing.clone());
@@ -167,6 +195,15 @@ impl Metrics {
             "Filters taken out of a player's chain after they failed",
             m.filters_bypassed.clone(),
         );
+        registry.register("listeners", "HTTP stream listeners connected", m.listeners.clone());
+        registry.register(
+            "listener_drops",
+            "Stream listeners dropped after falling behind by more than LISTEN_MAX_LAG_SECONDS",
+            m.listener_drops.clone(),
+        );
+        registry.register("listener_bytes", "Bytes sent to stream listeners", m.listener_bytes.clone());
+        registry.register("mp3_encoders", "MP3 encoders running for listeners", m.mp3_encoders.clone());
+        registry.register("hls_requests", "HLS requests served, by kind and source", m.hls_requests.clone());
         registry.register("audio_cache_lookups", "Audio cache lookups by outcome", m.cache_lookups.clone());
         registry.register(
             "audio_cache_fill_failures",

@@ -139,6 +139,11 @@ impl Scheduler {
         Registration { lane, phase, stream: weak }
     }
 
+    /// The tick the clock is in now (the RTP schedule's tick number).
+    pub fn now_tick(&self) -> u64 {
+        (self.start.elapsed().as_nanos() / TICK.as_nanos()) as u64
+    }
+
     /// When a stream at `phase` is called for tick `tick`.
     pub fn deadline(&self, tick: u64, phase: usize) -> Instant {
         phase_time(self.start, tick, phase)

@@ -1,0 +1,528 @@
+//! Listening over HTTP: a player's stream Icecast-style (`/players/{id}/listen`, Ogg Opus or
+//! MP3 with ICY titles, `?rewind=`), live HLS of a player, on-demand HLS of any track, the
+//! listen tokens that open them, and the operator page. Everything here reads what players
+//! already made (their recordings, the audio cache); nothing changes a player.
+
+pub mod fmp4;
+mod hls;
+pub mod hub;
+mod ogg_pages;
+mod stream;
+pub mod tokens;
+pub mod ui;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::extract::{JsonBody, PlayerId};
+use super::{AppState, ApiError};
+use crate::audio::mp3::Mp3Encoder;
+use crate::config::ListenConfig;
+use crate::events::EventBus;
+use crate::model::Id;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::HlsLabels;
+use crate::voice::Scheduler;
+use hub::{Hub, LIVE_DELAY_TICKS};
+use stream::{BURST_TICKS, Encoding, Icy, Listener, Mp3Feed};
+use tokens::{Batch, Format, Grant, Signer, Subject, TokenError};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The most items one batch may name.
+const MAX_BATCH_ITEMS: usize = 100;
+/// A token's life when the request does not say (1 hour), and the most it may ask (1 week).
+const DEFAULT_TTL_SECS: u64 = 3600;
+const MAX_TTL_SECS: u64 = 7 * 24 * 3600;
+/// How long an on-demand playlist waits for its track to be cached.
+const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Listening's shared state.
+pub struct Listening {
+    pub signer: Signer,
+    pub public: bool,
+    pub hub: Arc<Hub>,
+    pulse: watch::Receiver<u64>,
+    scheduler: Arc<Scheduler>,
+    metrics: Arc<Metrics>,
+    mp3_bitrate: u32,
+    mp3_feeds: parking_lot::Mutex<std::collections::HashMap<Id, std::sync::Weak<Mp3Feed>>>,
+}
+
+impl Listening {
+    /// Starts the listeners' pulse on the current runtime. Without `LISTEN_SECRET` the key is
+    /// random: tokens end with the process.
+    pub fn start(config: &ListenConfig, scheduler: Arc<Scheduler>, events: EventBus, metrics: Arc<Metrics>) -> Self {
+        let secret = match &config.secret {
+            Some(secret) => secret.as_bytes().to_vec(),
+            None => {
+                tracing::info!("LISTEN_SECRET is not set: listen tokens are signed with a key made for this run");
+                rand::random::<[u8; 32]>().to_vec()
+            }
+        };
+        let signer = Signer::new(&secret, config.previous_secret.as_deref().map(str::as_bytes));
+        let hub = Arc::new(Hub::new(events, metrics.clone(), config.max_lag_seconds * 50, config.max_listeners));
+        let pulse = hub::start_pulse(hub.clone(), scheduler.clone());
+        Self {
+            signer,
+            public: config.public,
+            hub,
+            pulse,
+            scheduler,
+            metrics,
+            mp3_bitrate: config.mp3_bitrate_kbps,
+            mp3_feeds: Default::default(),
+        }
+    }
+
+    /// Whether the request may listen to `subject` in `format`: open routes, the bearer
+    /// token, or a listen token for it.
+    fn admit(&self, app: &AppState, headers: &HeaderMap, token: Option<&str>, subject: &Subject, format: Format) -> ApiResult<Option<Grant>> {
+        if self.public || super::bearer_ok(headers, &app.auth_token) {
+            return Ok(None);
+        }
+        let token = token.ok_or_else(|| {
+            ApiError::unauthorized_with("a listen token (?token=) or the bearer token is required")
+        })?;
+        self.signer.check(token, unix_now(), subject, format).map(Some).map_err(ApiError::forbidden_with)
+    }
+
+    fn mp3_feed(&self, player_id: Id, recording: &Arc<crate::player::recording::Recording>) -> ApiResult<Arc<Mp3Feed>> {
+        let mut feeds = self.mp3_feeds.lock();
+        if let Some(feed) = feeds.get(&player_id).and_then(std::sync::Weak::upgrade) {
+            return Ok(feed);
+        }
+        let encoder = Mp3Encoder::new(self.mp3_bitrate).map_err(ApiError::internal)?;
+        let now = self.scheduler.now_tick();
+        let from = recording.oldest(now).max(now.saturating_sub(LIVE_DELAY_TICKS + BURST_TICKS));
+        let keep = BURST_TICKS + self.hub.max_lag_ticks;
+        let feed = Mp3Feed::start(recording.clone(), self.pulse.clone(), encoder, from, keep, self.metrics.clone());
+        feeds.retain(|_, f| f.strong_count() > 0);
+        feeds.insert(player_id, Arc::downgrade(&feed));
+        Ok(feed)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The listening routes: listener routes check tokens themselves; token issuing and the
+/// operator page's data need the bearer token (or the page's session).
+pub fn router(state: AppState) -> Router {
+    let bearer = Router::new()
+        .route("/listen-tokens", post(issue))
+        .route("/listen-tokens/unlock", post(unlock))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), super::require_token));
+    Router::new()
+        .route("/players/{id}/listen", get(listen))
+        .route("/players/{id}/hls/index.m3u8", get(player_playlist))
+        .route("/players/{id}/hls/init.mp4", get(player_init))
+        .route("/players/{id}/hls/{segment}", get(player_segment))
+        .route("/tracks/hls/index.m3u8", get(query_playlist))
+        .route("/tracks/{track}/hls/index.m3u8", get(track_playlist))
+        .route("/tracks/{track}/hls/init.mp4", get(track_init))
+        .route("/tracks/{track}/hls/{segment}", get(track_segment))
+        .merge(ui::router())
+        .merge(bearer)
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct ListenQuery {
+    token: Option<String>,
+    format: Option<String>,
+    rewind: Option<String>,
+}
+
+async fn listen(
+    State(app): State<AppState>,
+    PlayerId(id): PlayerId,
+    Query(query): Query<ListenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let listening = &app.listening;
+    let format = match query.format.as_deref().unwrap_or("ogg") {
+        "ogg" | "opus" => Format::Ogg,
+        "mp3" => Format::Mp3,
+        other => return Err(ApiError::bad_request(format!("format {other:?}: use ogg or mp3"))),
+    };
+    let rewind_secs: u64 = match query.rewind.as_deref() {
+        None | Some("") => 0,
+        Some(raw) => raw
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("rewind {raw:?}: a whole number of seconds")))?,
+    };
+    listening.admit(&app, &headers, query.token.as_deref(), &Subject::Player(id), format)?;
+    let player = app.registry.get(id)?;
+    let recording = player.output.recording().clone();
+    let now = listening.scheduler.now_tick();
+    let live = now.saturating_sub(LIVE_DELAY_TICKS);
+    let start = live.saturating_sub((rewind_secs * 50).max(BURST_TICKS)).max(recording.oldest(now));
+    // A rewound listener stays where it started, less the burst.
+    let delay = (live - start).saturating_sub(BURST_TICKS);
+    let membership = listening.hub.join(player.guild_id, id, start, delay).map_err(ApiError::limit)?;
+    let wants_icy = headers.get("icy-metadata").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1");
+    let icy = (format == Format::Mp3 && wants_icy).then(Icy::new);
+    let encoding = match format {
+        Format::Mp3 if delay == 0 => Encoding::Mp3(listening.mp3_feed(id, &recording)?, icy),
+        Format::Mp3 => Encoding::Mp3Own(Box::new(Mp3Encoder::new(listening.mp3_bitrate).map_err(ApiError::internal)?), icy),
+        _ => Encoding::Ogg(ogg_pages::OggStream::new(rand::random())),
+    };
+    let has_icy = matches!(encoding, Encoding::Mp3(_, Some(_)) | Encoding::Mp3Own(_, Some(_)));
+    let listener = Listener::new(recording, listening.pulse.clone(), membership, encoding, start, app.registry.ctx.metrics.clone());
+    let body = futures_util::stream::unfold(listener, |mut listener| async move {
+        listener.next().await.map(|bytes| (Ok::<_, std::io::Error>(bytes), listener))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    let h = response.headers_mut();
+    let content_type = if format == Format::Mp3 { "audio/mpeg" } else { "audio/ogg" };
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    if let Ok(name) = HeaderValue::from_str(&format!("mesastream player {id}")) {
+        h.insert("icy-name", name);
+    }
+    if has_icy {
+        h.insert("icy-metaint", HeaderValue::from(stream::ICY_METAINT));
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+fn playlist_response(text: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+fn mp4_response(bytes: Vec<u8>, cache: &'static str) -> Response {
+    (
+        [(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, cache), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        bytes,
+    )
+        .into_response()
+}
+
+fn count(app: &AppState, kind: &'static str, source: &'static str) {
+    app.registry.ctx.metrics.hls_requests.get_or_create(&HlsLabels { kind, source }).inc();
+}
+
+/// `?token=…` for URIs in a playlist reached with one, else nothing.
+fn token_suffix(token: Option<&str>) -> String {
+    token.map(|t| format!("?token={t}")).unwrap_or_default()
+}
+
+fn segment_number(raw: &str) -> ApiResult<u64> {
+    raw.strip_suffix(".m4s")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| ApiError::not_found(format!("no segment {raw}")))
+}
+
+async fn player_playlist(
+    State(app): State<AppState>,
+    PlayerId(id): PlayerId,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Player(id), Format::Hls)?;
+    let player = app.registry.get(id)?;
+    count(&app, "playlist", "player");
+    let now = app.listening.scheduler.now_tick();
+    let text = hls::live_playlist(player.output.recording(), now, &token_suffix(query.token.as_deref()));
+    Ok(playlist_response(text))
+}
+
+async fn player_init(
+    State(app): State<AppState>,
+    PlayerId(id): PlayerId,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Player(id), Format::Hls)?;
+    app.registry.get(id)?;
+    count(&app, "init", "player");
+    Ok(mp4_response(fmp4::init_segment().map_err(ApiError::internal)?, "max-age=3600"))
+}
+
+async fn player_segment(
+    State(app): State<AppState>,
+    Path((raw_id, segment)): Path<(String, String)>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let id = Id(raw_id.parse().map_err(|_| ApiError::not_found(format!("player {raw_id} not found")))?);
+    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Player(id), Format::Hls)?;
+    let n = segment_number(&segment)?;
+    let player = app.registry.get(id)?;
+    count(&app, "segment", "player");
+    let now = app.listening.scheduler.now_tick();
+    let bytes = hls::live_segment(player.output.recording(), now, n).map_err(|e| match e {
+        hls::HlsError::Gone(_) => ApiError::not_found(e),
+        other => ApiError::internal(other),
+    })?;
+    Ok(mp4_response(bytes, "max-age=600"))
+}
+
+#[derive(Deserialize)]
+struct TrackQuery {
+    query: Option<String>,
+    token: Option<String>,
+}
+
+/// On-demand HLS by query: the track is found as an enqueue finds it, cached (filled now if
+/// it is not), and its playlist points at the track's id form with a token for that id.
+async fn query_playlist(
+    State(app): State<AppState>,
+    Query(query): Query<TrackQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let text = query.query.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let text = text.ok_or_else(|| ApiError::bad_request("query is required (a link or a search)"))?;
+    let grant = app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::query(text), Format::Hls)?;
+    let (tracks, mut known) = super::players::find(&app, text).await?;
+    let track = tracks.into_iter().next().ok_or_else(|| ApiError::source_unavailable(format!("{text} names no track")))?;
+    let source = known.iter().position(|(id, _)| *id == track.id).map(|at| known.swap_remove(at).1);
+    let prepared = tokio::time::timeout(PREPARE_TIMEOUT, app.registry.prepare(&track, source)).await;
+    let id = match prepared {
+        Ok(Ok(id)) => id,
+        Ok(Err(e)) => return Err(ApiError::source_unavailable(e)),
+        Err(_) => return Err(ApiError::service_unavailable("the track is still being cached; ask again")),
+    };
+    // Segments are reached by the track's id, with a token for it that ends with this one.
+    let suffix = match &grant {
+        Some(grant) if !app.listening.public => {
+            let token = app.listening.signer.sign(&Grant { subject: Subject::Track(id.clone()), format: Format::Hls, expires: grant.expires });
+            token_suffix(Some(&token))
+        }
+        None if !app.listening.public => {
+            let token = app.listening.signer.sign(&Grant {
+                subject: Subject::Track(id.clone()),
+                format: Format::Hls,
+                expires: unix_now() + DEFAULT_TTL_SECS,
+            });
+            token_suffix(Some(&token))
+        }
+        _ => String::new(),
+    };
+    track_playlist_text(&app, &id, &format!("/tracks/{id}/hls/"), &suffix).await
+}
+
+async fn track_playlist_text(app: &AppState, id: &str, prefix: &str, suffix: &str) -> ApiResult<Response> {
+    let cached = open_cached(app, id).await?;
+    count(app, "playlist", "track");
+    Ok(playlist_response(hls::track_playlist(&cached.index, prefix, suffix)))
+}
+
+async fn open_cached(app: &AppState, id: &str) -> ApiResult<crate::cache::store::CachedTrack> {
+    let cache = app.registry.ctx.pipeline.cache.clone().ok_or_else(|| ApiError::not_found("the audio cache is off"))?;
+    let owned = id.to_string();
+    tokio::task::spawn_blocking(move || cache.open_by_id(&owned))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("track {id} is not cached")))
+}
+
+async fn track_playlist(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Track(id.clone()), Format::Hls)?;
+    track_playlist_text(&app, &id, "", &token_suffix(query.token.as_deref())).await
+}
+
+async fn track_init(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Track(id.clone()), Format::Hls)?;
+    open_cached(&app, &id).await?;
+    count(&app, "init", "track");
+    Ok(mp4_response(fmp4::init_segment().map_err(ApiError::internal)?, "max-age=3600"))
+}
+
+async fn track_segment(
+    State(app): State<AppState>,
+    Path((id, segment)): Path<(String, String)>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Track(id.clone()), Format::Hls)?;
+    let n = segment_number(&segment)?;
+    let mut cached = open_cached(&app, &id).await?;
+    count(&app, "segment", "track");
+    let bytes = tokio::task::spawn_blocking(move || hls::track_segment(&cached.index, &mut cached.reader, n))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            hls::HlsError::Gone(_) => ApiError::not_found(e),
+            other => ApiError::internal(other),
+        })?;
+    Ok(mp4_response(bytes, "max-age=86400"))
+}
+
+/// What a token is for, as requests name it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenItem {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub player_id: Option<Id>,
+    /// A cached track's id (from an on-demand playlist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<String>,
+    /// A link or search, as `/tracks/hls/index.m3u8?query=` takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<String>,
+    #[serde(default = "any_format")]
+    pub format: Format,
+}
+
+fn any_format() -> Format {
+    Format::Any
+}
+
+impl TokenItem {
+    fn subject(&self) -> ApiResult<Subject> {
+        match (&self.player_id, &self.track_id, &self.track) {
+            (Some(id), None, None) => Ok(Subject::Player(*id)),
+            (None, Some(id), None) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(Subject::Track(id.to_ascii_lowercase()))
+            }
+            (None, Some(id), None) => Err(ApiError::bad_request(format!("track_id {id:?} is not a track id"))),
+            (None, None, Some(query)) if !query.trim().is_empty() => Ok(Subject::query(query.trim())),
+            _ => Err(ApiError::bad_request("name exactly one of player_id, track_id or track")),
+        }
+    }
+
+    /// Where the token is used, with the token in place.
+    fn url(&self, token: &str) -> String {
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+        match (&self.player_id, &self.track_id, &self.track) {
+            (Some(id), _, _) => match self.format {
+                Format::Hls => format!("/players/{id}/hls/index.m3u8?token={token}"),
+                Format::Mp3 => format!("/players/{id}/listen?format=mp3&token={token}"),
+                _ => format!("/players/{id}/listen?token={token}"),
+            },
+            (_, Some(id), _) => format!("/tracks/{id}/hls/index.m3u8?token={token}"),
+            (_, _, Some(query)) => format!("/tracks/hls/index.m3u8?query={}&token={token}", enc(query.trim())),
+            _ => String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueRequest {
+    #[serde(flatten)]
+    item: Option<TokenItem>,
+    #[serde(default)]
+    items: Option<Vec<TokenItem>>,
+    /// Each token's life in seconds.
+    expires_in: Option<u64>,
+    /// A batch's life: its tokens, issued now or unlocked later, never outlive it.
+    batch_expires_in: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct IssuedToken {
+    token: String,
+    expires_at: u64,
+    url: String,
+    #[serde(flatten)]
+    item: TokenItem,
+}
+
+fn ttl(raw: Option<u64>, what: &str) -> ApiResult<u64> {
+    match raw.unwrap_or(DEFAULT_TTL_SECS) {
+        0 => Err(ApiError::bad_request(format!("{what} must be at least 1 second"))),
+        s if s > MAX_TTL_SECS => Err(ApiError::bad_request(format!("{what} is at most {MAX_TTL_SECS} seconds"))),
+        s => Ok(s),
+    }
+}
+
+fn issue_one(signer: &Signer, item: TokenItem, expires: u64) -> ApiResult<IssuedToken> {
+    let token = signer.sign(&Grant { subject: item.subject()?, format: item.format, expires });
+    Ok(IssuedToken { url: item.url(&token), token, expires_at: expires, item })
+}
+
+/// `POST /listen-tokens`: one item (`player_id`, `track_id` or `track`, and `format`), or a
+/// batch (`items`, `batch_expires_in`).
+async fn issue(State(app): State<AppState>, body: axum::body::Bytes) -> ApiResult<Response> {
+    let request: IssueRequest = serde_json::from_slice(&body).map_err(ApiError::bad_request)?;
+    let now = unix_now();
+    let token_ttl = ttl(request.expires_in, "expires_in")?;
+    let signer = &app.listening.signer;
+    let item = request.item.filter(|i| i.player_id.is_some() || i.track_id.is_some() || i.track.is_some());
+    match (item, request.items) {
+        (Some(item), None) => {
+            if request.batch_expires_in.is_some() {
+                return Err(ApiError::bad_request("batch_expires_in goes with items"));
+            }
+            let issued = issue_one(signer, item, now + token_ttl)?;
+            Ok((StatusCode::CREATED, axum::Json(issued)).into_response())
+        }
+        (None, Some(items)) => {
+            if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+                return Err(ApiError::bad_request(format!("a batch names 1 to {MAX_BATCH_ITEMS} items")));
+            }
+            let batch_expires = now + ttl(request.batch_expires_in, "batch_expires_in")?;
+            let subjects = items.iter().map(|i| Ok((i.subject()?, i.format))).collect::<ApiResult<Vec<_>>>()?;
+            let batch = signer.sign_batch(&Batch { items: subjects, expires: batch_expires, ttl: token_ttl });
+            let expires = (now + token_ttl).min(batch_expires);
+            let issued = items.into_iter().map(|i| issue_one(signer, i, expires)).collect::<ApiResult<Vec<_>>>()?;
+            let body = serde_json::json!({ "batch": batch, "batch_expires_at": batch_expires, "items": issued });
+            Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+        }
+        _ => Err(ApiError::bad_request("give one item (player_id, track_id or track) or items")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnlockRequest {
+    batch: String,
+    /// The item's position in the batch.
+    item: usize,
+}
+
+/// `POST /listen-tokens/unlock`: a fresh token for one item of a batch while the batch lives
+/// (it never outlives the batch); 410 once the batch expired.
+async fn unlock(State(app): State<AppState>, JsonBody(request): JsonBody<UnlockRequest>) -> ApiResult<Response> {
+    let now = unix_now();
+    let batch = match app.listening.signer.verify_batch(&request.batch, now) {
+        Ok(batch) => batch,
+        Err(TokenError::Expired) => return Err(ApiError::gone("the batch expired")),
+        Err(e) => return Err(ApiError::forbidden_with(e)),
+    };
+    let (subject, format) = batch
+        .items
+        .get(request.item)
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request(format!("the batch has {} items", batch.items.len())))?;
+    let expires = (now + batch.ttl).min(batch.expires);
+    let token = app.listening.signer.sign(&Grant { subject, format, expires });
+    Ok((StatusCode::CREATED, axum::Json(serde_json::json!({ "token": token, "expires_at": expires }))).into_response())
+}
