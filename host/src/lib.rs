@@ -173,7 +173,12 @@ impl Server {
             auth_token: config.auth_token.clone().into(),
             ws_auth: config.ws_auth,
             limits: Arc::new(api::limits::ApiLimits::new(config.limits)),
-            listening: Arc::new(api::listen::Listening::start(&config.listen, scheduler.clone(), events.clone(), metrics)),
+            listening: Arc::new(api::listen::Listening::start(
+                &config.listen,
+                scheduler.clone(),
+                events.clone(),
+                metrics,
+            )),
         };
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;

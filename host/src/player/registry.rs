@@ -201,7 +201,8 @@ impl Registry {
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         let (opened_tx, opened_rx) = mpsc::unbounded_channel();
         let (persist_tx, persist_rx) = watch::channel(None);
-        let recording = Arc::new(super::recording::Recording::new(self.ctx.rewind_ticks, self.ctx.scheduler.now_tick()));
+        let recording =
+            Arc::new(super::recording::Recording::new(self.ctx.rewind_ticks, self.ctx.scheduler.now_tick()));
         let output = Arc::new(PlayerOutput::new(signal_tx, self.ctx.output_counters.clone(), recording));
         output.set_sender(voice.as_ref().map(VoiceConnection::sender));
         let on_clock: Arc<dyn Tickable> = output.clone();

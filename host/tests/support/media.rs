@@ -122,6 +122,16 @@ pub const TONES: &[Tone] = &[
         codec_args: &["-c:a", "libopus", "-b:a", "128k", "-frame_duration", "20"],
         left_only: false,
     },
+    // Long enough for a live HLS window of several segments, and for a rewind test.
+    Tone {
+        file: "tone-450-20s.opus",
+        freq_hz: 450.0,
+        rate: 48_000,
+        channels: 2,
+        seconds: 20.0,
+        codec_args: &["-c:a", "libopus", "-b:a", "96k", "-frame_duration", "20"],
+        left_only: false,
+    },
     Tone {
         file: "tone-523-long.mp3",
         freq_hz: 523.0,

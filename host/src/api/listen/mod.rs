@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::extract::{JsonBody, PlayerId};
-use super::{AppState, ApiError};
+use super::{ApiError, AppState};
 use crate::audio::mp3::Mp3Encoder;
 use crate::config::ListenConfig;
 use crate::events::EventBus;
@@ -86,13 +86,19 @@ impl Listening {
 
     /// Whether the request may listen to `subject` in `format`: open routes, the bearer
     /// token, or a listen token for it.
-    fn admit(&self, app: &AppState, headers: &HeaderMap, token: Option<&str>, subject: &Subject, format: Format) -> ApiResult<Option<Grant>> {
+    fn admit(
+        &self,
+        app: &AppState,
+        headers: &HeaderMap,
+        token: Option<&str>,
+        subject: &Subject,
+        format: Format,
+    ) -> ApiResult<Option<Grant>> {
         if self.public || super::bearer_ok(headers, &app.auth_token) {
             return Ok(None);
         }
-        let token = token.ok_or_else(|| {
-            ApiError::unauthorized_with("a listen token (?token=) or the bearer token is required")
-        })?;
+        let token = token
+            .ok_or_else(|| ApiError::unauthorized_with("a listen token (?token=) or the bearer token is required"))?;
         self.signer.check(token, unix_now(), subject, format).map(Some).map_err(ApiError::forbidden_with)
     }
 
@@ -158,9 +164,9 @@ async fn listen(
     };
     let rewind_secs: u64 = match query.rewind.as_deref() {
         None | Some("") => 0,
-        Some(raw) => raw
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("rewind {raw:?}: a whole number of seconds")))?,
+        Some(raw) => {
+            raw.parse().map_err(|_| ApiError::bad_request(format!("rewind {raw:?}: a whole number of seconds")))?
+        }
     };
     listening.admit(&app, &headers, query.token.as_deref(), &Subject::Player(id), format)?;
     let player = app.registry.get(id)?;
@@ -175,11 +181,20 @@ async fn listen(
     let icy = (format == Format::Mp3 && wants_icy).then(Icy::new);
     let encoding = match format {
         Format::Mp3 if delay == 0 => Encoding::Mp3(listening.mp3_feed(id, &recording)?, icy),
-        Format::Mp3 => Encoding::Mp3Own(Box::new(Mp3Encoder::new(listening.mp3_bitrate).map_err(ApiError::internal)?), icy),
+        Format::Mp3 => {
+            Encoding::Mp3Own(Box::new(Mp3Encoder::new(listening.mp3_bitrate).map_err(ApiError::internal)?), icy)
+        }
         _ => Encoding::Ogg(ogg_pages::OggStream::new(rand::random())),
     };
     let has_icy = matches!(encoding, Encoding::Mp3(_, Some(_)) | Encoding::Mp3Own(_, Some(_)));
-    let listener = Listener::new(recording, listening.pulse.clone(), membership, encoding, start, app.registry.ctx.metrics.clone());
+    let listener = Listener::new(
+        recording,
+        listening.pulse.clone(),
+        membership,
+        encoding,
+        start,
+        app.registry.ctx.metrics.clone(),
+    );
     let body = futures_util::stream::unfold(listener, |mut listener| async move {
         listener.next().await.map(|bytes| (Ok::<_, std::io::Error>(bytes), listener))
     });
@@ -217,7 +232,11 @@ fn playlist_response(text: String) -> Response {
 
 fn mp4_response(bytes: Vec<u8>, cache: &'static str) -> Response {
     (
-        [(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, cache), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        [
+            (header::CONTENT_TYPE, "video/mp4"),
+            (header::CACHE_CONTROL, cache),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
         bytes,
     )
         .into_response()
@@ -300,7 +319,8 @@ async fn query_playlist(
     let text = text.ok_or_else(|| ApiError::bad_request("query is required (a link or a search)"))?;
     let grant = app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::query(text), Format::Hls)?;
     let (tracks, mut known) = super::players::find(&app, text).await?;
-    let track = tracks.into_iter().next().ok_or_else(|| ApiError::source_unavailable(format!("{text} names no track")))?;
+    let track =
+        tracks.into_iter().next().ok_or_else(|| ApiError::source_unavailable(format!("{text} names no track")))?;
     let source = known.iter().position(|(id, _)| *id == track.id).map(|at| known.swap_remove(at).1);
     let prepared = tokio::time::timeout(PREPARE_TIMEOUT, app.registry.prepare(&track, source)).await;
     let id = match prepared {
@@ -311,7 +331,11 @@ async fn query_playlist(
     // Segments are reached by the track's id, with a token for it that ends with this one.
     let suffix = match &grant {
         Some(grant) if !app.listening.public => {
-            let token = app.listening.signer.sign(&Grant { subject: Subject::Track(id.clone()), format: Format::Hls, expires: grant.expires });
+            let token = app.listening.signer.sign(&Grant {
+                subject: Subject::Track(id.clone()),
+                format: Format::Hls,
+                expires: grant.expires,
+            });
             token_suffix(Some(&token))
         }
         None if !app.listening.public => {

@@ -186,15 +186,15 @@ impl Signer {
     }
 
     pub fn sign_batch(&self, batch: &Batch) -> String {
-        let items: Vec<String> =
-            batch.items.iter().map(|(s, f)| format!("{}/{}", s.encode(), f.as_str())).collect();
+        let items: Vec<String> = batch.items.iter().map(|(s, f)| format!("{}/{}", s.encode(), f.as_str())).collect();
         self.sign_text(&format!("b1|{}|{}|{}", batch.expires, batch.ttl, items.join(",")))
     }
 
     pub fn verify_batch(&self, token: &str, now: u64) -> Result<Batch, TokenError> {
         let text = self.open(token)?;
         let mut parts = text.splitn(4, '|');
-        let (Some("b1"), Some(expires), Some(ttl), Some(items)) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some("b1"), Some(expires), Some(ttl), Some(items)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(TokenError::Invalid);
         };

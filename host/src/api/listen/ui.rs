@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::super::{AppState, ApiError};
+use super::super::{ApiError, AppState};
 use super::unix_now;
 
 pub const COOKIE: &str = "mesastream_ui";
