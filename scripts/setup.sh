@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# Installs what building and testing mesastream needs on a bare Debian/Ubuntu machine:
-# libopus (through pkg-config), cmake, ffmpeg (test fixtures), redis-server, the
-# wasm32-wasip2 target, yt-dlp and schemathesis (the API fuzzer the tests run), Node.js, and
-# the Lavalink client libraries the tests drive (host/tests/clients: lavalink.py from PyPI,
-# Shoukaku and lavalink-client from npm, at the versions pinned there). Safe to run again; skips what is
-# already there.
+# Installs what building and running mesastream needs on a bare Debian/Ubuntu machine:
+# libopus (through pkg-config), cmake, ffmpeg, Python and yt-dlp, the wasm32-wasip2 target.
+# With --tests, also what the tests use: redis-server, schemathesis (the API fuzzer), Node.js,
+# Chromium (the operator page and hls.js are tested in it), and the client libraries the
+# tests drive (host/tests/clients: lavalink.py from PyPI; Shoukaku, lavalink-client,
+# puppeteer-core and hls.js from npm, at the versions pinned there). Safe to run again; skips
+# what is already there.
 set -euo pipefail
+
+tests=false
+[ "${1:-}" = "--tests" ] && tests=true
 
 need_apt=()
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 pkg-config --exists opus 2>/dev/null || need_apt+=(libopus-dev)
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
-command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
-command -v node >/dev/null || need_apt+=(nodejs)
-command -v npm >/dev/null || need_apt+=(npm)
+if $tests; then
+  command -v redis-server >/dev/null || need_apt+=(redis-server)
+  command -v node >/dev/null || need_apt+=(nodejs)
+  command -v npm >/dev/null || need_apt+=(npm)
+  command -v chromium >/dev/null || need_apt+=(chromium)
+fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=""
@@ -43,6 +50,8 @@ if [ "$(printf '%s\n%s\n' "$ytdlp_at_least" "$ytdlp_installed" | sort -V | head 
   echo "setup: installing yt-dlp (at least $ytdlp_at_least) from PyPI"
   pip_install --upgrade "yt-dlp>=$ytdlp_at_least"
 fi
+
+$tests || exit 0
 
 schemathesis_version="4.32.5"
 if ! st --version 2>/dev/null | grep -q "$schemathesis_version"; then

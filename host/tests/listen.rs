@@ -313,3 +313,38 @@ async fn open_listening_needs_no_token_and_the_bearer_always_works() {
     let missing = status(&closed, "/players/123/hls/index.m3u8?token=x").await;
     assert_eq!(missing.0, 403, "a token is checked before the player is looked up");
 }
+
+#[tokio::test]
+async fn the_operator_page_and_hls_js_play_a_player_in_chromium() {
+    let h = harness().await;
+    let playing = started(&h, "tone-450-20s.opus").await;
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("operator-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let clients = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let hls = token(&h, json!({ "player_id": playing.guild.to_string(), "format": "hls" })).await;
+    let output = tokio::process::Command::new("node")
+        .arg(clients.join("operator_page.cjs"))
+        .env("BASE_URL", h.base_url())
+        .env("AUTH_TOKEN", TOKEN)
+        .env("PLAYER_ID", playing.guild.to_string())
+        .env("SCREENSHOT", &screenshot)
+        .env("HLS_URL", h.url(hls["url"].as_str().unwrap()))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(90), output)
+        .await
+        .expect("the browser finishes")
+        .expect("node runs (scripts/setup.sh installs it and puppeteer-core)");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the page script failed:\n{stdout}\n{stderr}");
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("one JSON line");
+    assert_eq!(seen["problems"], json!([]), "the page loads and plays without errors: {seen}");
+    assert!(seen["nowPlaying"].as_str().unwrap().contains("tone-450-20s.opus"), "{seen}");
+    assert_eq!(seen["status"], "playing", "{seen}");
+    assert!(seen["currentTime"].as_f64().unwrap() > 2.0, "{seen}");
+    assert_eq!(seen["hlsSupported"], true, "{seen}");
+    assert!(seen["hlsTime"].as_f64().unwrap() > 2.0, "hls.js played the live HLS: {seen}");
+    let png = std::fs::read(&screenshot).expect("a screenshot was written");
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+    eprintln!("operator page screenshot: {}", screenshot.display());
+}

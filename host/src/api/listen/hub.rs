@@ -159,3 +159,44 @@ pub fn start_pulse(hub: Arc<Hub>, scheduler: Arc<Scheduler>) -> watch::Receiver<
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_listener_further_behind_than_allowed_is_dropped_once_and_counted() {
+        let events = EventBus::new(16);
+        let mut seen = events.subscribe();
+        let metrics = Arc::new(Metrics::new());
+        let hub = Arc::new(Hub::new(events, metrics.clone(), 100, 10));
+        let keeping_up = hub.join(Id(1), Id(2), 1000, 0).unwrap();
+        let rewound = hub.join(Id(1), Id(2), 500, 450).unwrap();
+        let stalled = hub.join(Id(1), Id(2), 800, 0).unwrap();
+        assert_eq!(hub.count(Id(2)), 3);
+        // Live is at 1000 + LIVE_DELAY: the stalled one is 200 ticks behind, the rewound one
+        // 50 behind where it chose to be.
+        hub.sweep(1000 + LIVE_DELAY_TICKS);
+        assert!(stalled.slot.dropped.load(Ordering::Acquire));
+        assert!(!rewound.slot.dropped.load(Ordering::Acquire) && !keeping_up.slot.dropped.load(Ordering::Acquire));
+        assert_eq!(hub.count(Id(2)), 2);
+        assert_eq!(metrics.listener_drops.get(), 1);
+        drop(stalled);
+        assert_eq!(metrics.listener_drops.get(), 1, "leaving after the drop is not a second leave");
+        assert_eq!(metrics.listeners.get(), 2);
+        let mut left = Vec::new();
+        while let Ok(event) = seen.try_recv() {
+            if let Event::ListenerLeft { dropped, listeners, .. } = event {
+                left.push((dropped, listeners));
+            }
+        }
+        assert_eq!(left, vec![(true, 2)]);
+    }
+
+    #[test]
+    fn a_node_takes_at_most_its_listeners() {
+        let hub = Arc::new(Hub::new(EventBus::new(16), Arc::new(Metrics::new()), 100, 1));
+        let _one = hub.join(Id(1), Id(2), 0, 0).unwrap();
+        assert!(hub.join(Id(1), Id(3), 0, 0).is_err());
+    }
+}

@@ -430,6 +430,10 @@ fn any_format() -> Format {
 
 impl TokenItem {
     fn subject(&self) -> ApiResult<Subject> {
+        let for_track = self.track_id.is_some() || self.track.is_some();
+        if for_track && !matches!(self.format, Format::Hls | Format::Any) {
+            return Err(ApiError::bad_request("a track is listened to as hls"));
+        }
         match (&self.player_id, &self.track_id, &self.track) {
             (Some(id), None, None) => Ok(Subject::Player(*id)),
             (None, Some(id), None) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
@@ -460,9 +464,10 @@ impl TokenItem {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IssueRequest {
-    #[serde(flatten)]
-    item: Option<TokenItem>,
-    #[serde(default)]
+    player_id: Option<Id>,
+    track_id: Option<String>,
+    track: Option<String>,
+    format: Option<Format>,
     items: Option<Vec<TokenItem>>,
     /// Each token's life in seconds.
     expires_in: Option<u64>,
@@ -499,7 +504,16 @@ async fn issue(State(app): State<AppState>, body: axum::body::Bytes) -> ApiResul
     let now = unix_now();
     let token_ttl = ttl(request.expires_in, "expires_in")?;
     let signer = &app.listening.signer;
-    let item = request.item.filter(|i| i.player_id.is_some() || i.track_id.is_some() || i.track.is_some());
+    let named = request.player_id.is_some() || request.track_id.is_some() || request.track.is_some();
+    let item = named.then(|| TokenItem {
+        player_id: request.player_id,
+        track_id: request.track_id,
+        track: request.track,
+        format: request.format.unwrap_or(Format::Any),
+    });
+    if request.format.is_some() && !named {
+        return Err(ApiError::bad_request("format goes with player_id, track_id or track (or inside items)"));
+    }
     match (item, request.items) {
         (Some(item), None) => {
             if request.batch_expires_in.is_some() {
