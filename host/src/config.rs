@@ -106,6 +106,8 @@ pub struct ListenConfig {
     pub previous_secret: Option<String>,
     /// `REWIND_SECONDS` (300): audio each player keeps for `?rewind=` and live HLS.
     pub rewind_seconds: u64,
+    /// `REWIND_MAX_BYTES` (512 MiB): what all players' rewind buffers hold together.
+    pub rewind_max_bytes: usize,
     /// `LISTEN_MAX_LAG_SECONDS` (30): a listener further behind than this is dropped.
     pub max_lag_seconds: u64,
     /// `LISTEN_MP3_BITRATE` (128): kbit/s of `?format=mp3` streams.
@@ -121,6 +123,7 @@ impl std::fmt::Debug for ListenConfig {
             .field("secret", &self.secret.as_ref().map(|_| "<set>"))
             .field("previous_secret", &self.previous_secret.as_ref().map(|_| "<set>"))
             .field("rewind_seconds", &self.rewind_seconds)
+            .field("rewind_max_bytes", &self.rewind_max_bytes)
             .field("max_lag_seconds", &self.max_lag_seconds)
             .field("mp3_bitrate_kbps", &self.mp3_bitrate_kbps)
             .field("max_listeners", &self.max_listeners)
@@ -349,6 +352,7 @@ impl Config {
                 rewind_seconds: parse("REWIND_SECONDS", get("REWIND_SECONDS"), 300, |v| {
                     (*v <= 4 * 3600).then_some(()).ok_or_else(|| "at most 14400 (4 hours)".to_string())
                 })?,
+                rewind_max_bytes: parse("REWIND_MAX_BYTES", get("REWIND_MAX_BYTES"), 512 << 20, ok)?,
                 max_lag_seconds: parse("LISTEN_MAX_LAG_SECONDS", get("LISTEN_MAX_LAG_SECONDS"), 30, at_least_one)?,
                 mp3_bitrate_kbps: parse("LISTEN_MP3_BITRATE", get("LISTEN_MP3_BITRATE"), 128, |v| {
                     MP3_BITRATES.contains(v).then_some(()).ok_or_else(|| format!("one of {MP3_BITRATES:?}"))

@@ -165,6 +165,7 @@ impl Server {
             metrics: metrics.clone(),
             limits: config.limits,
             rewind_ticks: config.listen.rewind_seconds * 50,
+            rewind_budget: player::recording::RewindBudget::new(config.listen.rewind_max_bytes),
         });
         let registry = Registry::new(ctx);
         let state = api::AppState {

@@ -108,6 +108,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
     ctx.metrics.players.set(players.len() as i64);
     ctx.metrics.playing.set(playing);
+    ctx.metrics.rewind_bytes.set(ctx.rewind_budget.held() as i64);
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         ctx.metrics.encode(),

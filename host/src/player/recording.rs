@@ -6,9 +6,14 @@
 //! span is over or the audio stops. Readers therefore never wait on the clock per packet, and
 //! every reader shares the published bytes (reference-counted slices of a few large buffers,
 //! not one allocation per packet).
+//!
+//! What all players keep together is bounded too (`REWIND_MAX_BYTES`): past it, each player
+//! sealing a chunk lets go of its oldest audio while it holds more than an even share, down
+//! to [`MIN_KEEP_TICKS`]. A few players keep their whole rewind; thousands keep less each.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
@@ -20,6 +25,34 @@ pub const CHUNK_TICKS: u64 = 10;
 const ARENA_BYTES: usize = 16 * 1024;
 /// Before each packet: its tick within the chunk and its length (both u16).
 const RECORD_HEADER: usize = 4;
+/// Audio a player keeps whatever the budget (10 s): a listener's burst and live delay, and a
+/// few live HLS segments.
+pub const MIN_KEEP_TICKS: u64 = 500;
+
+/// The memory every recording shares.
+#[derive(Debug)]
+pub struct RewindBudget {
+    max_bytes: usize,
+    held: AtomicUsize,
+    /// Recordings holding any audio.
+    holders: AtomicUsize,
+}
+
+impl RewindBudget {
+    pub fn new(max_bytes: usize) -> Arc<Self> {
+        Arc::new(Self { max_bytes, held: AtomicUsize::new(0), holders: AtomicUsize::new(0) })
+    }
+
+    /// Bytes of audio all recordings hold.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// What one recording may keep while the budget is exceeded.
+    fn share(&self) -> Option<usize> {
+        (self.held() > self.max_bytes).then(|| self.max_bytes / self.holders.load(Ordering::Relaxed).max(1))
+    }
+}
 
 /// Packets of up to [`CHUNK_TICKS`] consecutive ticks.
 #[derive(Clone)]
@@ -54,6 +87,7 @@ struct Writer {
 #[derive(Default)]
 struct Published {
     chunks: VecDeque<Chunk>,
+    bytes: usize,
     /// Where each track's first packet went out, and what it is called.
     titles: VecDeque<(u64, Arc<str>)>,
 }
@@ -64,13 +98,16 @@ pub struct Recording {
     keep_ticks: u64,
     /// The tick the player was made at: nothing before it is its audio.
     started: u64,
+    budget: Arc<RewindBudget>,
 }
 
 impl Recording {
-    /// Keeps the last `keep_ticks` ticks of audio of a player made at tick `started`.
-    pub fn new(keep_ticks: u64, started: u64) -> Self {
+    /// Keeps the last `keep_ticks` ticks of audio of a player made at tick `started`, within
+    /// `budget`.
+    pub fn new(keep_ticks: u64, started: u64, budget: Arc<RewindBudget>) -> Self {
         Self {
             started,
+            budget,
             writer: Mutex::new(Writer { arena: BytesMut::new(), open: None, next_tick: 0 }),
             published: Mutex::default(),
             keep_ticks,
@@ -114,13 +151,29 @@ impl Recording {
         let Some(first_tick) = writer.open.take() else { return };
         let chunk = Chunk { first_tick, data: writer.arena.split().freeze() };
         let mut published = self.published.lock();
+        if published.bytes == 0 {
+            self.budget.holders.fetch_add(1, Ordering::Relaxed);
+        }
+        published.bytes += chunk.data.len();
+        self.budget.held.fetch_add(chunk.data.len(), Ordering::Relaxed);
         published.chunks.push_back(chunk);
         let horizon = first_tick.saturating_sub(self.keep_ticks);
-        while published.chunks.front().is_some_and(|c| c.first_tick + CHUNK_TICKS <= horizon) {
+        let share = self.budget.share();
+        let floor = first_tick.saturating_sub(MIN_KEEP_TICKS);
+        while let Some(front) = published.chunks.front() {
+            let expired = front.first_tick + CHUNK_TICKS <= horizon;
+            let over_share = share.is_some_and(|s| published.bytes > s) && front.first_tick + CHUNK_TICKS <= floor;
+            if !expired && !over_share {
+                break;
+            }
+            let len = front.data.len();
             published.chunks.pop_front();
+            published.bytes -= len;
+            self.budget.held.fetch_sub(len, Ordering::Relaxed);
         }
-        // The title in force at the horizon stays: it names the oldest audio kept.
-        while published.titles.get(1).is_some_and(|(tick, _)| *tick <= horizon) {
+        let oldest = published.chunks.front().map_or(first_tick, |c| c.first_tick);
+        // The title in force at the oldest audio kept stays: it names that audio.
+        while published.titles.get(1).is_some_and(|(tick, _)| *tick <= oldest) {
             published.titles.pop_front();
         }
     }
@@ -138,14 +191,26 @@ impl Recording {
         published.titles.iter().rev().find(|(at, _)| *at <= tick).map(|(_, title)| title.clone())
     }
 
-    /// The earliest tick readers may start at, at tick `now`.
+    /// The earliest tick readers may start at, at tick `now`: the rewind window, less the
+    /// silence before the oldest audio kept (the node's budget may have taken older audio).
     pub fn oldest(&self, now: u64) -> u64 {
-        now.saturating_sub(self.keep_ticks).max(self.started)
+        let kept = self.published.lock().chunks.front().map_or(0, |c| c.first_tick);
+        now.saturating_sub(self.keep_ticks).max(self.started).max(kept.min(now))
     }
 
     /// Bytes of audio held (published chunks).
     pub fn bytes(&self) -> usize {
-        self.published.lock().chunks.iter().map(|c| c.data.len()).sum()
+        self.published.lock().bytes
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        let bytes = self.published.get_mut().bytes;
+        if bytes > 0 {
+            self.budget.held.fetch_sub(bytes, Ordering::Relaxed);
+            self.budget.holders.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -164,7 +229,7 @@ mod tests {
 
     #[test]
     fn packets_come_back_with_their_ticks_once_published() {
-        let r = Recording::new(1000, 0);
+        let r = Recording::new(1000, 0, RewindBudget::new(usize::MAX));
         for tick in 100..125 {
             r.record(tick, &[tick as u8; 7]);
         }
@@ -179,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_late_stamp_takes_the_next_free_tick_and_gaps_stay_gaps() {
-        let r = Recording::new(1000, 0);
+        let r = Recording::new(1000, 0, RewindBudget::new(usize::MAX));
         r.record(10, b"a");
         r.record(10, b"b");
         r.record(30, b"c");
@@ -190,7 +255,7 @@ mod tests {
 
     #[test]
     fn audio_older_than_the_window_is_let_go_and_titles_follow() {
-        let r = Recording::new(100, 0);
+        let r = Recording::new(100, 0, RewindBudget::new(usize::MAX));
         r.mark_title(0, "one".into());
         for tick in 0..50 {
             r.record(tick, &[1; 100]);
@@ -205,5 +270,32 @@ mod tests {
         assert_eq!(r.title_at(399).as_deref(), Some("two"));
         assert_eq!(r.title_at(10), None, "the first title went with its audio");
         assert!(r.bytes() < 150 * 104);
+    }
+
+    #[test]
+    fn past_the_node_budget_players_keep_an_even_share_and_never_less_than_the_floor() {
+        let budget = RewindBudget::new(400_000);
+        let a = Recording::new(15_000, 0, budget.clone());
+        let b = Recording::new(15_000, 0, budget.clone());
+        for tick in 0..3000 {
+            a.record(tick, &[1; 200]);
+            b.record(tick, &[2; 200]);
+        }
+        a.flush();
+        b.flush();
+        // Each 60 s (about 612 KB) alone; together held to about 200 KB each.
+        assert!(budget.held() <= 400_000 + 2 * 2100, "held {}", budget.held());
+        assert!(a.bytes() > 150_000 && b.bytes() > 150_000, "{} {}", a.bytes(), b.bytes());
+        assert!(a.oldest(3000) > 2000, "readers start where audio is kept: {}", a.oldest(3000));
+        drop(b);
+        assert_eq!(budget.held(), a.bytes(), "a dropped player gives its share back");
+        let tight = RewindBudget::new(1000);
+        let c = Recording::new(15_000, 0, tight);
+        for tick in 0..3000 {
+            c.record(tick, &[3; 200]);
+        }
+        c.flush();
+        let kept = packets(&c, 0, 3000);
+        assert!(kept.len() as u64 >= MIN_KEEP_TICKS, "the floor stays: {}", kept.len());
     }
 }

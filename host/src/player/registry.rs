@@ -34,6 +34,8 @@ pub struct Context {
     pub limits: crate::config::Limits,
     /// Ticks of sent audio each player keeps for listeners over HTTP (`REWIND_SECONDS`).
     pub rewind_ticks: u64,
+    /// What all players' recordings may hold together (`REWIND_MAX_BYTES`).
+    pub rewind_budget: Arc<super::recording::RewindBudget>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,8 +203,11 @@ impl Registry {
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         let (opened_tx, opened_rx) = mpsc::unbounded_channel();
         let (persist_tx, persist_rx) = watch::channel(None);
-        let recording =
-            Arc::new(super::recording::Recording::new(self.ctx.rewind_ticks, self.ctx.scheduler.now_tick()));
+        let recording = Arc::new(super::recording::Recording::new(
+            self.ctx.rewind_ticks,
+            self.ctx.scheduler.now_tick(),
+            self.ctx.rewind_budget.clone(),
+        ));
         let output = Arc::new(PlayerOutput::new(signal_tx, self.ctx.output_counters.clone(), recording));
         output.set_sender(voice.as_ref().map(VoiceConnection::sender));
         let on_clock: Arc<dyn Tickable> = output.clone();

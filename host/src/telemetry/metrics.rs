@@ -95,6 +95,8 @@ pub struct Metrics {
     /// MP3 encoders running (one per player with live MP3 listeners, one per rewound one).
     pub mp3_encoders: Gauge,
     pub hls_requests: Family<HlsLabels, Counter>,
+    /// Bytes of audio all players keep for rewind and live HLS (set at scrape time).
+    pub rewind_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -136,6 +138,7 @@ impl Metrics {
             listener_bytes: Family::default(),
             mp3_encoders: Gauge::default(),
             hls_requests: Family::default(),
+            rewind_bytes: Gauge::default(),
         };
         registry.register("players", "Players in memory", m.players.clone());
         registry.register("players_playing", "Players whose status is playing", m.playing.clone());
@@ -203,6 +206,11 @@ impl Metrics {
         );
         registry.register("listener_bytes", "Bytes sent to stream listeners", m.listener_bytes.clone());
         registry.register("mp3_encoders", "MP3 encoders running for listeners", m.mp3_encoders.clone());
+        registry.register(
+            "rewind_bytes",
+            "Bytes of audio players keep for rewind and live HLS",
+            m.rewind_bytes.clone(),
+        );
         registry.register("hls_requests", "HLS requests served, by kind and source", m.hls_requests.clone());
         registry.register("audio_cache_lookups", "Audio cache lookups by outcome", m.cache_lookups.clone());
         registry.register(

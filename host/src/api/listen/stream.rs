@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn gaps_are_silence_and_the_range_is_exact() {
-        let r = Recording::new(1000, 0);
+        let r = Recording::new(1000, 0, crate::player::recording::RewindBudget::new(usize::MAX));
         r.record(12, b"x");
         r.record(14, b"y");
         r.flush();
