@@ -209,9 +209,29 @@ async fn hls() {
     }
 }
 
+/// What recording adds to each packet a player sends (the clock's side: append, and publish
+/// a chunk every tenth packet), ns per packet, against the work the packet itself needs.
+fn recording_cost() {
+    use mesastream::player::recording::{Recording, RewindBudget};
+    let recording = Recording::new(15_000, 0, RewindBudget::new(512 << 20));
+    let packet = vec![0x5au8; 240]; // a 20 ms packet at 96 kbit/s
+    let rounds = 2_000_000u64;
+    let started = cpu_time::ThreadTime::now();
+    for tick in 0..rounds {
+        recording.record(tick, &packet);
+    }
+    let ns = started.elapsed().as_secs_f64() * 1e9 / rounds as f64;
+    let packet_us = support::baseline::packet_us().total();
+    println!(
+        "recording: {ns:.0} ns per packet sent; the packet's own work (DAVE, transport seal, UDP send) {packet_us:.2} µs: {:.2} % more",
+        ns / 10.0 / packet_us
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let _ = mesastream::open_files::raise();
+    recording_cost();
     // Ogg at the track's rate (96 kbit/s) and MP3 at 128 kbit/s, in 100 ms writes.
     let ogg = baseline_us_per_listener_second(96_000 / 8);
     let mp3 = baseline_us_per_listener_second(128_000 / 8);
