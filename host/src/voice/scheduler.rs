@@ -262,9 +262,7 @@ fn run_lane(lane: &Lane, start: Instant, realtime: bool, stop: &AtomicBool, stat
             let deadline = phase_time(start, next_tick, phase);
             sleep_until(deadline);
             late |= Instant::now().saturating_duration_since(deadline) > Duration::from_millis(5);
-            batch.clear();
             batch.extend(lane.phases.lock()[phase].iter().filter_map(Weak::upgrade));
-            retry.clear();
             for stream in &batch {
                 if tick_one(lane, phase, stream, next_tick, false) == TickOutcome::Retry {
                     retry.push(stream.clone());
@@ -273,6 +271,10 @@ fn run_lane(lane: &Lane, start: Instant, realtime: bool, stop: &AtomicBool, stat
             for stream in &retry {
                 tick_one(lane, phase, stream, next_tick, true);
             }
+            // Held no longer than the phase: a stream taken off the clock is dropped now, not
+            // whenever this lane next ticks another one.
+            batch.clear();
+            retry.clear();
         }
         if late {
             stats.late_ticks.inc();
