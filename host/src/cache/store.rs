@@ -211,6 +211,44 @@ impl AudioCache {
         Some(track)
     }
 
+    /// Waits until `key` is cached, while a fill of it is under way; false when no fill is
+    /// (any more) and the track is not cached, or after `limit`. Blocks: call from a blocking
+    /// thread.
+    pub fn wait_filled(&self, key: &str, limit: std::time::Duration) -> bool {
+        let stem = stem_of(key);
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let fill = {
+                let state = self.state.lock();
+                if state.entries.contains_key(&stem) {
+                    return true;
+                }
+                match state.fills.get(&stem).and_then(Weak::upgrade) {
+                    Some(fill) => fill,
+                    None => return false,
+                }
+            };
+            let (tx, rx) = std::sync::mpsc::channel();
+            fill.progress.lock().waiting.push(Box::new(move || {
+                let _ = tx.send(());
+            }));
+            // Looked at again now that the waker is in place, so no outcome is missed.
+            {
+                let state = self.state.lock();
+                if state.entries.contains_key(&stem) {
+                    return true;
+                }
+                if state.fills.get(&stem).is_none_or(|f| f.strong_count() == 0) {
+                    return false;
+                }
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || rx.recv_timeout(left).is_err() {
+                return false;
+            }
+        }
+    }
+
     /// Whether `key` is cached or being filled (so its source need not be checked again).
     pub fn knows(&self, key: &str) -> bool {
         let stem = stem_of(key);
@@ -496,6 +534,10 @@ impl AudioCache {
         if state.fills.get(&stem).is_some_and(|f| f.as_ptr() == Arc::as_ptr(&fill)) {
             state.fills.remove(&stem);
         }
+        drop(state);
+        // Whoever waits for the outcome (see `wait_filled`) looks again: the entry is in place
+        // or the fill is gone.
+        fill.update(|_| {});
     }
 }
 

@@ -14,6 +14,8 @@ use crate::plugins::resolver::Locator;
 
 /// How often the fill's frames are collected (each time, as many as are ready).
 const COLLECT_EVERY: Duration = Duration::from_millis(10);
+/// How long the cache's writer may take to check and put a finished fill in place.
+const FILL_PUBLISHED_WITHIN: Duration = Duration::from_secs(30);
 /// Frames asked for beyond those collected (1 s of audio).
 const ASK_AHEAD: u64 = 50;
 
@@ -47,7 +49,7 @@ impl Registry {
         }
         let request = TrackRequest {
             source,
-            cache_key: Some(key),
+            cache_key: Some(key.clone()),
             duration_hint_ms: Some(track.metadata.duration_ms).filter(|ms| *ms > 0),
             start_ms: 0,
             span: tracing::info_span!("prepare", track_id = %track.id, url = %track.source_url),
@@ -65,19 +67,30 @@ impl Registry {
         let mut interval = tokio::time::interval(COLLECT_EVERY);
         loop {
             frames.ring.ask_up_to(taken + ASK_AHEAD);
-            loop {
-                match frames.ring.take() {
-                    Taken::Audio(packet) => {
-                        frames.ring.recycle(packet);
-                        taken += 1;
-                    }
-                    Taken::End(Ok(())) if taken > 0 => return Ok(id),
-                    Taken::End(Ok(())) => return Err(PrepareError::Failed("the track has no audio".into())),
-                    Taken::End(Err(e)) => return Err(PrepareError::Failed(e)),
-                    Taken::Empty => break,
+            match frames.ring.take() {
+                Taken::Audio(packet) => {
+                    frames.ring.recycle(packet);
+                    taken += 1;
+                }
+                Taken::End(Ok(())) if taken > 0 => break,
+                Taken::End(Ok(())) => return Err(PrepareError::Failed("the track has no audio".into())),
+                Taken::End(Err(e)) => return Err(PrepareError::Failed(e)),
+                Taken::Empty => {
+                    interval.tick().await;
                 }
             }
-            interval.tick().await;
+        }
+        drop(frames);
+        // The fill is put in place by the cache's writer just after the track's end.
+        let filled = tokio::task::spawn_blocking(move || cache.wait_filled(&key, FILL_PUBLISHED_WITHIN))
+            .await
+            .map_err(|e| PrepareError::Failed(e.to_string()))?;
+        if filled {
+            Ok(id)
+        } else {
+            Err(PrepareError::Failed(
+                "the track was read but not cached (a stream without a known end never is)".into(),
+            ))
         }
     }
 }
