@@ -348,3 +348,23 @@ async fn the_operator_page_and_hls_js_play_a_player_in_chromium() {
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
     eprintln!("operator page screenshot: {}", screenshot.display());
 }
+
+#[tokio::test]
+async fn a_stream_ends_when_its_player_is_destroyed() {
+    let h = harness().await;
+    let playing = started(&h, "tone-450-20s.opus").await;
+    let response =
+        h.http.get(h.url(&format!("/players/{}/listen", playing.guild))).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    assert!(body.next().await.is_some_and(|chunk| chunk.is_ok()), "audio flows");
+    let destroyed = h.call(reqwest::Method::DELETE, &format!("/players/{}", playing.guild), None).await;
+    assert_eq!(destroyed.status, 204);
+    let ended = tokio::time::timeout(LIMIT, async {
+        while let Some(chunk) = body.next().await {
+            chunk.expect("the stream ends cleanly");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended after its player went away");
+}

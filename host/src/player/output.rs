@@ -331,6 +331,12 @@ impl PlayerOutput {
     }
 }
 
+impl Drop for PlayerOutput {
+    fn drop(&mut self) {
+        self.recording.close();
+    }
+}
+
 impl Tickable for PlayerOutput {
     fn on_tick(&self, tick: u64, retry: bool) -> TickOutcome {
         if self.silence_left.load(Ordering::Acquire) == 0 && !self.has_feed.load(Ordering::Acquire) {

@@ -99,6 +99,8 @@ pub struct Recording {
     /// The tick the player was made at: nothing before it is its audio.
     started: u64,
     budget: Arc<RewindBudget>,
+    /// Set when the player is gone: its listeners end once they have what it sent.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Recording {
@@ -108,6 +110,7 @@ impl Recording {
         Self {
             started,
             budget,
+            closed: std::sync::atomic::AtomicBool::new(false),
             writer: Mutex::new(Writer { arena: BytesMut::new(), open: None, next_tick: 0 }),
             published: Mutex::default(),
             keep_ticks,
@@ -140,6 +143,21 @@ impl Recording {
         if writer.open.is_some() {
             self.seal(&mut writer);
         }
+    }
+
+    /// The player is gone: publishes what is left; nothing more will come.
+    pub fn close(&self) {
+        self.flush();
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The tick after the last packet recorded.
+    pub fn end(&self) -> u64 {
+        self.writer.lock().next_tick
     }
 
     /// Notes that the track called `title` starts at `tick`.

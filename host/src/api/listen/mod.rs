@@ -173,9 +173,9 @@ async fn listen(
     let recording = player.output.recording().clone();
     let now = listening.scheduler.now_tick();
     let live = now.saturating_sub(LIVE_DELAY_TICKS);
-    let start = live.saturating_sub((rewind_secs * 50).max(BURST_TICKS)).max(recording.oldest(now));
+    let start = live.saturating_sub(rewind_secs.saturating_mul(50).max(BURST_TICKS)).max(recording.oldest(now));
     // A rewound listener stays where it started, less the burst.
-    let delay = (live - start).saturating_sub(BURST_TICKS);
+    let delay = live.saturating_sub(start).saturating_sub(BURST_TICKS);
     let membership = listening.hub.join(player.guild_id, id, start, delay).map_err(ApiError::limit)?;
     let wants_icy = headers.get("icy-metadata").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1");
     let icy = (format == Format::Mp3 && wants_icy).then(Icy::new);

@@ -218,6 +218,10 @@ impl Listener {
             let target = now.saturating_sub(LIVE_DELAY_TICKS + self.membership.slot.delay_ticks);
             // What it would play next may be gone (it fell out of the rewind buffer).
             self.cursor = self.cursor.max(self.recording.oldest(now));
+            if self.recording.is_closed() && self.cursor >= self.recording.end() {
+                // The player is gone and everything it sent has gone out.
+                return None;
+            }
             if target > self.cursor {
                 let bytes = self.step(target);
                 self.membership.slot.cursor.store(self.cursor, Ordering::Relaxed);
