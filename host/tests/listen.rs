@@ -368,3 +368,20 @@ async fn a_stream_ends_when_its_player_is_destroyed() {
     .await;
     assert!(ended.is_ok(), "the stream ended after its player went away");
 }
+
+#[tokio::test]
+async fn on_demand_hls_of_an_endless_stream_is_refused_at_once() {
+    let h = harness().await;
+    let reply = h
+        .http
+        .get(h.url("/tracks/hls/index.m3u8"))
+        .query(&[("query", h.media.url("live.mp3"))])
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 404);
+    let body: Value = reply.json().await.unwrap();
+    assert_eq!(body["code"], "source_unavailable", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("cannot be cached"), "{body}");
+}

@@ -14,6 +14,7 @@ use crate::plugins::resolver::Locator;
 
 /// How often the fill's frames are collected (each time, as many as are ready).
 const COLLECT_EVERY: Duration = Duration::from_millis(10);
+const NOT_CACHED: &str = "the track cannot be cached (a stream without a known end never is)";
 /// How long the cache's writer may take to check and put a finished fill in place.
 const FILL_PUBLISHED_WITHIN: Duration = Duration::from_secs(30);
 /// Frames asked for beyond those collected (1 s of audio).
@@ -71,6 +72,10 @@ impl Registry {
                 Taken::Audio(packet) => {
                     frames.ring.recycle(packet);
                     taken += 1;
+                    if taken == 1 && !cache.knows(&key) {
+                        // Opened, and neither cached nor being cached: it never will be.
+                        return Err(PrepareError::Failed(NOT_CACHED.into()));
+                    }
                 }
                 Taken::End(Ok(())) if taken > 0 => break,
                 Taken::End(Ok(())) => return Err(PrepareError::Failed("the track has no audio".into())),
@@ -85,13 +90,7 @@ impl Registry {
         let filled = tokio::task::spawn_blocking(move || cache.wait_filled(&key, FILL_PUBLISHED_WITHIN))
             .await
             .map_err(|e| PrepareError::Failed(e.to_string()))?;
-        if filled {
-            Ok(id)
-        } else {
-            Err(PrepareError::Failed(
-                "the track was read but not cached (a stream without a known end never is)".into(),
-            ))
-        }
+        if filled { Ok(id) } else { Err(PrepareError::Failed(NOT_CACHED.into())) }
     }
 }
 

@@ -322,10 +322,13 @@ async fn query_playlist(
     let track =
         tracks.into_iter().next().ok_or_else(|| ApiError::source_unavailable(format!("{text} names no track")))?;
     let source = known.iter().position(|(id, _)| *id == track.id).map(|at| known.swap_remove(at).1);
-    let prepared = tokio::time::timeout(PREPARE_TIMEOUT, app.registry.prepare(&track, source)).await;
-    let id = match prepared {
-        Ok(Ok(id)) => id,
-        Ok(Err(e)) => return Err(ApiError::source_unavailable(e)),
+    // The fill goes on if this request gives up waiting: asking again finds it further on.
+    let registry = app.registry.clone();
+    let preparing = tokio::spawn(async move { registry.prepare(&track, source).await });
+    let id = match tokio::time::timeout(PREPARE_TIMEOUT, preparing).await {
+        Ok(Ok(Ok(id))) => id,
+        Ok(Ok(Err(e))) => return Err(ApiError::source_unavailable(e)),
+        Ok(Err(e)) => return Err(ApiError::internal(e)),
         Err(_) => return Err(ApiError::service_unavailable("the track is still being cached; ask again")),
     };
     // Segments are reached by the track's id, with a token for it that ends with this one.
