@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use fake_voice::FakeVoiceConfig;
 use futures_util::future::join_all;
 use serde_json::json;
+use support::process::usage;
 use support::{Harness, LIMIT, enqueued_track_id};
 
 /// Players tried, in order, until more than 1 % of packets arrive > 5 ms late.
@@ -42,23 +43,6 @@ const TRANSCODE_STEPS: &[usize] = &[10, 25, 50, 75, 100, 150, 200];
 /// Packets every player has heard when the steady window ends (the track has 300).
 const STEADY_UNTIL: u64 = 200;
 const IDLE_PLAYERS: usize = 10_000;
-
-/// What `/proc/<pid>` says of the server.
-struct Usage {
-    cpu: Duration,
-    rss: u64,
-    threads: u64,
-}
-
-fn usage(pid: &str) -> Usage {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces): utime and stime are 14th and 15th.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let cpu = Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0);
-    let field = |name: &str| support::process::status_field(pid, name);
-    Usage { cpu, rss: field("VmRSS:") * 1024, threads: field("Threads:") }
-}
 
 type Players = Vec<(u64, std::sync::Arc<fake_voice::Session>)>;
 

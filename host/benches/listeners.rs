@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use fake_voice::FakeVoiceConfig;
 use futures_util::future::join_all;
 use support::Harness;
+use support::process::usage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const STEPS: &[usize] = &[0, 100, 250, 500, 1000, 2000];
@@ -30,21 +31,6 @@ const TRACK: &str = "tone-450-20s.opus";
 const WINDOW: Duration = Duration::from_secs(5);
 /// Listeners connected at once.
 const BATCH: usize = 100;
-
-struct Usage {
-    cpu: Duration,
-    rss: u64,
-}
-
-fn usage(pid: &str) -> Usage {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Usage {
-        cpu: Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0),
-        rss: support::process::status_field(pid, "VmRSS:") * 1024,
-    }
-}
 
 /// µs of CPU to write one second of a stream of `bytes_per_sec` to a loopback socket in ten
 /// chunks, the way a listener's stream goes out.

@@ -37,6 +37,23 @@ pub fn status_field(pid: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// What `/proc/<pid>` says of a process: CPU time used (user and system), RSS in bytes,
+/// threads.
+pub struct Usage {
+    pub cpu: std::time::Duration,
+    pub rss: u64,
+    pub threads: u64,
+}
+
+pub fn usage(pid: &str) -> Usage {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces): utime and stime are 14th and 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let cpu = std::time::Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0);
+    Usage { cpu, rss: status_field(pid, "VmRSS:") * 1024, threads: status_field(pid, "Threads:") }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();

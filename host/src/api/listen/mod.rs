@@ -279,8 +279,20 @@ async fn player_init(
 ) -> ApiResult<Response> {
     app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Player(id), Format::Hls)?;
     app.registry.get(id)?;
-    count(&app, "init", "player");
+    init_response(&app, "player")
+}
+
+/// The init segment: the same for every player and track (stereo Opus at 48 kHz).
+fn init_response(app: &AppState, source: &'static str) -> ApiResult<Response> {
+    count(app, "init", source);
     Ok(mp4_response(fmp4::init_segment().map_err(ApiError::internal)?, "max-age=3600"))
+}
+
+fn segment_error(e: hls::HlsError) -> ApiError {
+    match e {
+        hls::HlsError::Gone(_) => ApiError::not_found(e),
+        other => ApiError::internal(other),
+    }
 }
 
 async fn player_segment(
@@ -295,10 +307,7 @@ async fn player_segment(
     let player = app.registry.get(id)?;
     count(&app, "segment", "player");
     let now = app.listening.scheduler.now_tick();
-    let bytes = hls::live_segment(player.output.recording(), now, n).map_err(|e| match e {
-        hls::HlsError::Gone(_) => ApiError::not_found(e),
-        other => ApiError::internal(other),
-    })?;
+    let bytes = hls::live_segment(player.output.recording(), now, n).map_err(segment_error)?;
     Ok(mp4_response(bytes, "max-age=600"))
 }
 
@@ -387,8 +396,7 @@ async fn track_init(
 ) -> ApiResult<Response> {
     app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Track(id.clone()), Format::Hls)?;
     open_cached(&app, &id).await?;
-    count(&app, "init", "track");
-    Ok(mp4_response(fmp4::init_segment().map_err(ApiError::internal)?, "max-age=3600"))
+    init_response(&app, "track")
 }
 
 async fn track_segment(
@@ -404,10 +412,7 @@ async fn track_segment(
     let bytes = tokio::task::spawn_blocking(move || hls::track_segment(&cached.index, &mut cached.reader, n))
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| match e {
-            hls::HlsError::Gone(_) => ApiError::not_found(e),
-            other => ApiError::internal(other),
-        })?;
+        .map_err(segment_error)?;
     Ok(mp4_response(bytes, "max-age=86400"))
 }
 
