@@ -16,7 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -257,28 +258,64 @@ fn segment_number(raw: &str) -> ApiResult<u64> {
         .ok_or_else(|| ApiError::not_found(format!("no segment {raw}")))
 }
 
-async fn player_playlist(
-    State(app): State<AppState>,
-    PlayerId(id): PlayerId,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Player(id), Format::Hls)?;
-    let player = app.registry.get(id)?;
+/// An HLS request for a player, let in: the player, and the token it came with (carried into
+/// a playlist's URIs).
+struct PlayerHls {
+    id: Id,
+    token: Option<String>,
+}
+
+/// The same for a cached track, by its id.
+struct TrackHls {
+    id: String,
+    token: Option<String>,
+}
+
+/// Lets an HLS request for `subject` in (see [`Listening::admit`]); the token it came with.
+async fn admit_hls(parts: &mut Parts, app: &AppState, subject: &Subject) -> ApiResult<Option<String>> {
+    let Query(query) =
+        Query::<TokenQuery>::from_request_parts(parts, app).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    app.listening.admit(app, &parts.headers, query.token.as_deref(), subject, Format::Hls)?;
+    Ok(query.token)
+}
+
+impl FromRequestParts<AppState> for PlayerHls {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> ApiResult<Self> {
+        let PlayerId(id) = PlayerId::from_request_parts(parts, app).await?;
+        Ok(Self { id, token: admit_hls(parts, app, &Subject::Player(id)).await? })
+    }
+}
+
+impl FromRequestParts<AppState> for TrackHls {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> ApiResult<Self> {
+        let Path(params) = Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, app)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let id = params.get("track").cloned().unwrap_or_default();
+        let token = admit_hls(parts, app, &Subject::Track(id.clone())).await?;
+        Ok(Self { id, token })
+    }
+}
+
+/// The segment a path names (`<n>.m4s`).
+fn segment_of(parts: &Path<std::collections::HashMap<String, String>>) -> ApiResult<u64> {
+    segment_number(parts.get("segment").map_or("", String::as_str))
+}
+
+async fn player_playlist(State(app): State<AppState>, hls: PlayerHls) -> ApiResult<Response> {
+    let player = app.registry.get(hls.id)?;
     count(&app, "playlist", "player");
     let now = app.listening.scheduler.now_tick();
-    let text = hls::live_playlist(player.output.recording(), now, &token_suffix(query.token.as_deref()));
+    let text = hls::live_playlist(player.output.recording(), now, &token_suffix(hls.token.as_deref()));
     Ok(playlist_response(text))
 }
 
-async fn player_init(
-    State(app): State<AppState>,
-    PlayerId(id): PlayerId,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Player(id), Format::Hls)?;
-    app.registry.get(id)?;
+async fn player_init(State(app): State<AppState>, hls: PlayerHls) -> ApiResult<Response> {
+    app.registry.get(hls.id)?;
     init_response(&app, "player")
 }
 
@@ -297,14 +334,11 @@ fn segment_error(e: hls::HlsError) -> ApiError {
 
 async fn player_segment(
     State(app): State<AppState>,
-    Path((raw_id, segment)): Path<(String, String)>,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
+    hls: PlayerHls,
+    path: Path<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let id = Id(raw_id.parse().map_err(|_| ApiError::not_found(format!("player {raw_id} not found")))?);
-    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Player(id), Format::Hls)?;
-    let n = segment_number(&segment)?;
-    let player = app.registry.get(id)?;
+    let n = segment_of(&path)?;
+    let player = app.registry.get(hls.id)?;
     count(&app, "segment", "player");
     let now = app.listening.scheduler.now_tick();
     let bytes = hls::live_segment(player.output.recording(), now, n).map_err(segment_error)?;
@@ -378,36 +412,22 @@ async fn open_cached(app: &AppState, id: &str) -> ApiResult<crate::cache::store:
         .ok_or_else(|| ApiError::not_found(format!("track {id} is not cached")))
 }
 
-async fn track_playlist(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Track(id.clone()), Format::Hls)?;
-    track_playlist_text(&app, &id, "", &token_suffix(query.token.as_deref())).await
+async fn track_playlist(State(app): State<AppState>, hls: TrackHls) -> ApiResult<Response> {
+    track_playlist_text(&app, &hls.id, "", &token_suffix(hls.token.as_deref())).await
 }
 
-async fn track_init(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Track(id.clone()), Format::Hls)?;
-    open_cached(&app, &id).await?;
+async fn track_init(State(app): State<AppState>, hls: TrackHls) -> ApiResult<Response> {
+    open_cached(&app, &hls.id).await?;
     init_response(&app, "track")
 }
 
 async fn track_segment(
     State(app): State<AppState>,
-    Path((id, segment)): Path<(String, String)>,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
+    hls: TrackHls,
+    path: Path<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Track(id.clone()), Format::Hls)?;
-    let n = segment_number(&segment)?;
-    let mut cached = open_cached(&app, &id).await?;
+    let n = segment_of(&path)?;
+    let mut cached = open_cached(&app, &hls.id).await?;
     count(&app, "segment", "track");
     let bytes = tokio::task::spawn_blocking(move || hls::track_segment(&cached.index, &mut cached.reader, n))
         .await
