@@ -693,11 +693,11 @@ async fn a_track_nobody_takes_frames_from_is_cleaned_up_after_a_minute() {
     let mut client = Client::connect(&h).await;
     let guild = new_guild();
     let path = client.player_path(guild);
-    // No voice: nothing plays the track.
+    // No voice: nothing plays the track. The node cannot start counting before it is asked.
+    let started = std::time::Instant::now();
     let played = patch(&h, &path, json!({"track": {"identifier": h.media.url("tone-440.mp3")}})).await;
     assert_eq!(played.status, 200, "{}", played.text);
     assert_eq!(played.json()["state"]["connected"], false);
-    let started = std::time::Instant::now();
     let guild_id = guild.to_string();
     let ended = client
         .wait_within(Duration::from_secs(90), "TrackEndEvent", |f| {
