@@ -56,7 +56,9 @@ pub struct Listening {
     scheduler: Arc<Scheduler>,
     metrics: Arc<Metrics>,
     mp3_bitrate: u32,
-    mp3_feeds: parking_lot::Mutex<std::collections::HashMap<Id, std::sync::Weak<Mp3Feed>>>,
+    /// Each player's shared MP3 encoder while it has live MP3 listeners, by the player's
+    /// recording (a player made again under the same id gets a feed of its own).
+    mp3_feeds: parking_lot::Mutex<std::collections::HashMap<usize, std::sync::Weak<Mp3Feed>>>,
 }
 
 impl Listening {
@@ -103,9 +105,11 @@ impl Listening {
         self.signer.check(token, unix_now(), subject, format).map(Some).map_err(ApiError::forbidden_with)
     }
 
-    fn mp3_feed(&self, player_id: Id, recording: &Arc<crate::player::recording::Recording>) -> ApiResult<Arc<Mp3Feed>> {
+    fn mp3_feed(&self, recording: &Arc<crate::player::recording::Recording>) -> ApiResult<Arc<Mp3Feed>> {
+        // The feed holds the recording: its address is not reused while the feed lives.
+        let key = Arc::as_ptr(recording) as usize;
         let mut feeds = self.mp3_feeds.lock();
-        if let Some(feed) = feeds.get(&player_id).and_then(std::sync::Weak::upgrade) {
+        if let Some(feed) = feeds.get(&key).and_then(std::sync::Weak::upgrade) {
             return Ok(feed);
         }
         let encoder = Mp3Encoder::new(self.mp3_bitrate).map_err(ApiError::internal)?;
@@ -114,7 +118,7 @@ impl Listening {
         let keep = BURST_TICKS + self.hub.max_lag_ticks;
         let feed = Mp3Feed::start(recording.clone(), self.pulse.clone(), encoder, from, keep, self.metrics.clone());
         feeds.retain(|_, f| f.strong_count() > 0);
-        feeds.insert(player_id, Arc::downgrade(&feed));
+        feeds.insert(key, Arc::downgrade(&feed));
         Ok(feed)
     }
 }
@@ -181,7 +185,7 @@ async fn listen(
     let wants_icy = headers.get("icy-metadata").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1");
     let icy = (format == Format::Mp3 && wants_icy).then(Icy::new);
     let encoding = match format {
-        Format::Mp3 if delay == 0 => Encoding::Mp3(listening.mp3_feed(id, &recording)?, icy),
+        Format::Mp3 if delay == 0 => Encoding::Mp3(listening.mp3_feed(&recording)?, icy),
         Format::Mp3 => {
             Encoding::Mp3Own(Box::new(Mp3Encoder::new(listening.mp3_bitrate).map_err(ApiError::internal)?), icy)
         }
