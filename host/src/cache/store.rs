@@ -218,34 +218,34 @@ impl AudioCache {
         let stem = stem_of(key);
         let deadline = std::time::Instant::now() + limit;
         loop {
-            let fill = {
-                let state = self.state.lock();
-                if state.entries.contains_key(&stem) {
-                    return true;
-                }
-                match state.fills.get(&stem).and_then(Weak::upgrade) {
-                    Some(fill) => fill,
-                    None => return false,
-                }
+            let fill = match self.fill_outcome(&stem) {
+                Ok(cached) => return cached,
+                Err(fill) => fill,
             };
             let (tx, rx) = std::sync::mpsc::channel();
             fill.progress.lock().waiting.push(Box::new(move || {
                 let _ = tx.send(());
             }));
             // Looked at again now that the waker is in place, so no outcome is missed.
-            {
-                let state = self.state.lock();
-                if state.entries.contains_key(&stem) {
-                    return true;
-                }
-                if state.fills.get(&stem).is_none_or(|f| f.strong_count() == 0) {
-                    return false;
-                }
+            if let Ok(cached) = self.fill_outcome(&stem) {
+                return cached;
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() || rx.recv_timeout(left).is_err() {
                 return false;
             }
+        }
+    }
+
+    /// Whether `stem` is cached, once that is decided; the fill under way while it is not.
+    fn fill_outcome(&self, stem: &str) -> Result<bool, Arc<Fill>> {
+        let state = self.state.lock();
+        if state.entries.contains_key(stem) {
+            return Ok(true);
+        }
+        match state.fills.get(stem).and_then(Weak::upgrade) {
+            Some(fill) => Err(fill),
+            None => Ok(false),
         }
     }
 

@@ -141,7 +141,7 @@ impl Scheduler {
 
     /// The tick the clock is in now (the RTP schedule's tick number).
     pub fn now_tick(&self) -> u64 {
-        (self.start.elapsed().as_nanos() / TICK.as_nanos()) as u64
+        ticks_since(self.start)
     }
 
     /// When a stream at `phase` is called for tick `tick`.
@@ -177,6 +177,11 @@ impl Drop for Scheduler {
             let _ = t.join();
         }
     }
+}
+
+/// The tick the clock started at `start` is in now.
+fn ticks_since(start: Instant) -> u64 {
+    (start.elapsed().as_nanos() / TICK.as_nanos()) as u64
 }
 
 /// When tick `n` is due. In 64-bit nanoseconds: a 32-bit tick count would wrap after 2.7
@@ -244,12 +249,12 @@ fn prioritize(realtime: bool) {
 
 fn run_lane(lane: &Lane, start: Instant, realtime: bool, stop: &AtomicBool, stats: &ClockStats) {
     prioritize(realtime);
-    let mut next_tick: u64 = (start.elapsed().as_nanos() / TICK.as_nanos()) as u64 + 1;
+    let mut next_tick: u64 = ticks_since(start) + 1;
     let mut batch: Vec<Arc<dyn Tickable>> = Vec::new();
     let mut retry: Vec<Arc<dyn Tickable>> = Vec::new();
     while !stop.load(Ordering::Acquire) {
         sleep_until(tick_time(start, next_tick));
-        let now_tick = (start.elapsed().as_nanos() / TICK.as_nanos()) as u64;
+        let now_tick = ticks_since(start);
         if now_tick > next_tick + MAX_CATCH_UP_TICKS {
             stats.skipped_ticks.inc_by(now_tick - next_tick);
             next_tick = now_tick;

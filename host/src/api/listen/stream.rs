@@ -61,9 +61,8 @@ pub struct Mp3Feed {
     keep_ticks: u64,
 }
 
-#[derive(Clone)]
 struct Mp3Chunk {
-    /// The ticks whose audio it holds: `from..to`.
+    /// The tick after the last one whose audio it holds.
     to: u64,
     bytes: Bytes,
 }
