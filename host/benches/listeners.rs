@@ -198,7 +198,7 @@ async fn hls() {
 /// What recording adds to each packet a player sends (the clock's side: append, and publish
 /// a chunk every tenth packet), ns per packet, against the work the packet itself needs.
 fn recording_cost() {
-    use mesastream::player::recording::{Recording, RewindBudget};
+    use mesastream::audio::recording::{Recording, RewindBudget};
     let recording = Recording::new(15_000, 0, RewindBudget::new(512 << 20));
     let packet = vec![0x5au8; 240]; // a 20 ms packet at 96 kbit/s
     let rounds = 2_000_000u64;

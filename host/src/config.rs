@@ -92,6 +92,24 @@ pub struct Config {
     pub yt_dlp_cookies: Option<PathBuf>,
     pub limits: Limits,
     pub listen: ListenConfig,
+    pub live: LiveConfig,
+}
+
+/// Live sources: Icecast-style ingest into mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveConfig {
+    /// `INGEST_PORT`: a second port for source clients (`/{mount}` as Icecast takes it, and
+    /// `/admin/metadata`). Unset: sources use the API port's `/live/{mount}` only.
+    pub ingest_port: Option<u16>,
+    /// `INGEST_HEADER_TIMEOUT_SECONDS` (5): a source's request head must arrive within this.
+    pub header_timeout_secs: u64,
+    /// `INGEST_IDLE_SECONDS` (10): a source that sends nothing for this long is dropped.
+    pub idle_secs: u64,
+    /// `LIVE_GRACE_SECONDS` (15): how long a `live:` track waits for its source to come back.
+    pub grace_secs: u64,
+    /// `INGEST_FAILURES_PER_MINUTE` (10): failed source logins allowed per address a minute;
+    /// one more, and the address is refused (429) until the allowance refills.
+    pub failures_per_minute: u32,
 }
 
 /// Listening over HTTP: `/players/{id}/listen`, HLS, listen tokens.
@@ -358,6 +376,26 @@ impl Config {
                     MP3_BITRATES.contains(v).then_some(()).ok_or_else(|| format!("one of {MP3_BITRATES:?}"))
                 })?,
                 max_listeners: parse("MAX_LISTENERS", get("MAX_LISTENERS"), 10_000, at_least_one)?,
+            },
+            live: LiveConfig {
+                ingest_port: get("INGEST_PORT")
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| parse("INGEST_PORT", Some(v), 0u16, ok))
+                    .transpose()?,
+                header_timeout_secs: parse(
+                    "INGEST_HEADER_TIMEOUT_SECONDS",
+                    get("INGEST_HEADER_TIMEOUT_SECONDS"),
+                    5,
+                    at_least_one,
+                )?,
+                idle_secs: parse("INGEST_IDLE_SECONDS", get("INGEST_IDLE_SECONDS"), 10, at_least_one)?,
+                grace_secs: parse("LIVE_GRACE_SECONDS", get("LIVE_GRACE_SECONDS"), 15, ok)?,
+                failures_per_minute: parse(
+                    "INGEST_FAILURES_PER_MINUTE",
+                    get("INGEST_FAILURES_PER_MINUTE"),
+                    10,
+                    at_least_one,
+                )?,
             },
             media_max_bytes: parse("MEDIA_MAX_BYTES", get("MEDIA_MAX_BYTES"), 2 << 30, at_least_one)?,
         })

@@ -72,6 +72,34 @@ pub enum Event {
         listeners: usize,
         dropped: bool,
     },
+    /// Someone started listening to a live mount over HTTP (`/live/{mount}/listen`).
+    MountListenerJoined {
+        mount: String,
+        listeners: usize,
+    },
+    MountListenerLeft {
+        mount: String,
+        listeners: usize,
+        dropped: bool,
+    },
+    /// A source client connected to a live mount and is on air (`replaced` when it took over
+    /// from a source still connected).
+    LiveSourceConnected {
+        mount: String,
+        content_type: Option<String>,
+        replaced: bool,
+    },
+    /// A live mount's source went away: `reason` is `disconnected`, `stalled` (sent nothing
+    /// for `INGEST_IDLE_SECONDS`), `max_duration`, `replaced`, `removed` or `failed: …`.
+    LiveSourceDisconnected {
+        mount: String,
+        reason: String,
+    },
+    /// A live mount's title changed (the source's metadata, `/admin/metadata`, or the API).
+    LiveTitle {
+        mount: String,
+        title: String,
+    },
     Goodbye,
 }
 

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod egress;
 pub mod events;
+pub mod live;
 pub mod model;
 pub mod open_files;
 pub mod player;
@@ -22,6 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::audio::PipelineConfig;
@@ -53,6 +55,8 @@ pub enum StartError {
 /// their own threads and runtime.
 pub struct Server {
     pub addr: SocketAddr,
+    /// `INGEST_PORT`'s address, when set.
+    pub ingest_addr: Option<SocketAddr>,
     pub registry: Arc<Registry>,
     pub events: EventBus,
     pub scheduler: Arc<Scheduler>,
@@ -125,27 +129,41 @@ impl Server {
         let cache = tokio::task::spawn_blocking(move || cache::store::AudioCache::open(cache_settings, cache_metrics))
             .await
             .map_err(|e| StartError::Threads(e.into()))?;
+        let pipeline = PipelineConfig {
+            fetch: FetchOptions {
+                egress: egress.clone(),
+                runtime: media.handle().clone(),
+                channel_capacity: config.source_channel_capacity,
+                max_bytes: config.media_max_bytes,
+                stalls: metrics.source_stalls.clone(),
+            },
+            encoder: EncoderSettings {
+                bitrate_kbps: config.bitrate_kbps,
+                complexity: config.encoding_complexity,
+                encodes: metrics.opus_encodes.clone(),
+            },
+            frames_ahead: (config.frame_buffer_ms / 20) as usize,
+            plugins,
+            cache: Some(cache),
+            workers: Workers::start(config.media_workers).map_err(StartError::Threads)?,
+            decodes: metrics.opus_decodes.clone(),
+        };
+        let rewind_budget = audio::recording::RewindBudget::new(config.listen.rewind_max_bytes);
+        let live = live::Mounts::open(
+            store.clone(),
+            scheduler.clone(),
+            pipeline.clone(),
+            live::LiveSettings {
+                grace_ticks: config.live.grace_secs * 50,
+                rewind_ticks: config.listen.rewind_seconds * 50,
+                budget: rewind_budget.clone(),
+            },
+            metrics.clone(),
+        )
+        .await?;
         let ctx = Arc::new(Context {
             events: events.clone(),
-            pipeline: PipelineConfig {
-                fetch: FetchOptions {
-                    egress: egress.clone(),
-                    runtime: media.handle().clone(),
-                    channel_capacity: config.source_channel_capacity,
-                    max_bytes: config.media_max_bytes,
-                    stalls: metrics.source_stalls.clone(),
-                },
-                encoder: EncoderSettings {
-                    bitrate_kbps: config.bitrate_kbps,
-                    complexity: config.encoding_complexity,
-                    encodes: metrics.opus_encodes.clone(),
-                },
-                frames_ahead: (config.frame_buffer_ms / 20) as usize,
-                plugins,
-                cache: Some(cache),
-                workers: Workers::start(config.media_workers).map_err(StartError::Threads)?,
-                decodes: metrics.opus_decodes.clone(),
-            },
+            pipeline,
             voice: VoiceOptions {
                 tls,
                 preferred_mode: config.voice_mode.clone(),
@@ -165,8 +183,16 @@ impl Server {
             metrics: metrics.clone(),
             limits: config.limits,
             rewind_ticks: config.listen.rewind_seconds * 50,
-            rewind_budget: player::recording::RewindBudget::new(config.listen.rewind_max_bytes),
+            rewind_budget,
+            live,
         });
+        let ingest = Arc::new(api::ingest::source::Ingest::new(
+            ctx.live.clone(),
+            events.clone(),
+            metrics.clone(),
+            media.handle().clone(),
+            config.live.clone(),
+        ));
         let registry = Registry::new(ctx);
         let state = api::AppState {
             registry: registry.clone(),
@@ -180,23 +206,41 @@ impl Server {
                 events.clone(),
                 metrics,
             )),
+            ingest: ingest.clone(),
         };
-        let addr = SocketAddr::new(config.bind, config.port);
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+        let bind = |port: u16| async move {
+            let addr = SocketAddr::new(config.bind, port);
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+            let local = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+            Ok::<_, StartError>((listener, local))
+        };
+        let (listener, addr) = bind(config.port).await?;
+        let listener = api::ingest::split::split(listener, ingest.clone(), api::ingest::split::Port::Api)
+            .map_err(|source| StartError::Bind { addr, source })?;
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let app = api::router(state, config.lavalink_password.clone());
-        let served = tokio::spawn(async move {
-            let graceful = async move {
-                let _ = shutdown_rx.await;
-            };
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
-                tracing::error!(error = %e, "http server stopped");
+        let shutdown = shutdown_rx.shared();
+        let ingest_server = match config.live.ingest_port {
+            Some(port) => {
+                let (listener, ingest_addr) = bind(port).await?;
+                let listener = api::ingest::split::split(listener, ingest.clone(), api::ingest::split::Port::Ingest)
+                    .map_err(|source| StartError::Bind { addr: ingest_addr, source })?;
+                let app = api::ingest::metadata_router().with_state(state.clone());
+                let graceful = shutdown.clone();
+                tokio::spawn(serve(listener, app, async move {
+                    let _ = graceful.await;
+                }));
+                Some(ingest_addr)
             }
-        });
+            None => None,
+        };
+        let app = api::router(state, config.lavalink_password.clone());
+        let served = tokio::spawn(serve(listener, app, async move {
+            let _ = shutdown.await;
+        }));
         Ok(Self {
             addr,
+            ingest_addr: ingest_server,
             registry,
             events,
             scheduler,
@@ -219,6 +263,19 @@ impl Server {
         if let Some(served) = self.served.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
         }
+    }
+}
+
+/// Serves `app` on `listener` (client addresses included) until `graceful` resolves.
+async fn serve(
+    listener: api::ingest::split::SplitListener,
+    app: axum::Router,
+    graceful: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use axum::serve::ListenerExt;
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener.tap_io(|_| {}), app).with_graceful_shutdown(graceful).await {
+        tracing::error!(error = %e, "http server stopped");
     }
 }
 

@@ -64,6 +64,7 @@ async fn every_documented_route_is_served() {
             .replace("{name}", "p")
             .replace("{session}", "s")
             .replace("{guild}", "1")
+            .replace("{mount}", "m")
             .replace("{track}", "0123456789abcdef0123456789abcdef")
             .replace("{segment}", "0.m4s");
         for method in ops.as_object().expect("ops").keys().filter(|k| *k != "parameters") {
@@ -167,6 +168,28 @@ async fn responses_match_the_documented_schemas() {
     );
     check(&doc, "get", "/tracks/hls/index.m3u8", &h.get("/tracks/hls/index.m3u8").await);
     check(&doc, "delete", "/players/{id}", &h.call(reqwest::Method::DELETE, &p(""), None).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_mount_responses_match_the_documented_schemas() {
+    let doc = spec();
+    let h = Harness::start(FakeVoiceConfig::default()).await;
+    let created = h.post("/live/mounts", json!({"name": "studio", "formats": ["mp3"]})).await;
+    check(&doc, "post", "/live/mounts", &created);
+    check(&doc, "post", "/live/mounts", &h.post("/live/mounts", json!({"name": "studio"})).await);
+    check(&doc, "post", "/live/mounts", &h.post("/live/mounts", json!({"name": "a/b"})).await);
+    check(&doc, "get", "/live/mounts", &h.get("/live/mounts").await);
+    check(&doc, "get", "/live/mounts/{name}", &h.get("/live/mounts/studio").await);
+    check(&doc, "get", "/live/mounts/{name}", &h.get("/live/mounts/none").await);
+    check(&doc, "post", "/live/mounts/{name}/key", &h.post("/live/mounts/studio/key", Value::Null).await);
+    let titled = h.post("/live/mounts/studio/metadata", json!({"title": "Morning"})).await;
+    check(&doc, "post", "/live/mounts/{name}/metadata", &titled);
+    let title = "/admin/metadata?mount=/studio&mode=updinfo&song=x";
+    check(&doc, "get", "/admin/metadata", &h.call(reqwest::Method::GET, title, None).await);
+    check(&doc, "get", "/live/{mount}/listen", &h.get("/live/none/listen").await);
+    check(&doc, "get", "/live/{mount}/hls/index.m3u8", &h.get("/live/studio/hls/index.m3u8").await);
+    check(&doc, "delete", "/live/mounts/{name}", &h.call(reqwest::Method::DELETE, "/live/mounts/studio", None).await);
+    check(&doc, "delete", "/live/mounts/{name}", &h.call(reqwest::Method::DELETE, "/live/mounts/studio", None).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,10 @@ impl ApiError {
     pub fn limit(detail: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", "limit exceeded", detail)
     }
+    /// 409: it exists already.
+    pub fn conflict(detail: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "conflict", detail)
+    }
     pub fn payload_too_large(detail: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "payload too large", detail)
     }

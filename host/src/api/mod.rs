@@ -5,6 +5,7 @@ mod error;
 mod events;
 mod extract;
 mod filters;
+pub mod ingest;
 pub mod lavalink;
 pub mod limits;
 pub mod listen;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub ws_auth: bool,
     pub limits: Arc<limits::ApiLimits>,
     pub listening: Arc<listen::Listening>,
+    /// Source clients' logins and uploads.
+    pub ingest: Arc<ingest::source::Ingest>,
 }
 
 /// Every route: the mesastream contract's, and Lavalink's when `lavalink_password` is set.
@@ -69,6 +72,7 @@ pub fn router(state: AppState, lavalink_password: Option<String>) -> Router {
     Router::new()
         .merge(lavalink)
         .merge(listen::router(state.clone()))
+        .merge(ingest::router(state.clone()))
         .merge(mesastream)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))

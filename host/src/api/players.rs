@@ -54,8 +54,17 @@ pub async fn enqueue(
     PlayerId(id): PlayerId,
     JsonBody(request): JsonBody<EnqueueRequest>,
 ) -> ApiResult<Json<PlayerSnapshot>> {
-    let resolvers = app.registry.ctx.pipeline.plugins.clone().filter(|h| h.has_resolvers());
     let query = request.url.trim().to_string();
+    if let Some(mount) = track::live_mount(&query) {
+        let track = live_track(&app, mount)?;
+        let player = app.registry.get(id)?;
+        let mut state = player.state.lock().await;
+        tracing::info!(player = %id, track = %track.id, url = %track.source_url, "track_enqueued");
+        player.enqueue(&mut state, vec![track], Vec::new()).map_err(ApiError::limit)?;
+        player.persist(&state);
+        return Ok(Json(player.snapshot_of(&state)));
+    }
+    let resolvers = app.registry.ctx.pipeline.plugins.clone().filter(|h| h.has_resolvers());
     // As in the original, URL problems are reported before the player lookup.
     let resolvable = resolvers.as_ref().is_some_and(|h| h.claims(&query));
     if !resolvable {
@@ -87,6 +96,13 @@ pub(super) async fn find(app: &AppState, query: &str) -> ApiResult<QueueEntries>
         }
         None => Ok((vec![direct(app, query).await?], Vec::new())),
     }
+}
+
+/// A track following live mount `mount` (`live:{mount}`), which must exist.
+fn live_track(app: &AppState, mount: &str) -> ApiResult<Track> {
+    let found = app.registry.ctx.live.get(mount);
+    let found = found.ok_or_else(|| ApiError::source_unavailable(format!("no live mount named {mount:?}")))?;
+    Ok(track::live_track(mount, found.title().as_deref()))
 }
 
 /// A direct media link, checked natively (no resolver plugins loaded).

@@ -14,7 +14,9 @@ use super::encode::EncoderSettings;
 use super::fetch::{FetchOptions, HttpSource};
 use super::filter_chain::{ChainControl, FailureReport};
 use super::frames::FrameRing;
-use super::process_stream::ProcessStream;
+use super::live_follow::{LiveFollower, LiveSource};
+use super::process_stream;
+use super::pushed::PushedStream;
 use super::track_work::{Decoding, Source, TrackWork};
 use super::workers::Workers;
 use crate::cache::store::{AudioCache, Plan};
@@ -109,6 +111,9 @@ pub enum TrackSource {
     /// Resolved through the resolver plugins first (tracks restored after a restart,
     /// playlist entries), for the guild when there is one.
     Resolve { query: String, guild_id: Option<String> },
+    /// A live mount, followed behind its live edge (never cached); why not, when the mount
+    /// is unknown.
+    Live(Result<LiveSource, String>),
 }
 
 /// Where to start and what to play.
@@ -132,15 +137,43 @@ pub fn spawn(
     cancel: Arc<AtomicBool>,
     on_open: impl FnOnce(TrackInfo) + Send + 'static,
 ) -> TrackFrames {
+    let span = request.span.clone();
+    start(config, controls, cancel, span, move |config, cancel| open(&request, config, cancel, on_open))
+}
+
+/// Starts decoding a stream pushed to the host (a live source's upload), typed by its
+/// `content_type` when it says.
+pub fn spawn_pushed(
+    stream: PushedStream,
+    content_type: Option<String>,
+    config: PipelineConfig,
+    controls: Arc<Controls>,
+    cancel: Arc<AtomicBool>,
+    span: tracing::Span,
+) -> TrackFrames {
+    start(config, controls, cancel, span, move |config, _| {
+        let readiness = stream.readiness();
+        let decoder = SourceDecoder::open(Box::new(stream), content_type.as_deref()).map_err(|e| e.to_string())?;
+        Ok(Source::Decoding(Box::new(Decoding::new(decoder, readiness, None, config.encoder.clone()))))
+    })
+}
+
+/// A track's ring and work, its source opened by `open` on the blocking pool.
+fn start(
+    config: PipelineConfig,
+    controls: Arc<Controls>,
+    cancel: Arc<AtomicBool>,
+    span: tracing::Span,
+    open: impl FnOnce(&PipelineConfig, &Arc<AtomicBool>) -> Result<Source, String> + Send + 'static,
+) -> TrackFrames {
     let plugins = config.plugins.clone();
     let version_of = controls.clone();
     let ring = Arc::new(FrameRing::new(START_FRAMES, Arc::new(move || version_of.version(plugins.as_deref()))));
-    let work = TrackWork::new(ring.clone(), &config, controls, cancel.clone(), request.span.clone());
+    let work = TrackWork::new(ring.clone(), &config, controls, cancel.clone(), span.clone());
     let opening = work.clone();
     let runtime = config.fetch.runtime.clone();
     runtime.spawn_blocking(move || {
-        let span = request.span.clone();
-        let opened = span.in_scope(|| open(&request, &config, &cancel, on_open));
+        let opened = span.in_scope(|| open(&config, &cancel));
         opening.opened(opened);
     });
     TrackFrames { ring, _work: work }
@@ -157,6 +190,11 @@ fn open(
     let (locator, key) = match &request.source {
         TrackSource::Located(locator) => (locator.clone(), request.cache_key.clone()),
         TrackSource::Resolve { query, guild_id } => locate(config, query, guild_id.clone())?,
+        TrackSource::Live(live) => {
+            let live = live.clone()?;
+            on_open(TrackInfo { duration_ms: None });
+            return Ok(Source::Live(LiveFollower::new(live)));
+        }
     };
     let plan = match (&config.cache, key) {
         // Only a track played from its start can fill the cache.
@@ -197,7 +235,7 @@ pub(super) fn open_stream(
         Locator::Process { plugin, program, args } => {
             let host = config.plugins.as_ref().ok_or("process streams need the plugin host")?;
             let run = host.stream_command(plugin, program, args)?;
-            let stream = ProcessStream::spawn(
+            let stream = process_stream::spawn(
                 run.command,
                 run.workdir,
                 &config.fetch.runtime,

@@ -15,6 +15,7 @@ use super::encode::{EncoderSettings, FRAME_LEN, OpusEncoder};
 use super::filter_chain::FilterChain;
 use super::frames::{FrameRing, PASS_AHEAD};
 use super::inflow::Readiness;
+use super::live_follow::{LiveFollower, LiveNext};
 use super::pipeline::{Controls, PipelineConfig, open_stream};
 use super::resample::To48k;
 use super::transcode::{Outcome, Transcoder, Unit};
@@ -41,6 +42,8 @@ pub enum Source {
         duration_hint_ms: Option<u64>,
     },
     Decoding(Box<Decoding>),
+    /// A live mount's packets, read behind its live edge.
+    Live(LiveFollower),
     Ended,
 }
 
@@ -215,6 +218,14 @@ impl Source {
                 Produced::Some
             }
             Source::Decoding(decoding) => decoding.produce(pending, target, wake),
+            Source::Live(follower) => {
+                let wake = wake.clone();
+                match follower.read(pending, target.max(OPUS_AHEAD), move || wake()) {
+                    LiveNext::Some => Produced::Some,
+                    LiveNext::Waiting => Produced::Waiting,
+                    LiveNext::Over(reason) => Produced::Ended(Err(reason)),
+                }
+            }
         }
     }
 }

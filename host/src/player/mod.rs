@@ -7,7 +7,6 @@ pub mod listener;
 pub mod lookup;
 mod output;
 pub mod prepare;
-pub mod recording;
 pub mod registry;
 pub mod track;
 
@@ -275,11 +274,16 @@ impl Player {
         state.current = Some(track);
     }
 
-    /// Where `track`'s media comes from and what it is cached under: what its resolver said
-    /// at enqueue; else the resolvers again when one takes its link (tracks restored after a
+    /// Where `track`'s media comes from and what it is cached under: a live mount for a
+    /// `live:` track (never cached); what its resolver said at enqueue; else the resolvers again when one takes its link (tracks restored after a
     /// restart, tracks played from a Lavalink blob; the pipeline learns the key when it
     /// resolves); else its URL.
     fn source_of(&self, state: &State, track: &Track) -> (TrackSource, Option<String>) {
+        if track.source == track::LIVE_SOURCE
+            && let Some(mount) = track::live_mount(&track.source_url)
+        {
+            return (TrackSource::Live(self.ctx.live.follow(mount)), None);
+        }
         match state.sources.get(&track.id) {
             Some(known) => (TrackSource::Located(known.locator.clone()), Some(known.cache_key.clone())),
             _ if self

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use crate::audio::TrackFrames;
 use crate::audio::frames::Taken;
 use crate::audio::pipeline::START_FRAMES;
-use crate::player::recording::Recording;
+use crate::audio::recording::Recording;
 use crate::voice::{OPUS_SILENCE, PacketSender, SendOutcome, TickOutcome, Tickable};
 
 const SILENCE_FRAMES: u8 = 5;

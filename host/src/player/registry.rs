@@ -35,7 +35,9 @@ pub struct Context {
     /// Ticks of sent audio each player keeps for listeners over HTTP (`REWIND_SECONDS`).
     pub rewind_ticks: u64,
     /// What all players' recordings may hold together (`REWIND_MAX_BYTES`).
-    pub rewind_budget: Arc<super::recording::RewindBudget>,
+    pub rewind_budget: Arc<crate::audio::recording::RewindBudget>,
+    /// Live mounts, which `live:{mount}` tracks follow.
+    pub live: Arc<crate::live::Mounts>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +205,7 @@ impl Registry {
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         let (opened_tx, opened_rx) = mpsc::unbounded_channel();
         let (persist_tx, persist_rx) = watch::channel(None);
-        let recording = Arc::new(super::recording::Recording::new(
+        let recording = Arc::new(crate::audio::recording::Recording::new(
             self.ctx.rewind_ticks,
             self.ctx.scheduler.now_tick(),
             self.ctx.rewind_budget.clone(),

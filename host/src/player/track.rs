@@ -50,6 +50,33 @@ pub fn direct_track(url: &Url, raw: &str) -> Track {
     }
 }
 
+/// The `source` of a track that follows a live mount.
+pub const LIVE_SOURCE: &str = "live";
+
+/// The mount a `live:{mount}` query names.
+pub fn live_mount(query: &str) -> Option<&str> {
+    query.trim().strip_prefix("live:")
+}
+
+/// A track following live mount `mount`: a stream with no duration, titled as the mount is
+/// now (or by its name).
+pub fn live_track(mount: &str, title: Option<&str>) -> Track {
+    let url = format!("live:{mount}");
+    Track {
+        id: Uuid::new_v4().to_string(),
+        source: LIVE_SOURCE.to_string(),
+        source_url: url.clone(),
+        stream_url: url.clone(),
+        metadata: TrackMetadata {
+            artist: "Live".into(),
+            title: title.unwrap_or(mount).to_string(),
+            duration_ms: 0,
+            url,
+        },
+        error: None,
+    }
+}
+
 /// The contract's track for what a resolver found; `source_url` is what was enqueued (or
 /// the entry's own link for playlist entries).
 pub fn resolved_track(r: ResolvedTrack, source_url: String) -> Track {

@@ -44,7 +44,7 @@ pub struct FilterLabels {
 pub struct HlsLabels {
     /// `playlist`, `init` or `segment`.
     pub kind: &'static str,
-    /// `player` (live) or `track` (on demand).
+    /// `player` or `mount` (live), or `track` (on demand).
     pub source: &'static str,
 }
 
@@ -52,6 +52,11 @@ pub struct HlsLabels {
 pub struct ListenLabels {
     /// `ogg` or `mp3`.
     pub format: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
 }
 
 fn request_histogram() -> Histogram {
@@ -97,6 +102,16 @@ pub struct Metrics {
     pub hls_requests: Family<HlsLabels, Counter>,
     /// Bytes of audio all players keep for rewind and live HLS (set at scrape time).
     pub rewind_bytes: Gauge,
+    /// Live sources connected to mounts now.
+    pub live_sources: Gauge,
+    /// Bytes received from live sources.
+    pub live_bytes_in: Counter,
+    /// Live sources that went away, by reason.
+    pub live_source_drops: Family<ReasonLabels, Counter>,
+    /// Source connections refused, by reason.
+    pub ingest_refused: Family<ReasonLabels, Counter>,
+    /// Live frames a mount's source had not ready on its tick (recorded as silence).
+    pub live_underruns: Counter,
 }
 
 impl Default for Metrics {
@@ -139,6 +154,11 @@ impl Metrics {
             mp3_encoders: Gauge::default(),
             hls_requests: Family::default(),
             rewind_bytes: Gauge::default(),
+            live_sources: Gauge::default(),
+            live_bytes_in: Counter::default(),
+            live_source_drops: Family::default(),
+            ingest_refused: Family::default(),
+            live_underruns: Counter::default(),
         };
         registry.register("players", "Players in memory", m.players.clone());
         registry.register("players_playing", "Players whose status is playing", m.playing.clone());
@@ -210,6 +230,15 @@ impl Metrics {
             "rewind_bytes",
             "Bytes of audio players keep for rewind and live HLS",
             m.rewind_bytes.clone(),
+        );
+        registry.register("live_sources", "Live sources connected to mounts", m.live_sources.clone());
+        registry.register("live_bytes_in", "Bytes received from live sources", m.live_bytes_in.clone());
+        registry.register("live_source_drops", "Live sources that went away, by reason", m.live_source_drops.clone());
+        registry.register("ingest_refused", "Source connections refused, by reason", m.ingest_refused.clone());
+        registry.register(
+            "live_underruns",
+            "Ticks a live mount's source had no frame ready (recorded as silence)",
+            m.live_underruns.clone(),
         );
         registry.register("hls_requests", "HLS requests served, by kind and source", m.hls_requests.clone());
         registry.register("audio_cache_lookups", "Audio cache lookups by outcome", m.cache_lookups.clone());

@@ -9,8 +9,8 @@ use std::io::{Read, Seek};
 
 use super::fmp4::{self, Mp4Error, TICK_SAMPLES};
 use super::hub::LIVE_DELAY_TICKS;
+use crate::audio::recording::Recording;
 use crate::cache::ogg_opus::{Index, OggOpusError, OggOpusReader};
-use crate::player::recording::Recording;
 
 /// Ticks per segment (2 s).
 pub const SEGMENT_TICKS: u64 = 100;
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn the_live_window_spans_the_rewind_buffer_and_stops_short_of_live() {
-        let r = Recording::new(3000, 0, crate::player::recording::RewindBudget::new(usize::MAX));
+        let r = Recording::new(3000, 0, crate::audio::recording::RewindBudget::new(usize::MAX));
         let now = 10_000;
         let playlist = live_playlist(&r, now, "?token=t");
         // Oldest kept: tick 7000 (segment 70); live edge 9960: segments up to 98 complete.

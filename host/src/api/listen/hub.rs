@@ -1,4 +1,4 @@
-//! Who listens to which player, how far behind each listener is, and the pulse that paces
+//! Who listens to which player or live mount, how far behind each listener is, and the pulse that paces
 //! them all. One task wakes every [`PULSE`] and publishes the clock's tick: every listener
 //! waits on that one value instead of a timer of its own. Once a second the task also looks
 //! for listeners that fell further behind than allowed (a client that stopped reading is
@@ -31,13 +31,35 @@ pub struct Slot {
     pub dropped: AtomicBool,
 }
 
-struct Listeners {
-    guild_id: Id,
-    slots: Vec<Arc<Slot>>,
+/// What a listener listens to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Audience {
+    Player { guild_id: Id, player_id: Id },
+    Mount(Arc<str>),
+}
+
+impl Audience {
+    fn joined(&self, listeners: usize) -> Event {
+        match self {
+            Self::Player { guild_id, player_id } => {
+                Event::ListenerJoined { guild_id: *guild_id, player_id: *player_id, listeners }
+            }
+            Self::Mount(mount) => Event::MountListenerJoined { mount: mount.to_string(), listeners },
+        }
+    }
+
+    fn left(&self, listeners: usize, dropped: bool) -> Event {
+        match self {
+            Self::Player { guild_id, player_id } => {
+                Event::ListenerLeft { guild_id: *guild_id, player_id: *player_id, listeners, dropped }
+            }
+            Self::Mount(mount) => Event::MountListenerLeft { mount: mount.to_string(), listeners, dropped },
+        }
+    }
 }
 
 pub struct Hub {
-    players: Mutex<HashMap<Id, Listeners>>,
+    audiences: Mutex<HashMap<Audience, Vec<Arc<Slot>>>>,
     events: EventBus,
     metrics: Arc<Metrics>,
     pub max_lag_ticks: u64,
@@ -47,13 +69,13 @@ pub struct Hub {
 /// Leaves the hub when the listener's stream is dropped.
 pub struct Membership {
     hub: Arc<Hub>,
-    player_id: Id,
+    audience: Audience,
     pub slot: Arc<Slot>,
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        self.hub.leave(self.player_id, &self.slot, false);
+        self.hub.leave(&self.audience, &self.slot, false);
     }
 }
 
@@ -63,76 +85,75 @@ pub struct HubFull(pub usize);
 
 impl Hub {
     pub fn new(events: EventBus, metrics: Arc<Metrics>, max_lag_ticks: u64, max_listeners: usize) -> Self {
-        Self { players: Mutex::default(), events, metrics, max_lag_ticks, max_listeners }
+        Self { audiences: Mutex::default(), events, metrics, max_lag_ticks, max_listeners }
     }
 
-    pub fn join(
-        self: &Arc<Self>,
-        guild_id: Id,
-        player_id: Id,
-        cursor: u64,
-        delay_ticks: u64,
-    ) -> Result<Membership, HubFull> {
+    pub fn join(self: &Arc<Self>, audience: Audience, cursor: u64, delay_ticks: u64) -> Result<Membership, HubFull> {
         let slot = Arc::new(Slot { cursor: AtomicU64::new(cursor), delay_ticks, dropped: AtomicBool::new(false) });
-        let mut players = self.players.lock();
-        let total: usize = players.values().map(|l| l.slots.len()).sum();
+        let mut audiences = self.audiences.lock();
+        let total: usize = audiences.values().map(Vec::len).sum();
         if total >= self.max_listeners {
             return Err(HubFull(self.max_listeners));
         }
-        let listeners = players.entry(player_id).or_insert_with(|| Listeners { guild_id, slots: Vec::new() });
-        listeners.slots.push(slot.clone());
-        let count = listeners.slots.len();
-        drop(players);
+        let slots = audiences.entry(audience.clone()).or_default();
+        slots.push(slot.clone());
+        let count = slots.len();
+        drop(audiences);
         self.metrics.listeners.inc();
-        self.events.emit(Event::ListenerJoined { guild_id, player_id, listeners: count });
-        Ok(Membership { hub: self.clone(), player_id, slot })
+        self.events.emit(audience.joined(count));
+        Ok(Membership { hub: self.clone(), audience, slot })
     }
 
-    /// Takes a listener off its player (once); `dropped` when it fell behind.
-    fn leave(&self, player_id: Id, slot: &Arc<Slot>, dropped: bool) {
-        let mut players = self.players.lock();
-        let Some(listeners) = players.get_mut(&player_id) else { return };
-        let before = listeners.slots.len();
-        listeners.slots.retain(|s| !Arc::ptr_eq(s, slot));
-        if listeners.slots.len() == before {
+    /// Takes a listener off what it listens to (once); `dropped` when it fell behind.
+    fn leave(&self, audience: &Audience, slot: &Arc<Slot>, dropped: bool) {
+        let mut audiences = self.audiences.lock();
+        let Some(slots) = audiences.get_mut(audience) else { return };
+        let before = slots.len();
+        slots.retain(|s| !Arc::ptr_eq(s, slot));
+        if slots.len() == before {
             return;
         }
-        let (guild_id, count) = (listeners.guild_id, listeners.slots.len());
+        let count = slots.len();
         if count == 0 {
-            players.remove(&player_id);
+            audiences.remove(audience);
         }
-        drop(players);
+        drop(audiences);
         self.metrics.listeners.dec();
         if dropped {
             self.metrics.listener_drops.inc();
         }
-        self.events.emit(Event::ListenerLeft { guild_id, player_id, listeners: count, dropped });
+        self.events.emit(audience.left(count, dropped));
     }
 
     /// Listeners of each player that has any.
     pub fn counts(&self) -> HashMap<Id, usize> {
-        self.players.lock().iter().map(|(id, l)| (*id, l.slots.len())).collect()
+        let audiences = self.audiences.lock();
+        let players = audiences.iter().filter_map(|(audience, slots)| match audience {
+            Audience::Player { player_id, .. } => Some((*player_id, slots.len())),
+            Audience::Mount(_) => None,
+        });
+        players.collect()
     }
 
-    pub fn count(&self, player_id: Id) -> usize {
-        self.players.lock().get(&player_id).map_or(0, |l| l.slots.len())
+    pub fn count(&self, audience: &Audience) -> usize {
+        self.audiences.lock().get(audience).map_or(0, Vec::len)
     }
 
     /// Drops every listener further behind its place than allowed at `now`.
     fn sweep(&self, now: u64) {
         let live = now.saturating_sub(LIVE_DELAY_TICKS);
-        let behind: Vec<(Id, Arc<Slot>)> = self
-            .players
+        let behind: Vec<(Audience, Arc<Slot>)> = self
+            .audiences
             .lock()
             .iter()
-            .flat_map(|(id, l)| l.slots.iter().map(move |s| (*id, s.clone())))
+            .flat_map(|(audience, slots)| slots.iter().map(move |s| (audience.clone(), s.clone())))
             .filter(|(_, s)| {
                 live.saturating_sub(s.delay_ticks).saturating_sub(s.cursor.load(Ordering::Relaxed)) > self.max_lag_ticks
             })
             .collect();
-        for (player_id, slot) in behind {
+        for (audience, slot) in behind {
             slot.dropped.store(true, Ordering::Release);
-            self.leave(player_id, &slot, true);
+            self.leave(&audience, &slot, true);
         }
     }
 }
@@ -170,16 +191,17 @@ mod tests {
         let mut seen = events.subscribe();
         let metrics = Arc::new(Metrics::new());
         let hub = Arc::new(Hub::new(events, metrics.clone(), 100, 10));
-        let keeping_up = hub.join(Id(1), Id(2), 1000, 0).unwrap();
-        let rewound = hub.join(Id(1), Id(2), 500, 450).unwrap();
-        let stalled = hub.join(Id(1), Id(2), 800, 0).unwrap();
-        assert_eq!(hub.count(Id(2)), 3);
+        let player = Audience::Player { guild_id: Id(1), player_id: Id(2) };
+        let keeping_up = hub.join(player.clone(), 1000, 0).unwrap();
+        let rewound = hub.join(player.clone(), 500, 450).unwrap();
+        let stalled = hub.join(player.clone(), 800, 0).unwrap();
+        assert_eq!(hub.count(&player), 3);
         // Live is at 1000 + LIVE_DELAY: the stalled one is 200 ticks behind, the rewound one
         // 50 behind where it chose to be.
         hub.sweep(1000 + LIVE_DELAY_TICKS);
         assert!(stalled.slot.dropped.load(Ordering::Acquire));
         assert!(!rewound.slot.dropped.load(Ordering::Acquire) && !keeping_up.slot.dropped.load(Ordering::Acquire));
-        assert_eq!(hub.count(Id(2)), 2);
+        assert_eq!(hub.count(&player), 2);
         assert_eq!(metrics.listener_drops.get(), 1);
         drop(stalled);
         assert_eq!(metrics.listener_drops.get(), 1, "leaving after the drop is not a second leave");
@@ -196,7 +218,7 @@ mod tests {
     #[test]
     fn a_node_takes_at_most_its_listeners() {
         let hub = Arc::new(Hub::new(EventBus::new(16), Arc::new(Metrics::new()), 100, 1));
-        let _one = hub.join(Id(1), Id(2), 0, 0).unwrap();
-        assert!(hub.join(Id(1), Id(3), 0, 0).is_err());
+        let _one = hub.join(Audience::Player { guild_id: Id(1), player_id: Id(2) }, 0, 0).unwrap();
+        assert!(hub.join(Audience::Mount("studio".into()), 0, 0).is_err());
     }
 }

@@ -1,11 +1,12 @@
 //! Listening over HTTP: a player's stream Icecast-style (`/players/{id}/listen`, Ogg Opus or
-//! MP3 with ICY titles, `?rewind=`), live HLS of a player, on-demand HLS of any track, the
+//! MP3 with ICY titles, `?rewind=`), the same for live mounts, live HLS of a player, on-demand HLS of any track, the
 //! listen tokens that open them, and the operator page. Everything here reads what players
 //! already made (their recordings, the audio cache); nothing changes a player.
 
 pub mod fmp4;
 mod hls;
 pub mod hub;
+mod live;
 mod ogg_pages;
 mod stream;
 pub mod tokens;
@@ -27,13 +28,14 @@ use tokio::sync::watch;
 use super::extract::{JsonBody, PlayerId};
 use super::{ApiError, AppState};
 use crate::audio::mp3::Mp3Encoder;
+use crate::audio::recording::Recording;
 use crate::config::ListenConfig;
 use crate::events::EventBus;
 use crate::model::Id;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::HlsLabels;
 use crate::voice::Scheduler;
-use hub::{Hub, LIVE_DELAY_TICKS};
+use hub::{Audience, Hub, LIVE_DELAY_TICKS};
 use stream::{BURST_TICKS, Encoding, Icy, Listener, Mp3Feed};
 use tokens::{Batch, Format, Grant, Signer, Subject, TokenError};
 
@@ -105,7 +107,7 @@ impl Listening {
         self.signer.check(token, unix_now(), subject, format).map(Some).map_err(ApiError::forbidden_with)
     }
 
-    fn mp3_feed(&self, recording: &Arc<crate::player::recording::Recording>) -> ApiResult<Arc<Mp3Feed>> {
+    fn mp3_feed(&self, recording: &Arc<Recording>) -> ApiResult<Arc<Mp3Feed>> {
         // The feed holds the recording: its address is not reused while the feed lives.
         let key = Arc::as_ptr(recording) as usize;
         let mut feeds = self.mp3_feeds.lock();
@@ -143,6 +145,10 @@ pub fn router(state: AppState) -> Router {
         .route("/tracks/{track}/hls/index.m3u8", get(track_playlist))
         .route("/tracks/{track}/hls/init.mp4", get(track_init))
         .route("/tracks/{track}/hls/{segment}", get(track_segment))
+        .route("/live/{mount}/listen", get(live::listen))
+        .route("/live/{mount}/hls/index.m3u8", get(live::playlist))
+        .route("/live/{mount}/hls/init.mp4", get(live::init))
+        .route("/live/{mount}/hls/{segment}", get(live::segment))
         .merge(ui::router())
         .merge(bearer)
         .with_state(state)
@@ -155,67 +161,93 @@ struct ListenQuery {
     rewind: Option<String>,
 }
 
+/// The format and rewind (seconds) a listen request asks for.
+fn listen_params(query: &ListenQuery) -> ApiResult<(Format, u64)> {
+    let format = match query.format.as_deref().unwrap_or("ogg") {
+        "ogg" | "opus" => Format::Ogg,
+        "mp3" => Format::Mp3,
+        other => return Err(ApiError::bad_request(format!("format {other:?}: use ogg or mp3"))),
+    };
+    let rewind_secs = match query.rewind.as_deref() {
+        None | Some("") => 0,
+        Some(raw) => {
+            raw.parse().map_err(|_| ApiError::bad_request(format!("rewind {raw:?}: a whole number of seconds")))?
+        }
+    };
+    Ok((format, rewind_secs))
+}
+
 async fn listen(
     State(app): State<AppState>,
     PlayerId(id): PlayerId,
     Query(query): Query<ListenQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let listening = &app.listening;
-    let format = match query.format.as_deref().unwrap_or("ogg") {
-        "ogg" | "opus" => Format::Ogg,
-        "mp3" => Format::Mp3,
-        other => return Err(ApiError::bad_request(format!("format {other:?}: use ogg or mp3"))),
-    };
-    let rewind_secs: u64 = match query.rewind.as_deref() {
-        None | Some("") => 0,
-        Some(raw) => {
-            raw.parse().map_err(|_| ApiError::bad_request(format!("rewind {raw:?}: a whole number of seconds")))?
-        }
-    };
-    listening.admit(&app, &headers, query.token.as_deref(), &Subject::Player(id), format)?;
+    let (format, rewind_secs) = listen_params(&query)?;
+    app.listening.admit(&app, &headers, query.token.as_deref(), &Subject::Player(id), format)?;
     let player = app.registry.get(id)?;
+    let audience = Audience::Player { guild_id: player.guild_id, player_id: id };
     let recording = player.output.recording().clone();
-    let now = listening.scheduler.now_tick();
-    let live = now.saturating_sub(LIVE_DELAY_TICKS);
-    let start = live.saturating_sub(rewind_secs.saturating_mul(50).max(BURST_TICKS)).max(recording.oldest(now));
-    // A rewound listener stays where it started, less the burst.
-    let delay = live.saturating_sub(start).saturating_sub(BURST_TICKS);
-    let membership = listening.hub.join(player.guild_id, id, start, delay).map_err(ApiError::limit)?;
-    let wants_icy = headers.get("icy-metadata").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1");
-    let icy = (format == Format::Mp3 && wants_icy).then(Icy::new);
-    let encoding = match format {
-        Format::Mp3 if delay == 0 => Encoding::Mp3(listening.mp3_feed(&recording)?, icy),
-        Format::Mp3 => {
-            Encoding::Mp3Own(Box::new(Mp3Encoder::new(listening.mp3_bitrate).map_err(ApiError::internal)?), icy)
-        }
-        _ => Encoding::Ogg(ogg_pages::OggStream::new(rand::random())),
-    };
-    let has_icy = matches!(encoding, Encoding::Mp3(_, Some(_)) | Encoding::Mp3Own(_, Some(_)));
-    let listener = Listener::new(
+    app.listening.open_stream(
+        &app,
         recording,
-        listening.pulse.clone(),
-        membership,
-        encoding,
-        start,
-        app.registry.ctx.metrics.clone(),
-    );
-    let body = futures_util::stream::unfold(listener, |mut listener| async move {
-        listener.next().await.map(|bytes| (Ok::<_, std::io::Error>(bytes), listener))
-    });
-    let mut response = Response::new(Body::from_stream(body));
-    let h = response.headers_mut();
-    let content_type = if format == Format::Mp3 { "audio/mpeg" } else { "audio/ogg" };
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    if let Ok(name) = HeaderValue::from_str(&format!("mesastream player {id}")) {
-        h.insert("icy-name", name);
+        audience,
+        format,
+        rewind_secs,
+        &headers,
+        &format!("mesastream player {id}"),
+    )
+}
+
+impl Listening {
+    /// An endless Icecast-style stream of `recording` for one more listener of `audience`:
+    /// a burst, then the clock's pace, `rewind_secs` behind live when asked.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn open_stream(
+        &self,
+        app: &AppState,
+        recording: Arc<Recording>,
+        audience: Audience,
+        format: Format,
+        rewind_secs: u64,
+        headers: &HeaderMap,
+        name: &str,
+    ) -> ApiResult<Response> {
+        let now = self.scheduler.now_tick();
+        let live = now.saturating_sub(LIVE_DELAY_TICKS);
+        let start = live.saturating_sub(rewind_secs.saturating_mul(50).max(BURST_TICKS)).max(recording.oldest(now));
+        // A rewound listener stays where it started, less the burst.
+        let delay = live.saturating_sub(start).saturating_sub(BURST_TICKS);
+        let membership = self.hub.join(audience, start, delay).map_err(ApiError::limit)?;
+        let wants_icy = headers.get("icy-metadata").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1");
+        let icy = (format == Format::Mp3 && wants_icy).then(Icy::new);
+        let encoding = match format {
+            Format::Mp3 if delay == 0 => Encoding::Mp3(self.mp3_feed(&recording)?, icy),
+            Format::Mp3 => {
+                Encoding::Mp3Own(Box::new(Mp3Encoder::new(self.mp3_bitrate).map_err(ApiError::internal)?), icy)
+            }
+            _ => Encoding::Ogg(ogg_pages::OggStream::new(rand::random())),
+        };
+        let has_icy = matches!(encoding, Encoding::Mp3(_, Some(_)) | Encoding::Mp3Own(_, Some(_)));
+        let listener =
+            Listener::new(recording, self.pulse.clone(), membership, encoding, start, app.registry.ctx.metrics.clone());
+        let body = futures_util::stream::unfold(listener, |mut listener| async move {
+            listener.next().await.map(|bytes| (Ok::<_, std::io::Error>(bytes), listener))
+        });
+        let mut response = Response::new(Body::from_stream(body));
+        let h = response.headers_mut();
+        let content_type = if format == Format::Mp3 { "audio/mpeg" } else { "audio/ogg" };
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        if let Ok(name) = HeaderValue::from_str(name) {
+            h.insert("icy-name", name);
+        }
+        if has_icy {
+            h.insert("icy-metaint", HeaderValue::from(stream::ICY_METAINT));
+        }
+        Ok(response)
     }
-    if has_icy {
-        h.insert("icy-metaint", HeaderValue::from(stream::ICY_METAINT));
-    }
-    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -442,6 +474,9 @@ pub struct TokenItem {
     /// A link or search, as `/tracks/hls/index.m3u8?query=` takes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track: Option<String>,
+    /// A live mount's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
     #[serde(default = "any_format")]
     pub format: Format,
 }
@@ -456,28 +491,31 @@ impl TokenItem {
         if for_track && !matches!(self.format, Format::Hls | Format::Any) {
             return Err(ApiError::bad_request("a track is listened to as hls"));
         }
-        match (&self.player_id, &self.track_id, &self.track) {
-            (Some(id), None, None) => Ok(Subject::Player(*id)),
-            (None, Some(id), None) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+        match (&self.player_id, &self.track_id, &self.track, &self.mount) {
+            (Some(id), None, None, None) => Ok(Subject::Player(*id)),
+            (None, Some(id), None, None) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
                 Ok(Subject::Track(id.to_ascii_lowercase()))
             }
-            (None, Some(id), None) => Err(ApiError::bad_request(format!("track_id {id:?} is not a track id"))),
-            (None, None, Some(query)) if !query.trim().is_empty() => Ok(Subject::query(query.trim())),
-            _ => Err(ApiError::bad_request("name exactly one of player_id, track_id or track")),
+            (None, Some(id), None, None) => Err(ApiError::bad_request(format!("track_id {id:?} is not a track id"))),
+            (None, None, Some(query), None) if !query.trim().is_empty() => Ok(Subject::query(query.trim())),
+            (None, None, None, Some(name)) if !name.is_empty() => Ok(Subject::Mount(name.clone())),
+            _ => Err(ApiError::bad_request("name exactly one of player_id, track_id, track or mount")),
         }
     }
 
     /// Where the token is used, with the token in place.
     fn url(&self, token: &str) -> String {
         let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-        match (&self.player_id, &self.track_id, &self.track) {
-            (Some(id), _, _) => match self.format {
-                Format::Hls => format!("/players/{id}/hls/index.m3u8?token={token}"),
-                Format::Mp3 => format!("/players/{id}/listen?format=mp3&token={token}"),
-                _ => format!("/players/{id}/listen?token={token}"),
-            },
-            (_, Some(id), _) => format!("/tracks/{id}/hls/index.m3u8?token={token}"),
-            (_, _, Some(query)) => format!("/tracks/hls/index.m3u8?query={}&token={token}", enc(query.trim())),
+        let stream = |base: String| match self.format {
+            Format::Hls => format!("{base}/hls/index.m3u8?token={token}"),
+            Format::Mp3 => format!("{base}/listen?format=mp3&token={token}"),
+            _ => format!("{base}/listen?token={token}"),
+        };
+        match (&self.player_id, &self.track_id, &self.track, &self.mount) {
+            (Some(id), _, _, _) => stream(format!("/players/{id}")),
+            (_, Some(id), _, _) => format!("/tracks/{id}/hls/index.m3u8?token={token}"),
+            (_, _, Some(query), _) => format!("/tracks/hls/index.m3u8?query={}&token={token}", enc(query.trim())),
+            (_, _, _, Some(name)) => stream(format!("/live/{}", enc(name))),
             _ => String::new(),
         }
     }
@@ -489,6 +527,7 @@ struct IssueRequest {
     player_id: Option<Id>,
     track_id: Option<String>,
     track: Option<String>,
+    mount: Option<String>,
     format: Option<Format>,
     items: Option<Vec<TokenItem>>,
     /// Each token's life in seconds.
@@ -519,22 +558,24 @@ fn issue_one(signer: &Signer, item: TokenItem, expires: u64) -> ApiResult<Issued
     Ok(IssuedToken { url: item.url(&token), token, expires_at: expires, item })
 }
 
-/// `POST /listen-tokens`: one item (`player_id`, `track_id` or `track`, and `format`), or a
+/// `POST /listen-tokens`: one item (`player_id`, `track_id`, `track` or `mount`, and `format`), or a
 /// batch (`items`, `batch_expires_in`).
 async fn issue(State(app): State<AppState>, body: axum::body::Bytes) -> ApiResult<Response> {
     let request: IssueRequest = serde_json::from_slice(&body).map_err(ApiError::bad_request)?;
     let now = unix_now();
     let token_ttl = ttl(request.expires_in, "expires_in")?;
     let signer = &app.listening.signer;
-    let named = request.player_id.is_some() || request.track_id.is_some() || request.track.is_some();
+    let named =
+        request.player_id.is_some() || request.track_id.is_some() || request.track.is_some() || request.mount.is_some();
     let item = named.then(|| TokenItem {
         player_id: request.player_id,
         track_id: request.track_id,
         track: request.track,
+        mount: request.mount,
         format: request.format.unwrap_or(Format::Any),
     });
     if request.format.is_some() && !named {
-        return Err(ApiError::bad_request("format goes with player_id, track_id or track (or inside items)"));
+        return Err(ApiError::bad_request("format goes with player_id, track_id, track or mount (or inside items)"));
     }
     match (item, request.items) {
         (Some(item), None) => {
@@ -556,7 +597,7 @@ async fn issue(State(app): State<AppState>, body: axum::body::Bytes) -> ApiResul
             let body = serde_json::json!({ "batch": batch, "batch_expires_at": batch_expires, "items": issued });
             Ok((StatusCode::CREATED, axum::Json(body)).into_response())
         }
-        _ => Err(ApiError::bad_request("give one item (player_id, track_id or track) or items")),
+        _ => Err(ApiError::bad_request("give one item (player_id, track_id, track or mount) or items")),
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::hub::{LIVE_DELAY_TICKS, Membership};
 use super::ogg_pages::OggStream;
 use crate::audio::mp3::Mp3Encoder;
-use crate::player::recording::Recording;
+use crate::audio::recording::Recording;
 use crate::telemetry::metrics::ListenLabels;
 use crate::voice::OPUS_SILENCE;
 
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn gaps_are_silence_and_the_range_is_exact() {
-        let r = Recording::new(1000, 0, crate::player::recording::RewindBudget::new(usize::MAX));
+        let r = Recording::new(1000, 0, crate::audio::recording::RewindBudget::new(usize::MAX));
         r.record(12, b"x");
         r.record(14, b"y");
         r.flush();

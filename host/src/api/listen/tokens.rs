@@ -24,6 +24,8 @@ pub enum Subject {
     Track(String),
     /// A track named by a query (a link or a search), by the query's digest.
     Query(String),
+    /// A live mount, by name.
+    Mount(String),
 }
 
 impl Subject {
@@ -36,6 +38,7 @@ impl Subject {
             Self::Player(id) => format!("p:{id}"),
             Self::Track(id) => format!("t:{id}"),
             Self::Query(digest) => format!("q:{digest}"),
+            Self::Mount(name) => format!("m:{name}"),
         }
     }
 
@@ -45,6 +48,7 @@ impl Subject {
             "p" => value.parse().ok().map(|v| Self::Player(Id(v))),
             "t" => Some(Self::Track(value.to_string())),
             "q" => Some(Self::Query(value.to_string())),
+            "m" => Some(Self::Mount(value.to_string())),
             _ => None,
         }
     }

@@ -1,6 +1,7 @@
-//! What a player sent, kept for people listening over HTTP: every Opus packet its output sends
-//! to voice, stamped with the clock tick it went out on, for the last `REWIND_SECONDS`. A tick
-//! without a packet is silence, so silence costs nothing to keep.
+//! What a player sent (or a live mount took in), kept for people listening over HTTP and for
+//! players following a mount: every Opus packet, stamped with the clock tick it went out on,
+//! for the last `REWIND_SECONDS`. A tick without a packet is silence, so silence costs nothing
+//! to keep.
 //!
 //! The clock appends to a chunk only it touches; a chunk is published to readers once its
 //! span is over or the audio stops. Readers therefore never wait on the clock per packet, and
@@ -84,10 +85,16 @@ struct Writer {
     next_tick: u64,
 }
 
+type Waker = Box<dyn FnOnce() + Send>;
+
 #[derive(Default)]
 struct Published {
     chunks: VecDeque<Chunk>,
     bytes: usize,
+    /// The tick after the last one published.
+    end: u64,
+    /// Told once when the next chunk is published (followers that caught up).
+    wakers: Vec<Waker>,
     /// Where each track's first packet went out, and what it is called.
     titles: VecDeque<(u64, Arc<str>)>,
 }
@@ -149,6 +156,10 @@ impl Recording {
     pub fn close(&self) {
         self.flush();
         self.closed.store(true, Ordering::Release);
+        let wakers = std::mem::take(&mut self.published.lock().wakers);
+        for wake in wakers {
+            wake();
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -169,6 +180,8 @@ impl Recording {
         let Some(first_tick) = writer.open.take() else { return };
         let chunk = Chunk { first_tick, data: writer.arena.split().freeze() };
         let mut published = self.published.lock();
+        published.end = writer.next_tick;
+        let wakers = std::mem::take(&mut published.wakers);
         if published.bytes == 0 {
             self.budget.holders.fetch_add(1, Ordering::Relaxed);
         }
@@ -194,6 +207,27 @@ impl Recording {
         while published.titles.get(1).is_some_and(|(tick, _)| *tick <= oldest) {
             published.titles.pop_front();
         }
+        drop(published);
+        for wake in wakers {
+            wake();
+        }
+    }
+
+    /// The tick after the last one published: what a follower can read up to.
+    pub fn published_end(&self) -> u64 {
+        self.published.lock().end
+    }
+
+    /// Calls `wake` once the next chunk is published, or now when one was published past
+    /// `seen` (the end the caller last read up to), so no publication is missed.
+    pub fn when_published_past(&self, seen: u64, wake: impl FnOnce() + Send + 'static) {
+        let mut published = self.published.lock();
+        if published.end > seen {
+            drop(published);
+            wake();
+            return;
+        }
+        published.wakers.push(Box::new(wake));
     }
 
     /// The published chunks holding ticks in `from..to`.

@@ -1,0 +1,260 @@
+//! Live mounts: created and removed through the API, kept in the state store (settings and
+//! key digests, never keys), each on the packet clock while it exists. Ingest (`api/ingest`)
+//! connects sources to them; players follow them as `live:{name}` tracks; listeners hear them
+//! through `api/listen`.
+
+pub mod keys;
+pub mod mount;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde::Deserialize;
+
+use crate::audio::live_follow::LiveSource;
+use crate::audio::pushed::PushedStream;
+use crate::audio::recording::{Recording, RewindBudget};
+use crate::audio::{Controls, PipelineConfig, pipeline};
+use crate::store::{StateStore, StoreError};
+use crate::telemetry::Metrics;
+use crate::voice::Scheduler;
+use crate::voice::scheduler::Registration;
+pub use mount::{Mount, MountSettings, MountView, SourceSession};
+
+/// The store record holding every mount's settings.
+const RECORD: (&str, &str) = ("live", "mounts");
+/// The longest mount name.
+const MAX_NAME: usize = 64;
+/// Names routes already use under `/live/`.
+const RESERVED: [&str; 1] = ["mounts"];
+/// The formats a mount may be limited to.
+pub const FORMATS: [&str; 4] = ["mp3", "aac", "ogg", "flac"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("no mount named {0:?}")]
+    NotFound(String),
+    #[error("a mount named {0:?} exists")]
+    Exists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a new mount asks for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMount {
+    pub name: String,
+    #[serde(default)]
+    pub max_duration_secs: Option<u64>,
+    #[serde(default)]
+    pub formats: Vec<String>,
+}
+
+/// How every mount is run.
+pub struct LiveSettings {
+    pub grace_ticks: u64,
+    pub rewind_ticks: u64,
+    pub budget: Arc<RewindBudget>,
+}
+
+struct Entry {
+    mount: Arc<Mount>,
+    _clock: Registration,
+}
+
+pub struct Mounts {
+    mounts: parking_lot::Mutex<HashMap<String, Entry>>,
+    /// Store writes one at a time, so the record always holds the latest set.
+    saving: tokio::sync::Mutex<()>,
+    store: StateStore,
+    scheduler: Arc<Scheduler>,
+    pipeline: PipelineConfig,
+    settings: LiveSettings,
+    metrics: Arc<Metrics>,
+}
+
+/// The format a source's content type names, as mounts' limits name formats.
+pub fn format_of(content_type: &str) -> Option<&'static str> {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "audio/mpeg" | "audio/mp3" | "audio/mpa" => Some("mp3"),
+        "audio/aac" | "audio/aacp" | "audio/x-aac" => Some("aac"),
+        "audio/ogg" | "application/ogg" | "audio/opus" | "audio/vorbis" => Some("ogg"),
+        "audio/flac" | "audio/x-flac" => Some("flac"),
+        _ => None,
+    }
+}
+
+fn check_name(name: &str) -> Result<(), LiveError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !RESERVED.contains(&name);
+    if ok {
+        Ok(())
+    } else {
+        Err(LiveError::Invalid(format!(
+            "mount name {name:?}: 1 to {MAX_NAME} letters, digits, '-' or '_' (and not {RESERVED:?})"
+        )))
+    }
+}
+
+impl Mounts {
+    /// The mounts the store keeps, each back on the clock (with no source until one connects).
+    pub async fn open(
+        store: StateStore,
+        scheduler: Arc<Scheduler>,
+        pipeline: PipelineConfig,
+        settings: LiveSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let kept: Vec<MountSettings> = store.protocol_record(RECORD.0, RECORD.1).await?.unwrap_or_default();
+        let mounts = Arc::new(Self {
+            mounts: Default::default(),
+            saving: Default::default(),
+            store,
+            scheduler,
+            pipeline,
+            settings,
+            metrics,
+        });
+        for settings in kept {
+            mounts.insert(settings);
+        }
+        Ok(mounts)
+    }
+
+    fn insert(&self, settings: MountSettings) -> Arc<Mount> {
+        let now = self.scheduler.now_tick();
+        let recording = Arc::new(Recording::new(self.settings.rewind_ticks, now, self.settings.budget.clone()));
+        let name = settings.name.clone();
+        let mount =
+            Arc::new(Mount::new(settings, recording, self.settings.grace_ticks, self.metrics.live_underruns.clone()));
+        let clock = mount.clone() as Arc<dyn crate::voice::Tickable>;
+        let entry = Entry { _clock: self.scheduler.register(&clock), mount: mount.clone() };
+        self.mounts.lock().insert(name, entry);
+        mount
+    }
+
+    /// Writes every mount's settings; on failure nothing the caller changed may stay.
+    async fn save(&self) -> Result<(), StoreError> {
+        let _one = self.saving.lock().await;
+        let mut all: Vec<MountSettings> = self.mounts.lock().values().map(|e| e.mount.settings()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        self.store.save_protocol_record(RECORD.0, RECORD.1, &all).await
+    }
+
+    /// Makes a mount; its key is returned once, here.
+    pub async fn create(&self, new: NewMount) -> Result<(MountView, String), LiveError> {
+        check_name(&new.name)?;
+        let mut formats = new.formats;
+        for f in &mut formats {
+            *f = f.to_ascii_lowercase();
+            if !FORMATS.contains(&f.as_str()) {
+                return Err(LiveError::Invalid(format!("format {f:?}: one of {FORMATS:?}")));
+            }
+        }
+        if new.max_duration_secs == Some(0) {
+            return Err(LiveError::Invalid("max_duration_secs must be at least 1".into()));
+        }
+        if self.mounts.lock().contains_key(&new.name) {
+            return Err(LiveError::Exists(new.name));
+        }
+        let key = keys::new_key();
+        let settings = MountSettings {
+            name: new.name.clone(),
+            key_digest: keys::digest(&key),
+            max_duration_secs: new.max_duration_secs,
+            formats,
+            created_at: mount::unix_now(),
+        };
+        let mount = self.insert(settings);
+        if let Err(e) = self.save().await {
+            self.mounts.lock().remove(&new.name);
+            mount.remove();
+            return Err(e.into());
+        }
+        Ok((mount.view(), key))
+    }
+
+    /// Removes a mount: its source is cut off and its followers end.
+    pub async fn remove(&self, name: &str) -> Result<(), LiveError> {
+        let entry = self.mounts.lock().remove(name).ok_or_else(|| LiveError::NotFound(name.into()))?;
+        if let Err(e) = self.save().await {
+            self.mounts.lock().insert(name.to_string(), entry);
+            return Err(e.into());
+        }
+        entry.mount.remove();
+        Ok(())
+    }
+
+    /// A new key for a mount; the old one stops working for new connections (a source on air
+    /// stays on).
+    pub async fn rotate_key(&self, name: &str) -> Result<String, LiveError> {
+        let mount = self.get(name).ok_or_else(|| LiveError::NotFound(name.into()))?;
+        let old = mount.settings().key_digest;
+        let key = keys::new_key();
+        mount.set_key_digest(keys::digest(&key));
+        if let Err(e) = self.save().await {
+            mount.set_key_digest(old);
+            return Err(e.into());
+        }
+        Ok(key)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Mount>> {
+        self.mounts.lock().get(name).map(|e| e.mount.clone())
+    }
+
+    pub fn list(&self) -> Vec<MountView> {
+        let mounts: Vec<Arc<Mount>> = self.mounts.lock().values().map(|e| e.mount.clone()).collect();
+        let mut views: Vec<MountView> = mounts.iter().map(|m| m.view()).collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        views
+    }
+
+    /// What a `live:{name}` track follows.
+    pub fn follow(&self, name: &str) -> Result<LiveSource, String> {
+        self.get(name).map(|m| LiveSource(m as _)).ok_or_else(|| format!("no live mount named {name:?}"))
+    }
+
+    /// Starts decoding a connected source's stream and puts it on air.
+    pub fn start_source(
+        &self,
+        mount: &Arc<Mount>,
+        stream: PushedStream,
+        content_type: Option<String>,
+        stream_name: Option<String>,
+        cancel: Arc<AtomicBool>,
+    ) -> (SourceSession, bool) {
+        let controls = Arc::new(Controls {
+            gain: Default::default(),
+            filters: Default::default(),
+            on_filter_failure: Arc::new(|_| {}),
+        });
+        let span = tracing::info_span!("live source", mount = %mount.name);
+        let frames =
+            pipeline::spawn_pushed(stream, content_type.clone(), self.pipeline.clone(), controls, cancel, span);
+        mount.go_on_air(frames, content_type, stream_name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_plain_and_formats_come_from_content_types() {
+        assert!(check_name("studio-1_b").is_ok());
+        for bad in ["", "a/b", "mounts", "st udio", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(format_of("audio/mpeg"), Some("mp3"));
+        assert_eq!(format_of("application/ogg; charset=x"), Some("ogg"));
+        assert_eq!(format_of("text/plain"), None);
+    }
+}
