@@ -100,6 +100,36 @@ pub enum Event {
         mount: String,
         title: String,
     },
+    /// A DJ waits their turn on a stage: `place` 1 is next.
+    StageQueued {
+        stage: String,
+        dj: String,
+        place: usize,
+    },
+    /// A DJ is on air until `deadline_ms` (Unix ms).
+    OnAir {
+        stage: String,
+        dj: String,
+        deadline_ms: u64,
+    },
+    /// The DJ on air has `remaining_secs` left.
+    SlotWarning {
+        stage: String,
+        dj: String,
+        remaining_secs: u64,
+    },
+    /// A DJ's turn ended: `slot_over`, `skipped`, `kicked`, or `gone` (away past the grace).
+    OffAir {
+        stage: String,
+        dj: String,
+        reason: String,
+    },
+    /// A DJ may not log in to the stage until `until_ms` (Unix ms).
+    DjBlocked {
+        stage: String,
+        dj: String,
+        until_ms: u64,
+    },
     Goodbye,
 }
 

@@ -159,6 +159,7 @@ impl Server {
                 budget: rewind_budget.clone(),
             },
             metrics.clone(),
+            events.clone(),
         )
         .await?;
         let ctx = Arc::new(Context {

@@ -190,6 +190,17 @@ async fn live_mount_responses_match_the_documented_schemas() {
     check(&doc, "get", "/live/{mount}/hls/index.m3u8", &h.get("/live/studio/hls/index.m3u8").await);
     check(&doc, "delete", "/live/mounts/{name}", &h.call(reqwest::Method::DELETE, "/live/mounts/studio", None).await);
     check(&doc, "delete", "/live/mounts/{name}", &h.call(reqwest::Method::DELETE, "/live/mounts/studio", None).await);
+    check(&doc, "post", "/stages", &h.post("/stages", json!({"name": "party", "slot_secs": 5, "block": true})).await);
+    check(&doc, "post", "/stages", &h.post("/stages", json!({"name": "party"})).await);
+    check(&doc, "post", "/stages/{name}/djs", &h.post("/stages/party/djs", json!({"name": "ana"})).await);
+    check(&doc, "post", "/stages/{name}/djs", &h.post("/stages/party/djs", json!({"name": "ana"})).await);
+    check(&doc, "post", "/stages/{name}/timer", &h.post("/stages/party/timer", json!({"slot_secs": 60})).await);
+    check(&doc, "post", "/stages/{name}/skip", &h.post("/stages/party/skip", Value::Null).await);
+    check(&doc, "post", "/stages/{name}/kick", &h.post("/stages/party/kick", json!({"dj": "ana"})).await);
+    check(&doc, "post", "/stages/{name}/block", &h.post("/stages/party/block", json!({"enabled": false})).await);
+    check(&doc, "get", "/stages/{name}", &h.get("/stages/party").await);
+    check(&doc, "delete", "/stages/{name}", &h.call(reqwest::Method::DELETE, "/stages/party", None).await);
+    check(&doc, "get", "/stages/{name}", &h.get("/stages/party").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

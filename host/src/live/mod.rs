@@ -5,6 +5,7 @@
 
 pub mod keys;
 pub mod mount;
+pub mod stage;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,11 +17,14 @@ use crate::audio::live_follow::LiveSource;
 use crate::audio::pushed::PushedStream;
 use crate::audio::recording::{Recording, RewindBudget};
 use crate::audio::{Controls, PipelineConfig, pipeline};
+use crate::events::EventBus;
 use crate::store::{StateStore, StoreError};
 use crate::telemetry::Metrics;
+use crate::telemetry::metrics::StageLabels;
 use crate::voice::Scheduler;
 use crate::voice::scheduler::Registration;
 pub use mount::{Mount, MountSettings, MountView, SourceSession};
+pub use stage::{Stage, StageError, StageSettings, StageView};
 
 /// The store record holding every mount's settings.
 const RECORD: (&str, &str) = ("live", "mounts");
@@ -41,6 +45,8 @@ pub enum LiveError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
 }
 
 /// What a new mount asks for.
@@ -54,6 +60,32 @@ pub struct NewMount {
     pub formats: Vec<String>,
 }
 
+/// What a new stage asks for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewStage {
+    pub name: String,
+    /// How long each DJ is on air (default one hour).
+    #[serde(default = "default_slot")]
+    pub slot_secs: u64,
+    #[serde(default = "default_warning")]
+    pub warning_secs: u64,
+    #[serde(default)]
+    pub block: bool,
+    #[serde(default = "default_cooldown")]
+    pub cooldown_secs: u64,
+}
+
+fn default_slot() -> u64 {
+    3600
+}
+fn default_warning() -> u64 {
+    60
+}
+fn default_cooldown() -> u64 {
+    600
+}
+
 /// How every mount is run.
 pub struct LiveSettings {
     pub grace_ticks: u64,
@@ -63,6 +95,7 @@ pub struct LiveSettings {
 
 struct Entry {
     mount: Arc<Mount>,
+    stage: Option<Arc<Stage>>,
     _clock: Registration,
 }
 
@@ -75,6 +108,7 @@ pub struct Mounts {
     pipeline: PipelineConfig,
     settings: LiveSettings,
     metrics: Arc<Metrics>,
+    events: EventBus,
 }
 
 /// The format a source's content type names, as mounts' limits name formats.
@@ -111,6 +145,7 @@ impl Mounts {
         pipeline: PipelineConfig,
         settings: LiveSettings,
         metrics: Arc<Metrics>,
+        events: EventBus,
     ) -> Result<Arc<Self>, StoreError> {
         let kept: Vec<MountSettings> = store.protocol_record(RECORD.0, RECORD.1).await?.unwrap_or_default();
         let mounts = Arc::new(Self {
@@ -121,11 +156,78 @@ impl Mounts {
             pipeline,
             settings,
             metrics,
+            events,
         });
         for settings in kept {
-            mounts.insert(settings);
+            let stage = settings.stage.then(|| settings.name.clone());
+            let mount = mounts.insert(settings);
+            if let Some(name) = stage {
+                let restored: Option<serde_json::Value> = mounts.store.protocol_record(stage::RECORD, &name).await?;
+                let fallback = StageSettings { slot_secs: 3600, warning_secs: 60, block: false, cooldown_secs: 600 };
+                mounts.start_stage(&mount, fallback, restored);
+            }
         }
         Ok(mounts)
+    }
+
+    /// Runs a stage on `mount` (its state restored when there is one).
+    fn start_stage(
+        &self,
+        mount: &Arc<Mount>,
+        settings: StageSettings,
+        restored: Option<serde_json::Value>,
+    ) -> Arc<Stage> {
+        let services = stage::StageServices {
+            events: self.events.clone(),
+            store: self.store.clone(),
+            scheduler: self.scheduler.clone(),
+            waiting: self.metrics.stage_waiting.get_or_create(&StageLabels { stage: mount.name.to_string() }).clone(),
+        };
+        let stage = Stage::new(mount.clone(), settings, restored, self.settings.grace_ticks * 20, services);
+        if let Some(entry) = self.mounts.lock().get_mut(mount.name.as_ref()) {
+            entry.stage = Some(stage.clone());
+        }
+        tokio::spawn(stage.clone().run());
+        stage
+    }
+
+    /// Makes a stage: a mount whose DJs take turns.
+    pub async fn create_stage(&self, new: NewStage) -> Result<StageView, LiveError> {
+        if new.slot_secs == 0 {
+            return Err(LiveError::Invalid("slot_secs must be at least 1".into()));
+        }
+        check_name(&new.name)?;
+        if self.mounts.lock().contains_key(&new.name) {
+            return Err(LiveError::Exists(new.name));
+        }
+        let settings = MountSettings {
+            name: new.name.clone(),
+            // Nobody logs in with the mount's own key: DJs have theirs.
+            key_digest: keys::digest(&keys::new_key()),
+            max_duration_secs: None,
+            formats: Vec::new(),
+            stage: true,
+            created_at: mount::unix_now(),
+        };
+        let mount = self.insert(settings);
+        let stage_settings = StageSettings {
+            slot_secs: new.slot_secs,
+            warning_secs: new.warning_secs,
+            block: new.block,
+            cooldown_secs: new.cooldown_secs,
+        };
+        let stage = self.start_stage(&mount, stage_settings, None);
+        let saved = self.store.save_protocol_record(stage::RECORD, &new.name, &stage.record()).await;
+        if let Err(e) = saved.map_err(LiveError::from).and(self.save().await.map_err(LiveError::from)) {
+            self.mounts.lock().remove(&new.name);
+            mount.remove();
+            return Err(e);
+        }
+        Ok(stage.view())
+    }
+
+    pub fn stage(&self, name: &str) -> Option<Arc<Stage>> {
+        self.mounts.lock().get(name).and_then(|e| e.stage.clone())
     }
 
     fn insert(&self, settings: MountSettings) -> Arc<Mount> {
@@ -135,7 +237,7 @@ impl Mounts {
         let mount =
             Arc::new(Mount::new(settings, recording, self.settings.grace_ticks, self.metrics.live_underruns.clone()));
         let clock = mount.clone() as Arc<dyn crate::voice::Tickable>;
-        let entry = Entry { _clock: self.scheduler.register(&clock), mount: mount.clone() };
+        let entry = Entry { _clock: self.scheduler.register(&clock), mount: mount.clone(), stage: None };
         self.mounts.lock().insert(name, entry);
         mount
     }
@@ -170,6 +272,7 @@ impl Mounts {
             key_digest: keys::digest(&key),
             max_duration_secs: new.max_duration_secs,
             formats,
+            stage: false,
             created_at: mount::unix_now(),
         };
         let mount = self.insert(settings);
@@ -189,6 +292,10 @@ impl Mounts {
             return Err(e.into());
         }
         entry.mount.remove();
+        if entry.stage.is_some() {
+            self.store.remove_protocol_record(stage::RECORD, name).await;
+            self.metrics.stage_waiting.remove(&StageLabels { stage: name.to_string() });
+        }
         Ok(())
     }
 
@@ -211,7 +318,8 @@ impl Mounts {
     }
 
     pub fn list(&self) -> Vec<MountView> {
-        let mounts: Vec<Arc<Mount>> = self.mounts.lock().values().map(|e| e.mount.clone()).collect();
+        let mounts: Vec<Arc<Mount>> =
+            self.mounts.lock().values().filter(|e| e.stage.is_none()).map(|e| e.mount.clone()).collect();
         let mut views: Vec<MountView> = mounts.iter().map(|m| m.view()).collect();
         views.sort_by(|a, b| a.name.cmp(&b.name));
         views
@@ -230,6 +338,7 @@ impl Mounts {
         content_type: Option<String>,
         stream_name: Option<String>,
         cancel: Arc<AtomicBool>,
+        exclusive: bool,
     ) -> (SourceSession, bool) {
         let controls = Arc::new(Controls {
             gain: Default::default(),
@@ -239,7 +348,7 @@ impl Mounts {
         let span = tracing::info_span!("live source", mount = %mount.name);
         let frames =
             pipeline::spawn_pushed(stream, content_type.clone(), self.pipeline.clone(), controls, cancel, span);
-        mount.go_on_air(frames, content_type, stream_name)
+        mount.connect(frames, content_type, stream_name, exclusive)
     }
 }
 

@@ -35,10 +35,15 @@ pub struct MountSettings {
     /// The formats a source may send (`mp3`, `aac`, `ogg`, `flac`); empty: any.
     #[serde(default)]
     pub formats: Vec<String>,
+    /// A stage's mount: its DJs take turns (see `stage`), and followers wait through the
+    /// gaps between them however long.
+    #[serde(default)]
+    pub stage: bool,
     pub created_at: u64,
 }
 
-/// The source on air.
+/// A connected source: on air, or (on a stage) waiting its turn, decoded all the same so its
+/// audio is current when its turn comes.
 struct OnAir {
     session: u64,
     frames: TrackFrames,
@@ -47,9 +52,41 @@ struct OnAir {
     /// Whether its first frames were ready and it is being recorded.
     started: bool,
     stop: Arc<Notify>,
+    /// Why it was told to go.
+    reason: Arc<Mutex<Option<String>>>,
     content_type: Option<String>,
     stream_name: Option<String>,
     since: u64,
+}
+
+impl OnAir {
+    fn tell_to_go(&self, reason: &str) {
+        self.reason.lock().get_or_insert_with(|| reason.to_string());
+        self.stop.notify_one();
+    }
+}
+
+/// The sources connected to a mount, and which one is recorded.
+#[derive(Default)]
+struct Sources {
+    connected: Vec<OnAir>,
+    current: Option<u64>,
+    /// The tick at which the current source goes off (a stage's slot end).
+    until_tick: Option<u64>,
+}
+
+impl Sources {
+    fn current(&self) -> Option<&OnAir> {
+        let id = self.current?;
+        self.connected.iter().find(|a| a.session == id)
+    }
+}
+
+/// What a source had for one tick.
+enum Frame {
+    Packet(Vec<u8>),
+    Nothing,
+    Ended(Result<(), String>),
 }
 
 impl Drop for OnAir {
@@ -65,7 +102,9 @@ pub struct Mount {
     track_name: String,
     settings: Mutex<MountSettings>,
     recording: Arc<Recording>,
-    on_air: Mutex<Option<OnAir>>,
+    sources: Mutex<Sources>,
+    /// Told when the current source's time is up (a stage's slot ended on the clock).
+    pub slot_over: Arc<Notify>,
     /// The last tick a source was connected.
     last_on_air: AtomicU64,
     grace_ticks: u64,
@@ -82,15 +121,28 @@ pub struct Mount {
 pub struct SourceSession {
     mount: Arc<Mount>,
     id: u64,
-    /// Told when the source must go (replaced by another, or the mount removed).
+    /// Told when the source must go (replaced by another, its turn over, the mount removed).
     pub stop: Arc<Notify>,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl SourceSession {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Why the source was told to go, once it was.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().clone()
+    }
 }
 
 impl Drop for SourceSession {
     fn drop(&mut self) {
-        let mut on_air = self.mount.on_air.lock();
-        if on_air.as_ref().is_some_and(|a| a.session == self.id) {
-            *on_air = None;
+        let mut sources = self.mount.sources.lock();
+        sources.connected.retain(|a| a.session != self.id);
+        if sources.current == Some(self.id) {
+            sources.current = None;
         }
     }
 }
@@ -128,7 +180,8 @@ impl Mount {
             name,
             settings: Mutex::new(settings),
             recording,
-            on_air: Mutex::new(None),
+            sources: Mutex::default(),
+            slot_over: Arc::new(Notify::new()),
             last_on_air: AtomicU64::new(0),
             grace_ticks,
             removed: AtomicBool::new(false),
@@ -152,33 +205,68 @@ impl Mount {
         &self.recording
     }
 
-    /// Puts a source's frames on air, taking over from a source still connected (told to go).
-    /// True when one was replaced.
-    pub fn go_on_air(
+    /// Connects a source's frames. `exclusive` (a plain mount): it goes on air at once, taking
+    /// over from any source still connected (told to go; true is returned then). Otherwise (a
+    /// stage) it waits until [`Self::put_on_air`] names it.
+    pub fn connect(
         self: &Arc<Self>,
         frames: TrackFrames,
         content_type: Option<String>,
         stream_name: Option<String>,
+        exclusive: bool,
     ) -> (SourceSession, bool) {
         let id = self.sessions.fetch_add(1, Ordering::AcqRel) + 1;
         let stop = Arc::new(Notify::new());
+        let reason = Arc::new(Mutex::new(None));
         let air = OnAir {
             session: id,
             frames,
             taken: 0,
             started: false,
             stop: stop.clone(),
+            reason: reason.clone(),
             content_type,
             stream_name,
             since: unix_now(),
         };
-        *self.last_failure.lock() = None;
-        let old = self.on_air.lock().replace(air);
-        let replaced = old.is_some();
-        if let Some(old) = old {
-            old.stop.notify_one();
+        let mut sources = self.sources.lock();
+        let mut replaced = false;
+        if exclusive {
+            *self.last_failure.lock() = None;
+            for old in sources.connected.drain(..) {
+                old.tell_to_go("replaced");
+                replaced = true;
+            }
+            sources.current = Some(id);
+            sources.until_tick = None;
         }
-        (SourceSession { mount: self.clone(), id, stop }, replaced)
+        sources.connected.push(air);
+        drop(sources);
+        (SourceSession { mount: self.clone(), id, stop, reason }, replaced)
+    }
+
+    /// Records source `session` from the next tick (none: silence) until tick `until` (then
+    /// [`Self::slot_over`] is told).
+    pub fn put_on_air(&self, session: Option<u64>, until: Option<u64>) {
+        let mut sources = self.sources.lock();
+        sources.current = session;
+        sources.until_tick = until;
+    }
+
+    /// Whether source `session` has its first frames decoded (a turn given now is heard now).
+    pub fn is_ready(&self, session: u64) -> bool {
+        self.sources.lock().connected.iter().any(|a| a.session == session && a.started)
+    }
+
+    /// Tells a connected source to go, saying why.
+    pub fn stop_source(&self, session: u64, reason: &str) {
+        let mut sources = self.sources.lock();
+        if let Some(at) = sources.connected.iter().position(|a| a.session == session) {
+            sources.connected.swap_remove(at).tell_to_go(reason);
+        }
+        if sources.current == Some(session) {
+            sources.current = None;
+        }
     }
 
     /// Why the last source's stream ended early, if it did.
@@ -200,9 +288,12 @@ impl Mount {
     /// Removed through the API: the source is told to go, followers end, listeners finish.
     pub fn remove(&self) {
         self.removed.store(true, Ordering::Release);
-        if let Some(air) = self.on_air.lock().take() {
-            air.stop.notify_one();
+        let mut sources = self.sources.lock();
+        for air in sources.connected.drain(..) {
+            air.tell_to_go("removed");
         }
+        sources.current = None;
+        drop(sources);
         self.recording.close();
     }
 
@@ -212,8 +303,8 @@ impl Mount {
 
     pub fn view(&self) -> MountView {
         let settings = self.settings();
-        let on_air = self.on_air.lock();
-        let air = on_air.as_ref();
+        let sources = self.sources.lock();
+        let air = sources.current();
         MountView {
             live: air.is_some(),
             content_type: air.and_then(|a| a.content_type.clone()),
@@ -230,64 +321,87 @@ impl Mount {
         }
     }
 
-    /// The next packet of the source on air, if it has one ready; its stream's end takes it
-    /// off air.
-    fn take_frame(air: &mut Option<OnAir>, failure: &Mutex<Option<String>>) -> Option<Vec<u8>> {
-        let current = air.as_mut()?;
-        let ring = &current.frames.ring;
-        ring.ask_up_to(current.taken + ASK_AHEAD);
-        if !current.started {
+    /// The next packet of a connected source, if it has one ready.
+    fn take_frame(air: &mut OnAir) -> Frame {
+        let ring = &air.frames.ring;
+        ring.ask_up_to(air.taken + ASK_AHEAD);
+        if !air.started {
             if ring.ready() < START_FRAMES {
-                return None;
+                return Frame::Nothing;
             }
-            current.started = true;
+            air.started = true;
         }
         match ring.take() {
             Taken::Audio(packet) => {
-                current.taken += 1;
-                Some(packet)
+                air.taken += 1;
+                Frame::Packet(packet)
             }
-            Taken::Empty => None,
-            Taken::End(result) => {
-                if let Err(e) = result {
-                    *failure.lock() = Some(e);
-                }
-                // The source's connection sees its reader gone and closes.
-                if let Some(gone) = air.take() {
-                    gone.stop.notify_one();
-                }
-                None
-            }
+            Taken::Empty => Frame::Nothing,
+            Taken::End(result) => Frame::Ended(result),
         }
     }
 }
 
 impl Tickable for Mount {
     fn on_tick(&self, tick: u64, retry: bool) -> TickOutcome {
-        let Some(mut on_air) = self.on_air.try_lock() else {
+        let Some(mut sources) = self.sources.try_lock() else {
             if !retry {
                 return TickOutcome::Retry;
             }
             self.recording.record(tick, &OPUS_SILENCE);
             return TickOutcome::Done;
         };
-        if on_air.is_some() {
+        if sources.until_tick.is_some_and(|until| tick >= until) {
+            sources.current = None;
+            sources.until_tick = None;
+            self.slot_over.notify_one();
+        }
+        let current = sources.current;
+        if current.is_some() {
             self.last_on_air.store(tick, Ordering::Release);
         }
-        let started = on_air.as_ref().is_some_and(|a| a.started);
-        match Self::take_frame(&mut on_air, &self.last_failure) {
-            Some(packet) => {
-                self.recording.record(tick, &packet);
-                if let Some(air) = on_air.as_ref() {
+        let mut recorded = false;
+        let mut ended = Vec::new();
+        for air in &mut sources.connected {
+            let on_air = Some(air.session) == current;
+            match Self::take_frame(air) {
+                Frame::Packet(packet) => {
+                    // A waiting source is decoded and dropped, so it is current when its turn comes.
+                    if on_air {
+                        self.recording.record(tick, &packet);
+                        recorded = true;
+                    }
                     air.frames.ring.recycle(packet);
                 }
-            }
-            None => {
-                if started && on_air.is_some() {
-                    self.underruns.inc();
+                Frame::Nothing => {
+                    if on_air && air.started {
+                        self.underruns.inc();
+                    }
                 }
-                self.recording.record(tick, &OPUS_SILENCE);
+                Frame::Ended(result) => {
+                    let reason = match result {
+                        Ok(()) => "ended".to_string(),
+                        Err(e) => format!("failed: {e}"),
+                    };
+                    ended.push((air.session, reason));
+                }
             }
+        }
+        for (session, reason) in ended {
+            if let Some(e) = reason.strip_prefix("failed: ") {
+                *self.last_failure.lock() = Some(e.to_string());
+            }
+            // The source's connection sees its reader gone and closes.
+            if let Some(at) = sources.connected.iter().position(|a| a.session == session) {
+                sources.connected.swap_remove(at).tell_to_go(&reason);
+            }
+            if sources.current == Some(session) {
+                sources.current = None;
+            }
+        }
+        drop(sources);
+        if !recorded {
+            self.recording.record(tick, &OPUS_SILENCE);
         }
         TickOutcome::Done
     }
@@ -305,6 +419,9 @@ impl LiveFeed for Mount {
     fn over(&self, started: u64, end: u64) -> Option<String> {
         if self.removed.load(Ordering::Acquire) || self.recording.is_closed() {
             return Some(format!("{} was removed", self.track_name));
+        }
+        if self.settings.lock().stage {
+            return None;
         }
         let since = self.last_on_air.load(Ordering::Acquire).max(started);
         let away = end.saturating_sub(since);

@@ -59,6 +59,11 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: String,
+}
+
 fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
 }
@@ -112,6 +117,8 @@ pub struct Metrics {
     pub ingest_refused: Family<ReasonLabels, Counter>,
     /// Live frames a mount's source had not ready on its tick (recorded as silence).
     pub live_underruns: Counter,
+    /// DJs waiting their turn, by stage.
+    pub stage_waiting: Family<StageLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -159,6 +166,7 @@ impl Metrics {
             live_source_drops: Family::default(),
             ingest_refused: Family::default(),
             live_underruns: Counter::default(),
+            stage_waiting: Family::default(),
         };
         registry.register("players", "Players in memory", m.players.clone());
         registry.register("players_playing", "Players whose status is playing", m.playing.clone());
@@ -240,6 +248,7 @@ impl Metrics {
             "Ticks a live mount's source had no frame ready (recorded as silence)",
             m.live_underruns.clone(),
         );
+        registry.register("stage_waiting", "DJs waiting their turn on a stage", m.stage_waiting.clone());
         registry.register("hls_requests", "HLS requests served, by kind and source", m.hls_requests.clone());
         registry.register("audio_cache_lookups", "Audio cache lookups by outcome", m.cache_lookups.clone());
         registry.register(

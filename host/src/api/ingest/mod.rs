@@ -4,6 +4,7 @@
 
 pub mod source;
 pub mod split;
+mod stages;
 
 use std::net::SocketAddr;
 
@@ -31,6 +32,7 @@ impl From<LiveError> for ApiError {
             LiveError::Exists(_) => ApiError::conflict(e),
             LiveError::Invalid(_) => ApiError::bad_request(e),
             LiveError::Store(e) => ApiError::store_unavailable(e),
+            LiveError::Stage(e) => e.into(),
         }
     }
 }
@@ -42,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/live/mounts/{name}", get(show).delete(remove))
         .route("/live/mounts/{name}/key", post(rotate_key))
         .route("/live/mounts/{name}/metadata", post(set_metadata))
+        .merge(stages::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), super::require_token));
     let reused = Router::new().route("/live/{mount}", axum::routing::put(upload_on_reused_connection));
     Router::new().merge(managed).merge(metadata_router()).merge(reused).with_state(state)
@@ -152,7 +155,7 @@ async fn admin_metadata(
         mount(&app, name)?
     } else {
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        app.ingest.login(name, authorization, peer.ip())?
+        app.ingest.login(name, authorization, peer.ip())?.mount()
     };
     retitle(&app, &mount, &song)?;
     let xml = "<?xml version=\"1.0\"?>\n<iceresponse><message>Metadata update successful</message><return>1</return></iceresponse>\n";

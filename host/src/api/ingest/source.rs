@@ -23,7 +23,7 @@ use crate::api::ApiError;
 use crate::audio::pushed::PushedStream;
 use crate::config::LiveConfig;
 use crate::events::{Event, EventBus};
-use crate::live::{Mount, Mounts, format_of, keys};
+use crate::live::{Mount, Mounts, Stage, StageError, format_of, keys};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::ReasonLabels;
 
@@ -51,6 +51,23 @@ pub struct Ingest {
     blocked: Mutex<HashMap<IpAddr, Instant>>,
 }
 
+/// Who a source logged in as.
+pub enum Login {
+    /// A mount's own source.
+    Source(Arc<Mount>),
+    /// A DJ of a stage.
+    Dj(Arc<Stage>, String),
+}
+
+impl Login {
+    pub fn mount(&self) -> Arc<Mount> {
+        match self {
+            Login::Source(mount) => mount.clone(),
+            Login::Dj(stage, _) => stage.mount().clone(),
+        }
+    }
+}
+
 /// A request head, parsed.
 struct Head {
     method: String,
@@ -68,7 +85,7 @@ impl Head {
 
 /// A source that may stream.
 struct Admitted {
-    mount: Arc<Mount>,
+    login: Login,
     content_type: Option<String>,
     stream_name: Option<String>,
     expects_continue: bool,
@@ -124,8 +141,9 @@ impl Ingest {
         }
     }
 
-    /// The mount `name` when `authorization` (a Basic header) carries its key.
-    pub fn login(&self, name: &str, authorization: Option<&str>, ip: IpAddr) -> Result<Arc<Mount>, ApiError> {
+    /// Who `authorization` (a Basic header) logs in as on mount `name`: its source, or one of
+    /// its DJs when the mount is a stage.
+    pub fn login(&self, name: &str, authorization: Option<&str>, ip: IpAddr) -> Result<Login, ApiError> {
         self.check_blocked(ip)?;
         let Some(mount) = self.mounts.get(name) else {
             self.failed_login(ip);
@@ -133,6 +151,21 @@ impl Ingest {
             return Err(ApiError::not_found(format!("no live mount named {name:?}")));
         };
         let presented = authorization.and_then(basic_credentials);
+        if let Some(stage) = self.mounts.stage(name) {
+            let (user, key) = presented.unwrap_or_default();
+            return match stage.login(&user, &key) {
+                Ok(dj) => Ok(Login::Dj(stage, dj)),
+                Err(e @ StageError::Blocked { .. }) => {
+                    self.refused("blocked");
+                    Err(ApiError::forbidden_with(e))
+                }
+                Err(e) => {
+                    self.failed_login(ip);
+                    self.refused("auth");
+                    Err(ApiError::unauthorized_with(format!("{e} (HTTP Basic, user source or the DJ's name)")))
+                }
+            };
+        }
         let ok = presented
             .as_ref()
             .is_some_and(|(user, key)| user == SOURCE_USER && keys::matches(key, &mount.settings().key_digest));
@@ -143,7 +176,7 @@ impl Ingest {
                 "log in as user {SOURCE_USER:?} with mount {name:?}'s key (HTTP Basic)"
             )));
         }
-        Ok(mount)
+        Ok(Login::Source(mount))
     }
 
     /// Serves one source connection to its end.
@@ -174,7 +207,8 @@ impl Ingest {
         }
         let path = head.path.split('?').next().unwrap_or("");
         let name = path.strip_prefix("/live/").or_else(|| path.strip_prefix('/')).unwrap_or("");
-        let mount = self.login(name, head.header("authorization"), ip)?;
+        let login = self.login(name, head.header("authorization"), ip)?;
+        let mount = login.mount();
         if head.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
             self.refused("bad_request");
             return Err(ApiError::bad_request(
@@ -196,12 +230,13 @@ impl Ingest {
         }
         let stream_name = head.header("ice-name").or_else(|| head.header("icy-name")).map(str::to_string);
         let expects_continue = head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        Ok(Admitted { mount, content_type, stream_name, expects_continue })
+        Ok(Admitted { login, content_type, stream_name, expects_continue })
     }
 
     /// Puts the source on air and feeds its upload to the mount until it ends.
     async fn stream(&self, mut stream: TcpStream, rest: Bytes, admitted: Admitted, peer: SocketAddr) {
-        let Admitted { mount, content_type, stream_name, expects_continue } = admitted;
+        let Admitted { login, content_type, stream_name, expects_continue } = admitted;
+        let mount = login.mount();
         let accept: &[u8] =
             if expects_continue { b"HTTP/1.1 100 Continue\r\n\r\n" } else { b"HTTP/1.0 200 OK\r\n\r\n" };
         if stream.write_all(accept).await.is_err() {
@@ -210,8 +245,14 @@ impl Ingest {
         let cancel = Arc::new(AtomicBool::new(false));
         let stalls = self.metrics.source_stalls.clone();
         let (tx, pushed) = PushedStream::channel(CHUNKS_AHEAD, &self.media, cancel.clone(), stalls);
+        let exclusive = matches!(login, Login::Source(_));
         let (session, replaced) =
-            self.mounts.start_source(&mount, pushed, content_type.clone(), stream_name, cancel.clone());
+            self.mounts.start_source(&mount, pushed, content_type.clone(), stream_name, cancel.clone(), exclusive);
+        // A DJ waits their turn while connected.
+        let _presence = match &login {
+            Login::Dj(stage, dj) => Some(stage.joined(dj, session.id())),
+            Login::Source(_) => None,
+        };
         let name = mount.name.to_string();
         tracing::info!(mount = %name, %peer, content_type = content_type.as_deref().unwrap_or(""), replaced, "live source connected");
         self.metrics.live_sources.inc();
@@ -226,7 +267,7 @@ impl Ingest {
                 mount.bytes_in.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 self.metrics.live_bytes_in.inc_by(bytes.len() as u64);
                 if !tx.send(bytes).await {
-                    break failed(&mount);
+                    break session.reason().unwrap_or_else(|| failed(&mount));
                 }
             }
             let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -236,7 +277,7 @@ impl Ingest {
                     Ok(Ok(0)) | Ok(Err(_)) => break "disconnected".to_string(),
                     Ok(Ok(_)) => first = Some(buf.freeze()),
                 },
-                () = session.stop.notified() => break failed(&mount),
+                () = session.stop.notified() => break session.reason().unwrap_or_else(|| "replaced".into()),
                 () = &mut cut_off => break "max_duration".to_string(),
             }
         };
@@ -251,14 +292,11 @@ impl Ingest {
     }
 }
 
-/// Why a source was told to go, or why its stream stopped being read.
+/// Why a source's stream stopped being read, when nobody told it to go.
 fn failed(mount: &Mount) -> String {
-    if mount.is_removed() {
-        return "removed".into();
-    }
     match mount.last_failure() {
         Some(e) => format!("failed: {e}"),
-        None => "replaced".into(),
+        None => "ended".into(),
     }
 }
 
