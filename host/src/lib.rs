@@ -161,7 +161,7 @@ impl Server {
             metrics.clone(),
             events.clone(),
         )
-        .await?;
+        .await;
         let ctx = Arc::new(Context {
             events: events.clone(),
             pipeline,

@@ -89,14 +89,21 @@ async fn three_djs_take_five_second_turns_in_the_order_they_arrived() {
     let heard = session.counters().packets;
     session.wait(LIMIT, |c| c.packets >= heard + 75).await.expect("the follower plays on");
     let report = session.report();
-    let freqs: Vec<f64> = report.windows.iter().filter(|w| w.level_db > -40.0).map(|w| w.freq_hz).collect();
+    let freqs: Vec<f64> = report.windows.iter().map(|w| w.freq_hz).collect();
     let turns = runs(&freqs, &[440.0, 550.0, 660.0]);
     let pitches: Vec<f64> = turns.iter().map(|(p, _)| *p).collect();
     assert_eq!(pitches, [440.0, 550.0, 660.0], "turns heard: {turns:?}");
-    // 5 s is 50 windows of 100 ms; the window across each change may read as either pitch.
-    for (pitch, windows) in &turns {
-        assert!((49..=51).contains(windows), "{pitch} Hz for {windows} windows: {turns:?}");
+    // Each turn starts 5 s (50 windows of 100 ms) after the one before; the window across a
+    // 100 ms crossfade may read as either pitch, or neither.
+    let at = |hz: f64| freqs.iter().position(|f| (f - hz).abs() <= 4.0).unwrap_or(0);
+    let last = freqs.iter().rposition(|f| (f - 660.0).abs() <= 4.0).unwrap_or(0);
+    let (ana, ben, cy) = (at(440.0), at(550.0), at(660.0));
+    for (who, windows) in [("ana", ben - ana), ("ben", cy - ben), ("cy", last + 1 - cy)] {
+        assert!((49..=51).contains(&windows), "{who}'s turn lasted {windows} windows: {turns:?}");
     }
+    // Handed over without a gap: every window from the first turn to the last is heard.
+    let quiet: Vec<usize> = (ana..=last).filter(|i| report.windows[*i].level_db < -30.0).collect();
+    assert!(quiet.is_empty(), "silent windows during the turns: {quiet:?}");
 }
 
 #[tokio::test]
@@ -205,4 +212,26 @@ async fn a_killed_server_keeps_the_queue_order_and_the_slot_deadline() {
     assert_eq!(back["on_air"]["dj"], "ana", "{back}");
     assert_eq!(back["on_air"]["deadline_ms"], deadline, "{back}");
     assert_eq!(waiting(&back), ["ben", "cy"]);
+}
+
+#[tokio::test]
+async fn an_empty_stage_plays_its_fallback_until_a_dj_is_on_air() {
+    let h = Harness::start(FakeVoiceConfig::default()).await;
+    let fallback = h.media.url("tone-600-long.opus");
+    let created = h.post("/stages", json!({ "name": "party", "slot_secs": 60, "fallback": [fallback] })).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let key = add_dj(&h, "party", "ana").await;
+    let mut events = h.events().await;
+    let (guild, session) = h.new_player().await;
+    assert_eq!(h.enqueue(guild, "live:party").await.status, 200);
+    session.wait(LIMIT, |c| c.packets - c.silence_packets >= 100).await.expect("the fallback is heard");
+    let heard: Vec<f64> = session.report().windows.iter().filter(|w| w.level_db > -40.0).map(|w| w.freq_hz).collect();
+    assert!(heard.len() >= 10 && heard.iter().all(|f| (f - 600.0).abs() <= 4.0), "fallback heard as {heard:?}");
+    let _ana = dj("ana", &key, 440, &h.base_url(), "party");
+    events.wait("ana on air", |e| is(e, "OnAir", "ana")).await;
+    let at = session.counters().packets;
+    session.wait(LIMIT, |c| c.packets >= at + 150).await.expect("ana is heard");
+    let report = session.report();
+    let lately: Vec<f64> = report.windows.iter().rev().take(10).map(|w| w.freq_hz).collect();
+    assert!(lately.iter().all(|f| (f - 440.0).abs() <= 4.0), "the DJ replaced the fallback: {lately:?}");
 }

@@ -10,14 +10,16 @@ pub mod stage;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::audio::live_follow::LiveSource;
 use crate::audio::pushed::PushedStream;
 use crate::audio::recording::{Recording, RewindBudget};
-use crate::audio::{Controls, PipelineConfig, pipeline};
+use crate::audio::{Controls, PipelineConfig, TrackRequest, TrackSource, pipeline};
 use crate::events::EventBus;
+use crate::plugins::resolver::Locator;
 use crate::store::{StateStore, StoreError};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::StageLabels;
@@ -47,6 +49,8 @@ pub enum LiveError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Stage(#[from] StageError),
+    #[error("the state store has not answered since the start: live mounts are not loaded yet, try again")]
+    NotLoaded,
 }
 
 /// What a new mount asks for.
@@ -74,6 +78,9 @@ pub struct NewStage {
     pub block: bool,
     #[serde(default = "default_cooldown")]
     pub cooldown_secs: u64,
+    /// Tracks (links, or what the resolvers take) played in turn while nobody is on air.
+    #[serde(default)]
+    pub fallback: Vec<String>,
 }
 
 fn default_slot() -> u64 {
@@ -103,6 +110,8 @@ pub struct Mounts {
     mounts: parking_lot::Mutex<HashMap<String, Entry>>,
     /// Store writes one at a time, so the record always holds the latest set.
     saving: tokio::sync::Mutex<()>,
+    /// Whether the store's mounts were read (changes wait for it).
+    loaded: AtomicBool,
     store: StateStore,
     scheduler: Arc<Scheduler>,
     pipeline: PipelineConfig,
@@ -123,6 +132,11 @@ pub fn format_of(content_type: &str) -> Option<&'static str> {
     }
 }
 
+/// A mount's own pipelines run unfiltered at full volume (players apply their own).
+fn plain_controls() -> Arc<Controls> {
+    Arc::new(Controls { gain: Default::default(), filters: Default::default(), on_filter_failure: Arc::new(|_| {}) })
+}
+
 fn check_name(name: &str) -> Result<(), LiveError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME
@@ -139,6 +153,8 @@ fn check_name(name: &str) -> Result<(), LiveError> {
 
 impl Mounts {
     /// The mounts the store keeps, each back on the clock (with no source until one connects).
+    /// A store that does not answer yet is asked again every second: until it answers, mounts
+    /// cannot be changed, so nothing it keeps is written over.
     pub async fn open(
         store: StateStore,
         scheduler: Arc<Scheduler>,
@@ -146,11 +162,11 @@ impl Mounts {
         settings: LiveSettings,
         metrics: Arc<Metrics>,
         events: EventBus,
-    ) -> Result<Arc<Self>, StoreError> {
-        let kept: Vec<MountSettings> = store.protocol_record(RECORD.0, RECORD.1).await?.unwrap_or_default();
+    ) -> Arc<Self> {
         let mounts = Arc::new(Self {
             mounts: Default::default(),
             saving: Default::default(),
+            loaded: AtomicBool::new(false),
             store,
             scheduler,
             pipeline,
@@ -158,16 +174,57 @@ impl Mounts {
             metrics,
             events,
         });
+        if let Err(e) = mounts.load().await {
+            tracing::warn!(error = %e, "live mounts not loaded yet: the state store does not answer; retrying");
+            let retrying = mounts.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                while retrying.load().await.is_err() {
+                    every.tick().await;
+                }
+                tracing::info!("live mounts loaded");
+            });
+        }
+        mounts
+    }
+
+    /// Reads every mount (and stage) the store keeps, then puts them on the clock.
+    async fn load(&self) -> Result<(), StoreError> {
+        let kept: Vec<MountSettings> = self.store.protocol_record(RECORD.0, RECORD.1).await?.unwrap_or_default();
+        let mut stages = HashMap::new();
+        for settings in kept.iter().filter(|s| s.stage) {
+            let restored: Option<serde_json::Value> = self.store.protocol_record(stage::RECORD, &settings.name).await?;
+            stages.insert(settings.name.clone(), restored);
+        }
         for settings in kept {
-            let stage = settings.stage.then(|| settings.name.clone());
-            let mount = mounts.insert(settings);
-            if let Some(name) = stage {
-                let restored: Option<serde_json::Value> = mounts.store.protocol_record(stage::RECORD, &name).await?;
-                let fallback = StageSettings { slot_secs: 3600, warning_secs: 60, block: false, cooldown_secs: 600 };
-                mounts.start_stage(&mount, fallback, restored);
+            let restored = stages.remove(&settings.name);
+            let mount = self.insert(settings);
+            if let Some(restored) = restored {
+                let fallback = StageSettings {
+                    slot_secs: default_slot(),
+                    warning_secs: default_warning(),
+                    block: false,
+                    cooldown_secs: default_cooldown(),
+                    fallback: Vec::new(),
+                };
+                self.start_stage(&mount, fallback, restored);
             }
         }
-        Ok(mounts)
+        self.loaded.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    fn mount_counters(&self) -> mount::MountCounters {
+        mount::MountCounters {
+            underruns: self.metrics.live_underruns.clone(),
+            encoder: self.pipeline.encoder.clone(),
+            decodes: self.pipeline.decodes.clone(),
+        }
+    }
+
+    /// Refuses changes until what the store keeps is loaded.
+    fn ready(&self) -> Result<(), LiveError> {
+        if self.loaded.load(std::sync::atomic::Ordering::Acquire) { Ok(()) } else { Err(LiveError::NotLoaded) }
     }
 
     /// Runs a stage on `mount` (its state restored when there is one).
@@ -182,6 +239,7 @@ impl Mounts {
             store: self.store.clone(),
             scheduler: self.scheduler.clone(),
             waiting: self.metrics.stage_waiting.get_or_create(&StageLabels { stage: mount.name.to_string() }).clone(),
+            play: self.fallback_player(&mount.name),
         };
         let stage = Stage::new(mount.clone(), settings, restored, self.settings.grace_ticks * 20, services);
         if let Some(entry) = self.mounts.lock().get_mut(mount.name.as_ref()) {
@@ -191,8 +249,27 @@ impl Mounts {
         stage
     }
 
+    /// What starts a stage's fallback track: the resolvers when one takes it, else a link.
+    fn fallback_player(&self, stage: &str) -> Arc<dyn Fn(&str) -> crate::audio::TrackFrames + Send + Sync> {
+        let pipeline = self.pipeline.clone();
+        let stage = stage.to_string();
+        Arc::new(move |query: &str| {
+            let resolvable = pipeline.plugins.as_ref().is_some_and(|h| h.has_resolvers() && h.claims(query));
+            let (source, cache_key) = if resolvable {
+                (TrackSource::Resolve { query: query.to_string(), guild_id: None }, None)
+            } else {
+                let locator = Locator::Http { url: query.to_string(), headers: Vec::new() };
+                (TrackSource::Located(locator), Some(pipeline::direct_cache_key(query)))
+            };
+            let span = tracing::info_span!("stage fallback", stage = %stage, url = %query);
+            let request = TrackRequest { source, cache_key, duration_hint_ms: None, start_ms: 0, span };
+            pipeline::spawn(request, pipeline.clone(), plain_controls(), Arc::new(AtomicBool::new(false)), |_| {})
+        })
+    }
+
     /// Makes a stage: a mount whose DJs take turns.
     pub async fn create_stage(&self, new: NewStage) -> Result<StageView, LiveError> {
+        self.ready()?;
         if new.slot_secs == 0 {
             return Err(LiveError::Invalid("slot_secs must be at least 1".into()));
         }
@@ -215,6 +292,7 @@ impl Mounts {
             warning_secs: new.warning_secs,
             block: new.block,
             cooldown_secs: new.cooldown_secs,
+            fallback: new.fallback,
         };
         let stage = self.start_stage(&mount, stage_settings, None);
         let saved = self.store.save_protocol_record(stage::RECORD, &new.name, &stage.record()).await;
@@ -234,8 +312,7 @@ impl Mounts {
         let now = self.scheduler.now_tick();
         let recording = Arc::new(Recording::new(self.settings.rewind_ticks, now, self.settings.budget.clone()));
         let name = settings.name.clone();
-        let mount =
-            Arc::new(Mount::new(settings, recording, self.settings.grace_ticks, self.metrics.live_underruns.clone()));
+        let mount = Arc::new(Mount::new(settings, recording, self.settings.grace_ticks, self.mount_counters()));
         let clock = mount.clone() as Arc<dyn crate::voice::Tickable>;
         let entry = Entry { _clock: self.scheduler.register(&clock), mount: mount.clone(), stage: None };
         self.mounts.lock().insert(name, entry);
@@ -252,6 +329,7 @@ impl Mounts {
 
     /// Makes a mount; its key is returned once, here.
     pub async fn create(&self, new: NewMount) -> Result<(MountView, String), LiveError> {
+        self.ready()?;
         check_name(&new.name)?;
         let mut formats = new.formats;
         for f in &mut formats {
@@ -286,6 +364,7 @@ impl Mounts {
 
     /// Removes a mount: its source is cut off and its followers end.
     pub async fn remove(&self, name: &str) -> Result<(), LiveError> {
+        self.ready()?;
         let entry = self.mounts.lock().remove(name).ok_or_else(|| LiveError::NotFound(name.into()))?;
         if let Err(e) = self.save().await {
             self.mounts.lock().insert(name.to_string(), entry);
@@ -302,6 +381,7 @@ impl Mounts {
     /// A new key for a mount; the old one stops working for new connections (a source on air
     /// stays on).
     pub async fn rotate_key(&self, name: &str) -> Result<String, LiveError> {
+        self.ready()?;
         let mount = self.get(name).ok_or_else(|| LiveError::NotFound(name.into()))?;
         let old = mount.settings().key_digest;
         let key = keys::new_key();
@@ -340,14 +420,9 @@ impl Mounts {
         cancel: Arc<AtomicBool>,
         exclusive: bool,
     ) -> (SourceSession, bool) {
-        let controls = Arc::new(Controls {
-            gain: Default::default(),
-            filters: Default::default(),
-            on_filter_failure: Arc::new(|_| {}),
-        });
         let span = tracing::info_span!("live source", mount = %mount.name);
         let frames =
-            pipeline::spawn_pushed(stream, content_type.clone(), self.pipeline.clone(), controls, cancel, span);
+            pipeline::spawn_pushed(stream, content_type.clone(), self.pipeline.clone(), plain_controls(), cancel, span);
         mount.connect(frames, content_type, stream_name, exclusive)
     }
 }

@@ -13,13 +13,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::audio::TrackFrames;
+use crate::audio::encode::{EncoderSettings, FRAME_LEN, OpusEncoder};
 use crate::audio::frames::Taken;
 use crate::audio::live_follow::LiveFeed;
+use crate::audio::opus_packets::PacketDecoder;
 use crate::audio::recording::Recording;
 use crate::voice::{OPUS_SILENCE, TickOutcome, Tickable};
 
 /// Frames a new source has ready before it goes on air: a little slack for the network.
 const START_FRAMES: usize = 3;
+/// Frames over which one stage DJ hands over to the next (100 ms): both are heard, the one
+/// fading out while the other fades in.
+pub const CROSSFADE_FRAMES: u32 = 5;
 /// Frames asked of the source's decoder beyond those taken.
 const ASK_AHEAD: u64 = 3;
 
@@ -54,6 +59,8 @@ struct OnAir {
     stop: Arc<Notify>,
     /// Why it was told to go.
     reason: Arc<Mutex<Option<String>>>,
+    /// Its recent packets (no codec state until a crossfade needs its PCM).
+    decoder: PacketDecoder,
     content_type: Option<String>,
     stream_name: Option<String>,
     since: u64,
@@ -73,12 +80,40 @@ struct Sources {
     current: Option<u64>,
     /// The tick at which the current source goes off (a stage's slot end).
     until_tick: Option<u64>,
+    /// Who takes over then, when ready.
+    next: Option<u64>,
+    fade: Option<Fade>,
+    /// Recorded while no source is current (a stage's fallback track).
+    fallback: Option<u64>,
+}
+
+/// A handover in progress: `from` fades out under the current source.
+struct Fade {
+    from: u64,
+    done: u32,
+    /// Made for the handover (a mount that never hands over holds none).
+    encoder: Option<OpusEncoder>,
+    /// Why `from` goes once the fade is over, if it was told to go meanwhile.
+    then_stop: Option<String>,
 }
 
 impl Sources {
     fn current(&self) -> Option<&OnAir> {
         let id = self.current?;
         self.connected.iter().find(|a| a.session == id)
+    }
+
+    fn is_started(&self, session: u64) -> bool {
+        self.connected.iter().any(|a| a.session == session && a.started)
+    }
+
+    fn remove(&mut self, session: u64, reason: &str) {
+        if let Some(at) = self.connected.iter().position(|a| a.session == session) {
+            self.connected.swap_remove(at).tell_to_go(reason);
+        }
+        if self.current == Some(session) {
+            self.current = None;
+        }
     }
 }
 
@@ -105,6 +140,9 @@ pub struct Mount {
     sources: Mutex<Sources>,
     /// Told when the current source's time is up (a stage's slot ended on the clock).
     pub slot_over: Arc<Notify>,
+    /// How a handover is encoded, and where its decodes are counted.
+    encoder: EncoderSettings,
+    decodes: Counter,
     /// The last tick a source was connected.
     last_on_air: AtomicU64,
     grace_ticks: u64,
@@ -168,12 +206,19 @@ pub struct MountView {
     pub listen_path: String,
 }
 
+/// What a mount counts, and how it encodes a handover.
+pub struct MountCounters {
+    pub underruns: Counter,
+    pub encoder: EncoderSettings,
+    pub decodes: Counter,
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Mount {
-    pub fn new(settings: MountSettings, recording: Arc<Recording>, grace_ticks: u64, underruns: Counter) -> Self {
+    pub fn new(settings: MountSettings, recording: Arc<Recording>, grace_ticks: u64, counters: MountCounters) -> Self {
         let name: Arc<str> = settings.name.as_str().into();
         Self {
             track_name: format!("live:{name}"),
@@ -189,7 +234,9 @@ impl Mount {
             sessions: AtomicU64::new(0),
             last_failure: Mutex::new(None),
             bytes_in: AtomicU64::new(0),
-            underruns,
+            underruns: counters.underruns,
+            encoder: counters.encoder,
+            decodes: counters.decodes,
         }
     }
 
@@ -225,6 +272,7 @@ impl Mount {
             started: false,
             stop: stop.clone(),
             reason: reason.clone(),
+            decoder: PacketDecoder::counted(self.decodes.clone()),
             content_type,
             stream_name,
             since: unix_now(),
@@ -245,28 +293,38 @@ impl Mount {
         (SourceSession { mount: self.clone(), id, stop, reason }, replaced)
     }
 
-    /// Records source `session` from the next tick (none: silence) until tick `until` (then
-    /// [`Self::slot_over`] is told).
-    pub fn put_on_air(&self, session: Option<u64>, until: Option<u64>) {
+    /// Records source `session` from the next tick (none: silence) until tick `until`; then
+    /// `next` takes over with a crossfade when it is ready, and [`Self::slot_over`] is told.
+    pub fn put_on_air(&self, session: Option<u64>, until: Option<u64>, next: Option<u64>) {
         let mut sources = self.sources.lock();
         sources.current = session;
         sources.until_tick = until;
+        sources.next = next;
     }
 
     /// Whether source `session` has its first frames decoded (a turn given now is heard now).
     pub fn is_ready(&self, session: u64) -> bool {
-        self.sources.lock().connected.iter().any(|a| a.session == session && a.started)
+        self.sources.lock().is_started(session)
     }
 
-    /// Tells a connected source to go, saying why.
+    /// The source recorded while none is current (a stage's fallback).
+    pub fn set_fallback(&self, session: Option<u64>) {
+        self.sources.lock().fallback = session;
+    }
+
+    /// Whether source `session` is still connected (its stream has not ended).
+    pub fn is_connected(&self, session: u64) -> bool {
+        self.sources.lock().connected.iter().any(|a| a.session == session)
+    }
+
+    /// Tells a connected source to go, saying why (once it has faded out, when it is).
     pub fn stop_source(&self, session: u64, reason: &str) {
         let mut sources = self.sources.lock();
-        if let Some(at) = sources.connected.iter().position(|a| a.session == session) {
-            sources.connected.swap_remove(at).tell_to_go(reason);
+        if let Some(fade) = sources.fade.as_mut().filter(|f| f.from == session) {
+            fade.then_stop = Some(reason.to_string());
+            return;
         }
-        if sources.current == Some(session) {
-            sources.current = None;
-        }
+        sources.remove(session, reason);
     }
 
     /// Why the last source's stream ended early, if it did.
@@ -344,47 +402,61 @@ impl Mount {
 
 impl Tickable for Mount {
     fn on_tick(&self, tick: u64, retry: bool) -> TickOutcome {
-        let Some(mut sources) = self.sources.try_lock() else {
+        let Some(mut guard) = self.sources.try_lock() else {
             if !retry {
                 return TickOutcome::Retry;
             }
             self.recording.record(tick, &OPUS_SILENCE);
             return TickOutcome::Done;
         };
+        let sources = &mut *guard;
         if sources.until_tick.is_some_and(|until| tick >= until) {
-            sources.current = None;
-            sources.until_tick = None;
+            Self::hand_over(sources);
             self.slot_over.notify_one();
         }
-        let current = sources.current;
-        if current.is_some() {
+        if sources.current.is_some() {
             self.last_on_air.store(tick, Ordering::Release);
         }
-        let mut recorded = false;
+        let (current, next) = (sources.current, sources.next);
+        // With nobody current (and no handover under way) the fallback is what is heard.
+        let current = current.or(sources.fallback.filter(|_| sources.fade.is_none()));
+        let fading = sources.fade.as_ref().map(|f| f.from);
+        let (mut heard, mut fading_out) = (None, None);
         let mut ended = Vec::new();
-        for air in &mut sources.connected {
-            let on_air = Some(air.session) == current;
+        for (at, air) in sources.connected.iter_mut().enumerate() {
             match Self::take_frame(air) {
+                Frame::Packet(packet) if Some(air.session) == current => heard = Some((at, packet)),
+                Frame::Packet(packet) if Some(air.session) == fading => fading_out = Some((at, packet)),
                 Frame::Packet(packet) => {
-                    // A waiting source is decoded and dropped, so it is current when its turn comes.
-                    if on_air {
-                        self.recording.record(tick, &packet);
-                        recorded = true;
+                    // A waiting source is decoded and dropped, so it is current when its turn
+                    // comes; the next one keeps its recent packets for the crossfade.
+                    if Some(air.session) == next {
+                        air.decoder.pass(&packet);
                     }
                     air.frames.ring.recycle(packet);
                 }
                 Frame::Nothing => {
-                    if on_air && air.started {
+                    if Some(air.session) == current && air.started {
                         self.underruns.inc();
                     }
                 }
-                Frame::Ended(result) => {
-                    let reason = match result {
-                        Ok(()) => "ended".to_string(),
-                        Err(e) => format!("failed: {e}"),
-                    };
-                    ended.push((air.session, reason));
+                Frame::Ended(Ok(())) => ended.push((air.session, "ended".to_string())),
+                Frame::Ended(Err(e)) => ended.push((air.session, format!("failed: {e}"))),
+            }
+        }
+        let recorded = match sources.fade.is_some() {
+            true => self.record_crossfade(sources, tick, heard.as_ref(), fading_out.as_ref()),
+            false => heard.as_ref().is_some_and(|(at, packet)| {
+                self.recording.record(tick, packet);
+                if fading.is_none() && next.is_some() {
+                    sources.connected[*at].decoder.pass(packet);
                 }
+                true
+            }),
+        };
+        for (at, packet) in heard.into_iter().chain(fading_out) {
+            if let Some(air) = sources.connected.get(at) {
+                air.frames.ring.recycle(packet);
             }
         }
         for (session, reason) in ended {
@@ -392,18 +464,71 @@ impl Tickable for Mount {
                 *self.last_failure.lock() = Some(e.to_string());
             }
             // The source's connection sees its reader gone and closes.
-            if let Some(at) = sources.connected.iter().position(|a| a.session == session) {
-                sources.connected.swap_remove(at).tell_to_go(&reason);
-            }
-            if sources.current == Some(session) {
-                sources.current = None;
-            }
+            sources.remove(session, &reason);
         }
-        drop(sources);
+        drop(guard);
         if !recorded {
             self.recording.record(tick, &OPUS_SILENCE);
         }
         TickOutcome::Done
+    }
+}
+
+impl Mount {
+    /// The current source's time is up: the next one takes over with a crossfade when it is
+    /// ready; otherwise silence.
+    fn hand_over(sources: &mut Sources) {
+        let next = sources.next.take().filter(|n| sources.is_started(*n));
+        sources.until_tick = None;
+        match (sources.current, next) {
+            (Some(from), Some(next)) if from != next => {
+                sources.fade = Some(Fade { from, done: 0, encoder: None, then_stop: None });
+                sources.current = Some(next);
+            }
+            _ => sources.current = next,
+        }
+    }
+
+    /// Records one crossfaded frame: the outgoing source at falling gain under the incoming
+    /// one at rising gain (silence for either without a packet this tick). The last frame
+    /// of the fade lets the outgoing source go.
+    fn record_crossfade(
+        &self,
+        sources: &mut Sources,
+        tick: u64,
+        heard: Option<&(usize, Vec<u8>)>,
+        fading_out: Option<&(usize, Vec<u8>)>,
+    ) -> bool {
+        let Some(fade) = sources.fade.as_mut() else { return false };
+        fade.done += 1;
+        let rise = fade.done as f32 / (CROSSFADE_FRAMES + 1) as f32;
+        let mut mix = vec![0.0f32; FRAME_LEN];
+        for (side, gain) in [(heard, rise), (fading_out, 1.0 - rise)] {
+            let Some((at, packet)) = side else { continue };
+            let Ok(pcm) = sources.connected[*at].decoder.decode(packet) else { continue };
+            for (m, s) in mix.iter_mut().zip(pcm) {
+                *m += s * gain;
+            }
+        }
+        let encoder = match fade.encoder.as_mut() {
+            Some(encoder) => Some(encoder),
+            None => OpusEncoder::with(&self.encoder).ok().map(|e| fade.encoder.insert(e)),
+        };
+        let recorded = match encoder.map(|e| e.encode_in_place(&mix)) {
+            Some(Ok(packet)) => {
+                self.recording.record(tick, packet);
+                true
+            }
+            _ => false,
+        };
+        if fade.done >= CROSSFADE_FRAMES {
+            let (from, then_stop) = (fade.from, fade.then_stop.take());
+            sources.fade = None;
+            if let Some(reason) = then_stop {
+                sources.remove(from, &reason);
+            }
+        }
+        recorded
     }
 }
 

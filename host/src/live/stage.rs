@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::keys;
-use super::mount::Mount;
+use super::mount::{Mount, SourceSession};
+use crate::audio::TrackFrames;
 use crate::events::{Event, EventBus};
 use crate::store::StateStore;
 use crate::voice::Scheduler;
@@ -34,6 +35,10 @@ pub struct StageSettings {
     /// Whether a DJ whose turn ended (or who was kicked) is kept out for the cooldown.
     pub block: bool,
     pub cooldown_secs: u64,
+    /// Played in turn while nobody is on air (links, or what the resolvers take); none:
+    /// silence.
+    #[serde(default)]
+    pub fallback: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +65,14 @@ struct Kept {
     slot: Option<Slot>,
     /// DJs kept out, until when (Unix ms).
     blocked: BTreeMap<String, u64>,
+}
+
+/// What a stage last told its mount: the source on air, its deadline, the next source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Applied {
+    session: Option<u64>,
+    deadline_ms: u64,
+    next: Option<u64>,
 }
 
 /// A connected DJ's source.
@@ -127,11 +140,14 @@ pub struct Stage {
     connected: Mutex<HashMap<String, Connection>>,
     /// When each DJ not connected went away (the stage's start for those kept across one).
     gone_since: Mutex<HashMap<String, u64>>,
-    /// What was last put on air: (session, deadline).
-    applied: Mutex<Option<(Option<u64>, u64)>>,
+    /// What was last put on air.
+    applied: Mutex<Option<Applied>>,
     /// The waiting DJs as last announced, and the record as last saved.
     announced: Mutex<Vec<String>>,
     saved: Mutex<Option<serde_json::Value>>,
+    fallback: Mutex<Option<Fallback>>,
+    /// The fallback track that plays next.
+    fallback_next: std::sync::atomic::AtomicUsize,
     /// A DJ who is away longer than this loses their place (or their slot).
     grace_ms: u64,
     changed: Notify,
@@ -146,7 +162,19 @@ pub struct StageServices {
     pub scheduler: Arc<Scheduler>,
     /// DJs waiting their turn on this stage (`mesastream_stage_waiting{stage}`).
     pub waiting: Gauge,
+    /// Starts a fallback track (a link or query) as frames.
+    pub play: Arc<dyn Fn(&str) -> TrackFrames + Send + Sync>,
 }
+
+/// The fallback track playing, and when it started.
+struct Fallback {
+    session: SourceSession,
+    started: std::time::Instant,
+}
+
+/// The least time between two fallback tracks' starts: one that fails at once is not retried
+/// in a loop.
+const FALLBACK_RETRY: Duration = Duration::from_secs(2);
 
 /// A DJ's hold on the stage while connected; dropping it marks them away.
 pub struct DjPresence {
@@ -189,6 +217,8 @@ impl Stage {
             applied: Mutex::default(),
             announced: Mutex::default(),
             saved: Mutex::default(),
+            fallback: Mutex::default(),
+            fallback_next: Default::default(),
             grace_ms,
             changed: Notify::new(),
             services,
@@ -359,8 +389,12 @@ impl Stage {
         let away_too_long = |dj: &str| {
             !is_connected(dj) && self.gone_since.lock().get(dj).is_none_or(|since| now >= since + self.grace_ms)
         };
+        // A slot that ran out was handed over on the clock at its deadline: the next one
+        // starts there, not when this look happens.
+        let mut starts = now;
         if let Some(slot) = kept.slot.clone() {
             if now >= slot.deadline_ms {
+                starts = slot.deadline_ms;
                 self.off_air(&mut kept, &slot.dj, "slot_over", true, now, &mut events);
             } else if away_too_long(&slot.dj) {
                 self.off_air(&mut kept, &slot.dj, "gone", false, now, &mut events);
@@ -379,12 +413,13 @@ impl Stage {
         {
             kept.queue.retain(|d| *d != next);
             kept.queue.insert(0, next.clone());
-            let deadline_ms = now + kept.settings.slot_secs * 1000;
+            let deadline_ms = starts + kept.settings.slot_secs * 1000;
             kept.slot = Some(Slot { dj: next.clone(), deadline_ms, warned: false });
             events.push(Event::OnAir { stage: self.name.clone(), dj: next, deadline_ms });
         }
         let on_air = kept.slot.as_ref().map(|s| s.dj.clone());
         let waiting: Vec<String> = kept.queue.iter().filter(|d| Some(*d) != on_air.as_ref()).cloned().collect();
+        let next = waiting.iter().find(|d| is_ready(d)).cloned();
         let mut announced = self.announced.lock();
         for (place, dj) in waiting.iter().enumerate() {
             if announced.get(place) != Some(dj) {
@@ -394,24 +429,52 @@ impl Stage {
         self.services.waiting.set(waiting.len() as i64);
         *announced = waiting;
         drop(announced);
-        self.apply(kept.slot.as_ref(), now);
+        self.apply(kept.slot.as_ref(), next.as_deref(), now);
+        let fallback = if kept.slot.is_none() { kept.settings.fallback.clone() } else { Vec::new() };
         drop(kept);
+        self.keep_fallback(&fallback);
         for event in events {
             self.services.events.emit(event);
         }
     }
 
-    /// Puts the slot's DJ on air on the packet clock, cut at its deadline's tick.
-    fn apply(&self, slot: Option<&Slot>, now: u64) {
-        let session = slot.and_then(|s| self.connected.lock().get(&s.dj).map(|c| c.session));
-        let deadline = slot.map_or(0, |s| s.deadline_ms);
+    /// Puts the slot's DJ on air on the packet clock, cut at its deadline's tick, when `next`
+    /// takes over.
+    fn apply(&self, slot: Option<&Slot>, next: Option<&str>, now: u64) {
+        let connected = self.connected.lock();
+        let session = slot.and_then(|s| connected.get(&s.dj).map(|c| c.session));
+        let next = next.and_then(|dj| connected.get(dj).map(|c| c.session));
+        drop(connected);
+        let now_applied = Applied { session, deadline_ms: slot.map_or(0, |s| s.deadline_ms), next };
         let mut applied = self.applied.lock();
-        if *applied == Some((session, deadline)) {
+        if *applied == Some(now_applied) {
             return;
         }
-        *applied = Some((session, deadline));
+        *applied = Some(now_applied);
         let until = slot.map(|s| self.services.scheduler.now_tick() + s.deadline_ms.saturating_sub(now) / 20);
-        self.mount.put_on_air(session, until);
+        self.mount.put_on_air(session, until, next);
+    }
+
+    /// Plays the fallback list, one track after another, while nobody is on air (`list` is
+    /// empty then otherwise); stops it when someone is.
+    fn keep_fallback(&self, list: &[String]) {
+        let mut fallback = self.fallback.lock();
+        if list.is_empty() {
+            *fallback = None;
+            self.mount.set_fallback(None);
+            return;
+        }
+        let playing = fallback.as_ref().is_some_and(|f| self.mount.is_connected(f.session.id()));
+        if playing || fallback.as_ref().is_some_and(|f| f.started.elapsed() < FALLBACK_RETRY) {
+            return;
+        }
+        // None yet, or the last one ended: the next in the list.
+        use std::sync::atomic::Ordering;
+        let index = self.fallback_next.fetch_add(1, Ordering::Relaxed) % list.len();
+        let frames = (self.services.play)(&list[index]);
+        let (session, _) = self.mount.connect(frames, None, None, false);
+        self.mount.set_fallback(Some(session.id()));
+        *fallback = Some(Fallback { session, started: std::time::Instant::now() });
     }
 
     pub fn view(&self) -> StageView {

@@ -33,6 +33,7 @@ impl From<LiveError> for ApiError {
             LiveError::Invalid(_) => ApiError::bad_request(e),
             LiveError::Store(e) => ApiError::store_unavailable(e),
             LiveError::Stage(e) => e.into(),
+            LiveError::NotLoaded => ApiError::service_unavailable(e),
         }
     }
 }

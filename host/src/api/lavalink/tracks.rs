@@ -113,6 +113,22 @@ fn from_resolved(r: ResolvedTrack) -> EncodedTrack {
     }
 }
 
+fn from_live(t: crate::model::Track) -> EncodedTrack {
+    EncodedTrack {
+        title: t.metadata.title,
+        author: t.metadata.artist,
+        length_ms: STREAM_LENGTH,
+        source_extra: Vec::new(),
+        identifier: t.source_url.clone(),
+        is_stream: true,
+        uri: Some(t.source_url),
+        artwork_url: None,
+        isrc: None,
+        source_name: t.source,
+        position_ms: 0,
+    }
+}
+
 fn from_direct(t: crate::model::Track) -> EncodedTrack {
     EncodedTrack {
         title: t.metadata.title,
@@ -160,6 +176,16 @@ pub async fn load(State(state): State<LavalinkState>, Query(query): Query<LoadQu
 /// direct link.
 pub async fn load_result(state: &LavalinkState, identifier: &str) -> LavalinkResult<Value> {
     let registry = &state.app.registry;
+    if let Some(name) = crate::player::track::live_mount(identifier) {
+        // A live mount: a stream, played by following the mount (see `live`).
+        return Ok(match registry.ctx.live.get(name) {
+            Some(mount) => {
+                let track = crate::player::track::live_track(name, mount.title().as_deref());
+                json!({"loadType": "track", "data": Track::from_encoded(from_live(track))?})
+            }
+            None => json!({"loadType": "empty", "data": null}),
+        });
+    }
     if let Some(host) = registry.resolvers_for(identifier) {
         let resolved =
             registry.resolve(host, identifier, None).await.map_err(|e| LavalinkError::internal(e.to_string()))?;
@@ -240,6 +266,17 @@ pub async fn decode_many(JsonBody(encoded): JsonBody<Vec<String>>) -> LavalinkRe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_track_loads_as_a_stream_and_plays_as_the_mount() {
+        let loaded = from_live(crate::player::track::live_track("studio", Some("Night Shift")));
+        assert!(loaded.is_stream && loaded.length_ms == STREAM_LENGTH);
+        let decoded = EncodedTrack::decode(&loaded.encode().unwrap()).unwrap();
+        // What a player is given back for it: the mount, as `live:studio` from the queue.
+        let played = engine_track(&decoded);
+        assert_eq!((played.source.as_str(), played.source_url.as_str()), ("live", "live:studio"));
+        assert_eq!(crate::player::track::live_mount(&played.source_url), Some("studio"));
+    }
 
     #[test]
     fn http_tracks_carry_their_container_as_lavaplayer_writes_it() {
