@@ -362,10 +362,19 @@ async fn the_server_starts_with_redis_down_and_comes_ready_when_it_appears() {
     let (_guild, payload) = h.new_call();
     let refused = h.post("/players", payload.clone()).await;
     assert_eq!((refused.status, refused.body["code"].as_str()), (503, Some("service_unavailable")), "{refused:?}");
+    // Live mounts are not loaded yet: none may be made (and the stored set written over).
+    let mount = h.post("/live/mounts", json!({"name": "studio"})).await;
+    assert_eq!((mount.status, mount.body["code"].as_str()), (503, Some("service_unavailable")), "{mount:?}");
 
     let _redis = RedisServer::start_on(port).await;
     wait_ready(&h).await;
     assert_eq!(h.post("/players", payload).await.status, 201);
+    // The mounts load within a second of the store answering.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while h.post("/live/mounts", json!({"name": "studio"})).await.status != 201 {
+        assert!(tokio::time::Instant::now() < deadline, "live mounts never loaded");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 // ---- restart after SIGKILL ----
