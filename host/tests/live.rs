@@ -208,7 +208,7 @@ async fn an_mp3_mount_is_encoded_once_however_many_players_follow_it() {
 
 #[tokio::test]
 async fn wrong_keys_and_unknown_mounts_are_refused_and_repeated_failures_are_limited() {
-    let h = harness(|c| c.live.failures_per_minute = 3).await;
+    let h = harness(|c| c.live.failures_per_minute = 4).await;
     let key = mount(&h, json!({ "name": "studio" })).await;
     let ingest = ingest_addr(&h);
     // ffmpeg with a wrong key: refused, and the mount never goes live.
@@ -232,13 +232,21 @@ async fn wrong_keys_and_unknown_mounts_are_refused_and_repeated_failures_are_lim
     let refused = put("/studio", "still-wrong").await;
     assert_eq!(refused.status(), 401);
     assert!(refused.headers()["www-authenticate"].to_str().unwrap_or("").starts_with("Basic"));
-    // A fourth failure is past the minute's three: from then on even the right key waits.
+    // A rotated key: the new one logs in, the old one no longer does.
+    let mut events = h.events().await;
+    let rotated = h.post("/live/mounts/studio/key", Value::Null).await;
+    let new_key = rotated.body["key"].as_str().expect("a new key").to_string();
+    assert_ne!(new_key, key);
+    let mut streaming = source(&sine(440), &MP3, &format!("icecast://source:{new_key}@{ingest}/studio"), 30);
+    events.wait("the new key logs in", |e| e["type"] == "LiveSourceConnected").await;
+    let _ = streaming.kill().await;
+    assert_eq!(put("/studio", &key).await.status(), 401, "the old key is refused");
+    // A fifth failure is past the minute's four: from then on even the right key waits.
     assert_eq!(put("/studio", "wrong-again").await.status(), 401);
-    let limited = put("/studio", &key).await;
+    let limited = put("/studio", &new_key).await;
     assert_eq!(limited.status(), 429);
     let metrics = h.metrics().await;
-    assert!(support::counter(&metrics, "mesastream_ingest_refused_total", &["reason=\"auth\""]) >= 2, "{metrics}");
-    assert_eq!(h.get("/live/mounts/studio").await.body["live"], false);
+    assert!(support::counter(&metrics, "mesastream_ingest_refused_total", &["reason=\"auth\""]) >= 4, "{metrics}");
 }
 
 #[tokio::test]
@@ -259,6 +267,26 @@ async fn a_source_that_stalls_is_dropped() {
     let metrics = h.metrics().await;
     assert_eq!(support::counter(&metrics, "mesastream_live_source_drops_total", &["reason=\"stalled\""]), 1);
     assert_eq!(h.get("/live/mounts/studio").await.body["live"], false);
+}
+
+#[tokio::test]
+async fn a_source_is_cut_off_at_the_mounts_longest_duration_and_formats_are_checked() {
+    let h = harness(|_| {}).await;
+    let key = mount(&h, json!({ "name": "short", "max_duration_secs": 2, "formats": ["mp3"] })).await;
+    let mut events = h.events().await;
+    let url = format!("icecast://source:{key}@{}/short", ingest_addr(&h));
+    let _source = source(&sine(440), &MP3, &url, 30);
+    let gone = events.wait("the source was cut off", |e| e["type"] == "LiveSourceDisconnected").await;
+    assert_eq!(gone["data"]["reason"], "max_duration");
+    let on = &events.seen.iter().find(|e| e["type"] == "LiveSourceConnected").expect("it was on").clone();
+    assert_eq!(on["data"]["mount"], "short");
+    // Ogg on a mount that takes MP3 only: 415, nothing played.
+    let mut ogg = source(&sine(440), &OGG_OPUS, &url, 5);
+    let status = tokio::time::timeout(LIMIT, ogg.wait()).await.expect("ffmpeg gives up").expect("ffmpeg");
+    assert!(!status.success());
+    let metrics = h.metrics().await;
+    assert_eq!(support::counter(&metrics, "mesastream_ingest_refused_total", &["reason=\"format\""]), 1, "{metrics}");
+    assert_eq!(support::counter(&metrics, "mesastream_live_source_drops_total", &["reason=\"max_duration\""]), 1);
 }
 
 fn base64_login(key: &str) -> String {

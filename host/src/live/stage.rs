@@ -23,6 +23,9 @@ use crate::voice::Scheduler;
 
 /// How often a stage looks at its clock besides when something happens.
 const STEP_EVERY: Duration = Duration::from_millis(200);
+/// How late a look at a slot that ran out may be for the next slot to count from its
+/// deadline (the clock's handover) rather than from now.
+const HANDOVER_LATENESS_MS: u64 = 1000;
 /// The store record of a stage: `stage:{name}`.
 pub const RECORD: &str = "stage";
 
@@ -390,11 +393,13 @@ impl Stage {
             !is_connected(dj) && self.gone_since.lock().get(dj).is_none_or(|since| now >= since + self.grace_ms)
         };
         // A slot that ran out was handed over on the clock at its deadline: the next one
-        // starts there, not when this look happens.
+        // starts there, not when this look happens (unless that was long ago: a restart).
         let mut starts = now;
         if let Some(slot) = kept.slot.clone() {
             if now >= slot.deadline_ms {
-                starts = slot.deadline_ms;
+                if now - slot.deadline_ms <= HANDOVER_LATENESS_MS {
+                    starts = slot.deadline_ms;
+                }
                 self.off_air(&mut kept, &slot.dj, "slot_over", true, now, &mut events);
             } else if away_too_long(&slot.dj) {
                 self.off_air(&mut kept, &slot.dj, "gone", false, now, &mut events);
