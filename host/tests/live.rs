@@ -289,6 +289,20 @@ async fn a_source_is_cut_off_at_the_mounts_longest_duration_and_formats_are_chec
     assert_eq!(support::counter(&metrics, "mesastream_live_source_drops_total", &["reason=\"max_duration\""]), 1);
 }
 
+#[tokio::test]
+async fn a_source_slower_than_the_header_timeout_is_answered_408() {
+    let h = harness(|c| c.live.header_timeout_secs = 1).await;
+    let mut socket = tokio::net::TcpStream::connect(ingest_addr(&h)).await.expect("connect");
+    socket.write_all(b"PUT /studio HTTP/1.1\r\nAuthorization: Ba").await.expect("half a head");
+    let mut answer = Vec::new();
+    tokio::time::timeout(LIMIT, socket.read_to_end(&mut answer)).await.expect("closed").expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"bad_request\""), "the contract's error body: {answer}");
+    let metrics = h.metrics().await;
+    assert_eq!(support::counter(&metrics, "mesastream_ingest_refused_total", &["reason=\"header_timeout\""]), 1);
+}
+
 fn base64_login(key: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(format!("source:{key}"))

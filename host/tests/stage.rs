@@ -143,6 +143,13 @@ async fn a_kicked_dj_is_kept_out_for_the_cooldown_while_the_block_is_on() {
         .await;
     let view = h.get("/stages/party").await.body;
     assert_eq!(view["on_air"]["dj"], "ana", "{view}");
+    // The timer, reset to a second: the current turn ends a second from now.
+    let timed = h.post("/stages/party/timer", json!({ "slot_secs": 1, "reset": true })).await;
+    let remaining = timed.body["on_air"]["remaining_ms"].as_u64().expect("on air");
+    assert!(remaining <= 1000, "{timed:?}");
+    let ended =
+        events.wait("the reset slot ends", |e| is(e, "OffAir", "ana") && e["data"]["reason"] == "slot_over").await;
+    assert_eq!(ended["data"]["stage"], "party");
 }
 
 async fn stage_view(base: &str) -> Value {
