@@ -4,8 +4,9 @@
 # With --tests, also what the tests use: redis-server, schemathesis (the API fuzzer), Node.js,
 # Chromium (the operator page and hls.js are tested in it), and the client libraries the
 # tests drive (host/tests/clients: lavalink.py from PyPI; Shoukaku, lavalink-client,
-# puppeteer-core and hls.js from npm, at the versions pinned there). Safe to run again; skips
-# what is already there.
+# puppeteer-core and hls.js from npm, at the versions pinned there), and the plugin toolchains
+# for Python (componentize-py) and JavaScript (ComponentizeJS) the example plugins pin. Safe to
+# run again; skips what is already there.
 set -euo pipefail
 
 tests=false
@@ -75,4 +76,20 @@ if ! node -e '
   }' "$clients"; then
   echo "setup: installing the Node client libraries from npm (package-lock.json)"
   npm ci --prefix "$clients" --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# The plugin toolchains for Python and JavaScript, at the versions the examples pin
+# (examples/plugins/*/requirements.txt and package-lock.json).
+examples="$(cd "$(dirname "$0")/.." && pwd)/examples/plugins"
+componentize_py="$(cut -d= -f3 "$examples/python-gain/requirements.txt")"
+if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py $componentize_py" ]; then
+  echo "setup: installing componentize-py $componentize_py from PyPI"
+  pip_install -r "$examples/python-gain/requirements.txt"
+fi
+componentize_js="$(node -p 'require(process.argv[1]).dependencies["@bytecodealliance/componentize-js"]' "$examples/js-gain/package.json")"
+installed_js="$(node -p 'try { require(process.argv[1]).version } catch { "" }' \
+  "$examples/js-gain/node_modules/@bytecodealliance/componentize-js/package.json")"
+if [ "$installed_js" != "$componentize_js" ]; then
+  echo "setup: installing ComponentizeJS $componentize_js from npm (package-lock.json)"
+  npm ci --prefix "$examples/js-gain" --no-audit --no-fund --loglevel=error >/dev/null
 fi
