@@ -6,32 +6,12 @@ use fake_voice::{FakeVoiceConfig, Report};
 use mesastream_dsp::{LowPass, Rotation, Tremolo};
 use serde_json::{Value, json};
 use support::media::tone;
-use support::{Harness, enqueued_track_id};
+use support::{Harness, play_filtered};
 
 const FILTERS: &[&str] = &["equalizer", "lavalink-filters"];
 
 async fn harness() -> Harness {
     Harness::with_plugins(FakeVoiceConfig::default(), FILTERS, |_| {}).await
-}
-
-/// Plays `file` on a new player whose chain is `chain` and returns what the listener heard.
-async fn play_filtered(h: &Harness, file: &str, chain: Value) -> Report {
-    let mut events = h.events().await;
-    let (guild, session) = h.new_player().await;
-    let set = h.call(reqwest::Method::PUT, &format!("/players/{guild}/filters"), Some(chain.clone())).await;
-    assert_eq!((set.status, &set.body), (200, &chain), "{set:?}");
-    let reply = h.enqueue(guild, &h.media.url(file)).await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    let ended = events.track_ended(guild, &enqueued_track_id(&reply.body)).await;
-    assert!(ended["data"].get("error").is_none(), "{ended}");
-    // A filter taken out of the chain would leave the rest of the track unfiltered.
-    let failed: Vec<&Value> = events.seen.iter().filter(|e| e["type"] == "FilterFailed").collect();
-    assert!(failed.is_empty(), "a filter failed mid-track: {failed:?}");
-    session.wait(support::LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
-    let report = session.report();
-    assert_eq!((report.lost_packets, report.undecryptable), (0, 0), "{report:?}");
-    support::assert_no_gaps(&report);
-    report
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {

@@ -5,8 +5,8 @@
 mod support;
 
 use fake_voice::{FakeVoiceConfig, Report};
-use serde_json::{Value, json};
-use support::{Harness, enqueued_track_id};
+use serde_json::json;
+use support::{Harness, play_filtered};
 
 /// Builds the examples into a fresh plugins directory.
 fn build_examples() -> tempfile::TempDir {
@@ -24,24 +24,6 @@ fn build_examples() -> tempfile::TempDir {
     dir
 }
 
-/// Plays a tone on a new player whose chain is `chain`; what the listener heard.
-async fn play_filtered(h: &Harness, chain: Value) -> Report {
-    let mut events = h.events().await;
-    let (guild, session) = h.new_player().await;
-    let set = h.call(reqwest::Method::PUT, &format!("/players/{guild}/filters"), Some(chain.clone())).await;
-    assert_eq!((set.status, &set.body), (200, &chain), "{set:?}");
-    let reply = h.enqueue(guild, &h.media.url("tone-440.mp3")).await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    let ended = events.track_ended(guild, &enqueued_track_id(&reply.body)).await;
-    assert!(ended["data"].get("error").is_none(), "{ended}");
-    let failed: Vec<&Value> = events.seen.iter().filter(|e| e["type"] == "FilterFailed").collect();
-    assert!(failed.is_empty(), "a filter failed mid-track: {failed:?}");
-    session.wait(support::LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
-    let report = session.report();
-    assert_eq!((report.lost_packets, report.undecryptable), (0, 0), "{report:?}");
-    report
-}
-
 /// The mean level of the heard windows, the first one (cut mid-window) aside.
 fn level(report: &Report) -> f64 {
     let levels: Vec<f64> = report.windows.iter().skip(1).map(|w| w.level_db).collect();
@@ -56,10 +38,10 @@ async fn python_and_javascript_filters_are_heard_at_their_gain() {
     let listed = h.get("/plugins").await;
     let text = listed.body.to_string();
     assert!(text.contains("pythonGain") && text.contains("jsGain"), "{listed:?}");
-    let plain = level(&play_filtered(&h, json!([])).await);
+    let plain = level(&play_filtered(&h, "tone-440.mp3", json!([])).await);
     for (name, gain) in [("pythonGain", 0.5), ("jsGain", 0.25)] {
         let chain = json!([{ "name": name, "config": { "gain": gain } }]);
-        let heard = play_filtered(&h, chain).await;
+        let heard = play_filtered(&h, "tone-440.mp3", chain).await;
         let measured = level(&heard) - plain;
         let expected = 20.0 * f64::log10(gain);
         assert!((measured - expected).abs() < 0.5, "{name} {gain}: {measured:.2} dB, expected {expected:.2} dB");

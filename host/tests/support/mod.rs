@@ -388,6 +388,27 @@ pub async fn start_track(h: &Harness, file: &str) -> Playing {
     Playing { events, guild, session, track_id: enqueued_track_id(&reply.body) }
 }
 
+/// Plays `file` to its end on a new player whose filter chain is `chain`, and returns what the
+/// listener heard: with nothing lost or undecryptable, no gap, and no filter failed on the way
+/// (a filter taken out of the chain would leave the rest of the track unfiltered).
+pub async fn play_filtered(h: &Harness, file: &str, chain: Value) -> fake_voice::Report {
+    let mut events = h.events().await;
+    let (guild, session) = h.new_player().await;
+    let set = h.call(reqwest::Method::PUT, &format!("/players/{guild}/filters"), Some(chain.clone())).await;
+    assert_eq!((set.status, &set.body), (200, &chain), "{set:?}");
+    let reply = h.enqueue(guild, &h.media.url(file)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let ended = events.track_ended(guild, &enqueued_track_id(&reply.body)).await;
+    assert!(ended["data"].get("error").is_none(), "{ended}");
+    let failed: Vec<&Value> = events.seen.iter().filter(|e| e["type"] == "FilterFailed").collect();
+    assert!(failed.is_empty(), "a filter failed mid-track: {failed:?}");
+    session.wait(LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
+    let report = session.report();
+    assert_eq!((report.lost_packets, report.undecryptable), (0, 0), "{report:?}");
+    assert_no_gaps(&report);
+    report
+}
+
 /// Plays one fixture to the end on a new player and returns what the listener heard.
 pub async fn play_to_end(h: &Harness, file: &str) -> (u64, Arc<Session>, fake_voice::Report) {
     let mut playing = start_track(h, file).await;
