@@ -55,28 +55,28 @@ pub async fn enqueue(
     JsonBody(request): JsonBody<EnqueueRequest>,
 ) -> ApiResult<Json<PlayerSnapshot>> {
     let query = request.url.trim().to_string();
-    if let Some(mount) = track::live_mount(&query) {
-        let track = live_track(&app, mount)?;
-        let player = app.registry.get(id)?;
-        let mut state = player.state.lock().await;
-        tracing::info!(player = %id, track = %track.id, url = %track.source_url, "track_enqueued");
-        player.enqueue(&mut state, vec![track], Vec::new()).map_err(ApiError::limit)?;
-        player.persist(&state);
-        return Ok(Json(player.snapshot_of(&state)));
-    }
-    let resolvers = app.registry.ctx.pipeline.plugins.clone().filter(|h| h.has_resolvers());
-    // As in the original, URL problems are reported before the player lookup.
-    let resolvable = resolvers.as_ref().is_some_and(|h| h.claims(&query));
-    if !resolvable {
-        track::parse_url(&query).map_err(ApiError::source_unavailable)?;
-    }
-    let player = app.registry.get(id)?;
-    let slot = app.limits.resolve_slot(player.guild_id)?;
-    let (tracks, locators) = match resolvers {
-        Some(host) => resolve(&app, host, query, player.guild_id).await?,
-        None => (vec![direct(&app, &query).await?], Vec::new()),
+    let (player, (tracks, locators)) = match track::live_mount(&query) {
+        Some(mount) => {
+            // As with links, what the query names is checked before the player.
+            let track = live_track(&app, mount)?;
+            (app.registry.get(id)?, (vec![track], Vec::new()))
+        }
+        None => {
+            let resolvers = app.registry.ctx.pipeline.plugins.clone().filter(|h| h.has_resolvers());
+            // As in the original, URL problems are reported before the player lookup.
+            let resolvable = resolvers.as_ref().is_some_and(|h| h.claims(&query));
+            if !resolvable {
+                track::parse_url(&query).map_err(ApiError::source_unavailable)?;
+            }
+            let player = app.registry.get(id)?;
+            let _slot = app.limits.resolve_slot(player.guild_id)?;
+            let entries = match resolvers {
+                Some(host) => resolve(&app, host, query, player.guild_id).await?,
+                None => (vec![direct(&app, &query).await?], Vec::new()),
+            };
+            (player, entries)
+        }
     };
-    drop(slot);
     let mut state = player.state.lock().await;
     for track in &tracks {
         tracing::info!(player = %id, track = %track.id, url = %track.source_url, "track_enqueued");

@@ -87,6 +87,11 @@ pub struct Controls {
 }
 
 impl Controls {
+    /// Volume 1 and no filters: a track's audio as it is (a cache fill, a live mount's source).
+    pub fn unchanged() -> Arc<Self> {
+        Arc::new(Self { gain: Gain::default(), filters: ChainControl::default(), on_filter_failure: Arc::new(|_| {}) })
+    }
+
     /// Changes whenever the volume, the chain or the loaded plugins change: what a
     /// passed-through packet is checked against (see `frames`). The chain's and the plugins'
     /// counters would have to move by exactly 2^16 between two looks to go unnoticed.

@@ -83,6 +83,18 @@ pub struct NewStage {
     pub fallback: Vec<String>,
 }
 
+impl Default for StageSettings {
+    fn default() -> Self {
+        Self {
+            slot_secs: default_slot(),
+            warning_secs: default_warning(),
+            block: false,
+            cooldown_secs: default_cooldown(),
+            fallback: Vec::new(),
+        }
+    }
+}
+
 fn default_slot() -> u64 {
     3600
 }
@@ -130,11 +142,6 @@ pub fn format_of(content_type: &str) -> Option<&'static str> {
         "audio/flac" | "audio/x-flac" => Some("flac"),
         _ => None,
     }
-}
-
-/// A mount's own pipelines run unfiltered at full volume (players apply their own).
-fn plain_controls() -> Arc<Controls> {
-    Arc::new(Controls { gain: Default::default(), filters: Default::default(), on_filter_failure: Arc::new(|_| {}) })
 }
 
 fn check_name(name: &str) -> Result<(), LiveError> {
@@ -200,14 +207,7 @@ impl Mounts {
             let restored = stages.remove(&settings.name);
             let mount = self.insert(settings);
             if let Some(restored) = restored {
-                let fallback = StageSettings {
-                    slot_secs: default_slot(),
-                    warning_secs: default_warning(),
-                    block: false,
-                    cooldown_secs: default_cooldown(),
-                    fallback: Vec::new(),
-                };
-                self.start_stage(&mount, fallback, restored);
+                self.start_stage(&mount, StageSettings::default(), restored);
             }
         }
         self.loaded.store(true, std::sync::atomic::Ordering::Release);
@@ -263,7 +263,7 @@ impl Mounts {
             };
             let span = tracing::info_span!("stage fallback", stage = %stage, url = %query);
             let request = TrackRequest { source, cache_key, duration_hint_ms: None, start_ms: 0, span };
-            pipeline::spawn(request, pipeline.clone(), plain_controls(), Arc::new(AtomicBool::new(false)), |_| {})
+            pipeline::spawn(request, pipeline.clone(), Controls::unchanged(), Arc::new(AtomicBool::new(false)), |_| {})
         })
     }
 
@@ -421,8 +421,14 @@ impl Mounts {
         exclusive: bool,
     ) -> (SourceSession, bool) {
         let span = tracing::info_span!("live source", mount = %mount.name);
-        let frames =
-            pipeline::spawn_pushed(stream, content_type.clone(), self.pipeline.clone(), plain_controls(), cancel, span);
+        let frames = pipeline::spawn_pushed(
+            stream,
+            content_type.clone(),
+            self.pipeline.clone(),
+            Controls::unchanged(),
+            cancel,
+            span,
+        );
         mount.connect(frames, content_type, stream_name, exclusive)
     }
 }

@@ -107,12 +107,19 @@ impl Sources {
         self.connected.iter().any(|a| a.session == session && a.started)
     }
 
-    fn remove(&mut self, session: u64, reason: &str) {
-        if let Some(at) = self.connected.iter().position(|a| a.session == session) {
-            self.connected.swap_remove(at).tell_to_go(reason);
-        }
+    /// Takes a source off the mount (and off air).
+    fn detach(&mut self, session: u64) -> Option<OnAir> {
         if self.current == Some(session) {
             self.current = None;
+        }
+        let at = self.connected.iter().position(|a| a.session == session)?;
+        Some(self.connected.swap_remove(at))
+    }
+
+    /// Takes a source off and tells it why.
+    fn remove(&mut self, session: u64, reason: &str) {
+        if let Some(gone) = self.detach(session) {
+            gone.tell_to_go(reason);
         }
     }
 }
@@ -177,11 +184,7 @@ impl SourceSession {
 
 impl Drop for SourceSession {
     fn drop(&mut self) {
-        let mut sources = self.mount.sources.lock();
-        sources.connected.retain(|a| a.session != self.id);
-        if sources.current == Some(self.id) {
-            sources.current = None;
-        }
+        self.mount.sources.lock().detach(self.id);
     }
 }
 

@@ -208,7 +208,14 @@ impl Stage {
         services: StageServices,
     ) -> Arc<Self> {
         let fresh = Kept { settings, djs: Vec::new(), queue: Vec::new(), slot: None, blocked: BTreeMap::new() };
-        let kept = restored.and_then(|v| serde_json::from_value::<Kept>(v).ok()).unwrap_or(fresh);
+        let kept = match restored.map(serde_json::from_value::<Kept>) {
+            Some(Ok(kept)) => kept,
+            Some(Err(e)) => {
+                tracing::warn!(stage = %mount.name, error = %e, "the stage's saved state does not read; starting it empty");
+                fresh
+            }
+            None => fresh,
+        };
         let now = now_ms();
         let gone_since = kept.queue.iter().map(|dj| (dj.clone(), now)).collect();
         Arc::new(Self {

@@ -56,12 +56,7 @@ impl Registry {
             span: tracing::info_span!("prepare", track_id = %track.id, url = %track.source_url),
         };
         let cancel = Arc::new(AtomicBool::new(false));
-        let controls = Arc::new(Controls {
-            gain: Default::default(),
-            filters: Default::default(),
-            on_filter_failure: Arc::new(|_| {}),
-        });
-        let frames = pipeline::spawn(request, self.ctx.pipeline.clone(), controls, cancel.clone(), |_| {});
+        let frames = pipeline::spawn(request, self.ctx.pipeline.clone(), Controls::unchanged(), cancel.clone(), |_| {});
         // Stops the work if the caller goes away before the fill ends.
         let _stop = StopOnDrop(cancel);
         let mut taken = 0u64;
