@@ -66,17 +66,20 @@ if ! python3 -c "import lavalink, sys; sys.exit(lavalink.__version__ != '$lavali
   echo "setup: installing lavalink.py $lavalink_py from PyPI"
   pip_install -r "$clients/requirements.txt"
 fi
-# Every Node client library at the version package.json pins, else `npm ci`.
-if ! node -e '
-  const dir = process.argv[1];
-  for (const [name, version] of Object.entries(require(dir + "/package.json").dependencies)) {
-    let installed;
-    try { installed = require(dir + "/node_modules/" + name + "/package.json").version; } catch { process.exit(1); }
-    if (installed !== version) process.exit(1);
-  }' "$clients"; then
-  echo "setup: installing the Node client libraries from npm (package-lock.json)"
-  npm ci --prefix "$clients" --no-audit --no-fund --loglevel=error >/dev/null
-fi
+# `npm ci` in a folder unless every package its package.json pins is installed at that version.
+npm_pinned() {
+  if ! node -e '
+    const dir = process.argv[1];
+    for (const [name, version] of Object.entries(require(dir + "/package.json").dependencies)) {
+      let installed;
+      try { installed = require(dir + "/node_modules/" + name + "/package.json").version; } catch { process.exit(1); }
+      if (installed !== version) process.exit(1);
+    }' "$1"; then
+    echo "setup: installing $2 from npm (package-lock.json)"
+    npm ci --prefix "$1" --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+}
+npm_pinned "$clients" "the Node client libraries"
 
 # The plugin toolchains for Python and JavaScript, at the versions the examples pin
 # (examples/plugins/*/requirements.txt and package-lock.json).
@@ -86,10 +89,4 @@ if [ "$(componentize-py --version 2>/dev/null)" != "componentize-py $componentiz
   echo "setup: installing componentize-py $componentize_py from PyPI"
   pip_install -r "$examples/python-gain/requirements.txt"
 fi
-componentize_js="$(node -p 'require(process.argv[1]).dependencies["@bytecodealliance/componentize-js"]' "$examples/js-gain/package.json")"
-installed_js="$(node -p 'try { require(process.argv[1]).version } catch { "" }' \
-  "$examples/js-gain/node_modules/@bytecodealliance/componentize-js/package.json")"
-if [ "$installed_js" != "$componentize_js" ]; then
-  echo "setup: installing ComponentizeJS $componentize_js from npm (package-lock.json)"
-  npm ci --prefix "$examples/js-gain" --no-audit --no-fund --loglevel=error >/dev/null
-fi
+npm_pinned "$examples/js-gain" "ComponentizeJS"

@@ -93,14 +93,18 @@ async fn three_djs_take_five_second_turns_in_the_order_they_arrived() {
     let turns = runs(&freqs, &[440.0, 550.0, 660.0]);
     let pitches: Vec<f64> = turns.iter().map(|(p, _)| *p).collect();
     assert_eq!(pitches, [440.0, 550.0, 660.0], "turns heard: {turns:?}");
-    // Each turn starts 5 s (50 windows of 100 ms) after the one before; the window across a
-    // 100 ms crossfade may read as either pitch, or neither.
-    let at = |hz: f64| freqs.iter().position(|f| (f - hz).abs() <= 4.0).unwrap_or(0);
-    let last = freqs.iter().rposition(|f| (f - 660.0).abs() <= 4.0).unwrap_or(0);
-    let (ana, ben, cy) = (at(440.0), at(550.0), at(660.0));
-    for (who, windows) in [("ana", ben - ana), ("ben", cy - ben), ("cy", last + 1 - cy)] {
-        assert!((49..=51).contains(&windows), "{who}'s turn lasted {windows} windows: {turns:?}");
+    // The first audible sample is ana's start and the last is cy's end; a handover is where
+    // the next pitch's first 100 ms window starts, which the window across the 100 ms
+    // crossfade puts up to two windows after the cut.
+    let starts = |hz: f64| {
+        let at = freqs.iter().position(|f| (f - hz).abs() <= 4.0).unwrap_or(0);
+        report.windows[at].start_ms as i64
+    };
+    let (ben, cy, end) = (starts(550.0), starts(660.0), report.audible_ms as i64);
+    for (who, ms) in [("ana", ben), ("ben", cy - ben), ("cy", end - cy)] {
+        assert!((4800..=5200).contains(&ms), "{who}'s turn lasted {ms} ms: {turns:?}");
     }
+    let (ana, last) = (0, freqs.iter().rposition(|f| (f - 660.0).abs() <= 4.0).unwrap_or(0));
     // Handed over without a gap: every window from the first turn to the last is heard.
     let quiet: Vec<usize> = (ana..=last).filter(|i| report.windows[*i].level_db < -30.0).collect();
     assert!(quiet.is_empty(), "silent windows during the turns: {quiet:?}");

@@ -20,13 +20,14 @@ use crate::audio::opus_packets::PacketDecoder;
 use crate::audio::recording::Recording;
 use crate::voice::{OPUS_SILENCE, TickOutcome, Tickable};
 
-/// Frames a new source has ready before it goes on air: a little slack for the network.
-const START_FRAMES: usize = 3;
+/// Frames a new source has ready before it goes on air (200 ms): slack for the network and
+/// for a busy media worker, so a moment's delay in decoding is not heard as a gap.
+const START_FRAMES: usize = 10;
 /// Frames over which one stage DJ hands over to the next (100 ms): both are heard, the one
 /// fading out while the other fades in.
 pub const CROSSFADE_FRAMES: u32 = 5;
-/// Frames asked of the source's decoder beyond those taken.
-const ASK_AHEAD: u64 = 3;
+/// Frames asked of the source's decoder beyond those taken: the start's slack, kept.
+const ASK_AHEAD: u64 = START_FRAMES as u64;
 
 /// What is kept of a mount across restarts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
