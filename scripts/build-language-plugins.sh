@@ -1,31 +1,42 @@
 #!/usr/bin/env bash
-# Builds the example plugins written in Python and JavaScript (examples/plugins/) into
-# OUT_DIR/<name>/ (component and plugin.toml), ready for PLUGINS_DIR. The toolchains are the
-# ones `scripts/setup.sh --tests` installs: componentize-py (PyPI) and ComponentizeJS (npm, in
-# the example's node_modules).
-#   scripts/build-language-plugins.sh OUT_DIR [python-gain] [js-gain]
+# Builds plugins written in Python and JavaScript into OUT_DIR/<name>/ (component and
+# plugin.toml), ready for PLUGINS_DIR. Each argument is an example's name under
+# examples/plugins/ or a plugin folder's path; without any, every example is built. The
+# folder's plugin.toml says the world (`kind`) and the component's file name; a Python
+# plugin's module is `app.py`, a JavaScript plugin's is package.json's `main`. The toolchains
+# are the ones `scripts/setup.sh --tests` installs: componentize-py (PyPI) and ComponentizeJS
+# (npm, in the example's node_modules, or the folder's own when it has one).
+#   scripts/build-language-plugins.sh OUT_DIR [python-gain|python-radio|js-gain|PATH]...
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-out="${1:?usage: build-language-plugins.sh OUT_DIR [name...]}"
+out="${1:?usage: build-language-plugins.sh OUT_DIR [name|path...]}"
 shift
-names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(python-gain js-gain)
+sources=("$@")
+[ ${#sources[@]} -gt 0 ] || sources=(python-gain python-radio js-gain)
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
-for name in "${names[@]}"; do
-  src="$root/examples/plugins/$name"
-  dest="$out/$name"
+for source in "${sources[@]}"; do
+  src="$root/examples/plugins/$source"
+  [ -f "$src/plugin.toml" ] || src="$(cd "$source" 2>/dev/null && pwd)" || true
+  [ -f "$src/plugin.toml" ] || { echo "build-language-plugins: no plugin at $source" >&2; exit 2; }
+  dest="$out/$(basename "$src")"
   mkdir -p "$dest"
-  cp "$src/plugin.toml" "$dest/"
   component="$(sed -n 's/^component = "\(.*\)"/\1/p' "$src/plugin.toml")"
-  case "$name" in
-    python-*)
-      (cd "$src" && componentize-py -d "$root/wit" -w filter componentize app -o "$dest/$component" >/dev/null)
-      ;;
-    js-*)
-      (cd "$src" && ./node_modules/.bin/componentize-js gain.js --wit "$root/wit" --world-name filter \
-        -d http -d fetch-event -o "$dest/$component" >/dev/null)
-      ;;
-    *) echo "build-language-plugins: no example named $name" >&2; exit 2 ;;
-  esac
+  world="$(sed -n 's/^kind = "\(.*\)"/\1/p' "$src/plugin.toml")"
+  # Built beside and renamed, so a running server never loads half a component.
+  partial="$dest/.$component.partial"
+  if [ -f "$src/app.py" ]; then
+    (cd "$src" && componentize-py -d "$root/wit" -w "$world" componentize app -o "$partial" >/dev/null)
+  elif [ -f "$src/package.json" ]; then
+    tools="$src/node_modules/.bin"
+    [ -x "$tools/componentize-js" ] || tools="$root/examples/plugins/js-gain/node_modules/.bin"
+    main="$(node -p 'require(process.argv[1]).main' "$src/package.json")"
+    (cd "$src" && "$tools/componentize-js" "$main" --wit "$root/wit" --world-name "$world" \
+      -d http -d fetch-event -o "$partial" >/dev/null)
+  else
+    echo "build-language-plugins: $src has neither app.py nor package.json" >&2; exit 2
+  fi
+  cp "$src/plugin.toml" "$dest/.plugin.toml.partial"
+  mv "$partial" "$dest/$component"
+  mv "$dest/.plugin.toml.partial" "$dest/plugin.toml"
 done

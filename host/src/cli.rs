@@ -174,6 +174,12 @@ fn print_check(plugin: &LoadedPlugin, grants_file: Option<&Path>) {
     if !missing.is_empty() {
         println!("not granted: {} (calls to these are denied)", names(&missing));
     }
+    if !plugin.unrequested.is_empty() {
+        println!(
+            "not asked:  {} (imported but not in the manifest's capabilities: calls to these are denied)",
+            names(&plugin.unrequested)
+        );
+    }
     println!("limits:     {} MiB memory, {} ms per call", info.limits.memory_bytes >> 20, info.limits.call_timeout_ms);
     if !info.patterns.is_empty() {
         println!("patterns:   {}", info.patterns.join(" "));

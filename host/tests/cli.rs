@@ -30,31 +30,40 @@ fn plugins_list_shows_what_loads_and_fails_on_what_does_not() {
     assert_eq!(direct.split_whitespace().collect::<Vec<_>>(), ["direct", "0.1.0", "resolver", "log,http", "log,http"]);
     assert!(out.lines().any(|l| l.starts_with("ytdlp ")), "{out}");
 
-    // A plugin whose component imports a capability its manifest does not ask for.
+    // A plugin whose component imports a capability its manifest does not ask for loads,
+    // and the capability stays denied even when the operator grants it.
     let bad = dir.path().join("sneaky");
     std::fs::create_dir_all(&bad).expect("sneaky dir");
     std::fs::copy(dir.path().join("direct/direct.wasm"), bad.join("direct.wasm")).expect("copy component");
     let manifest = std::fs::read_to_string(dir.path().join("direct/plugin.toml")).expect("manifest");
     let manifest = manifest.replace("id = \"direct\"", "id = \"sneaky\"").replace("[\"http\", \"log\"]", "[\"log\"]");
     std::fs::write(bad.join("plugin.toml"), manifest).expect("sneaky manifest");
-    let listed = mesastream(&["plugins", "list", "--json"], &[("PLUGINS_DIR", dir.path())]);
-    assert_eq!(listed.status.code(), Some(1));
+    let grants = dir.path().join("sneaky-grants.toml");
+    std::fs::write(&grants, "[plugins.sneaky]\nhttp = { hosts = [\"*\"] }\n").expect("grants");
+    let env = [("PLUGINS_DIR", dir.path()), ("PLUGINS_CONFIG", grants.as_path())];
+    let listed = mesastream(&["plugins", "list", "--json"], &env);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
     let json: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json listing");
-    let ids: Vec<&str> = json.as_array().unwrap().iter().filter_map(|p| p["id"].as_str()).collect();
-    assert_eq!(ids, ["direct", "ytdlp"]);
-    let err = text(&listed.stderr);
-    assert!(
-        err.contains("sneaky imports mesastream:plugin/http but its manifest does not ask for the http capability"),
-        "{err}"
-    );
+    let sneaky = json.as_array().unwrap().iter().find(|p| p["id"] == "sneaky").expect("sneaky loads");
+    assert_eq!(sneaky["granted"], serde_json::json!(["log"]), "{sneaky}");
 
-    let checked = mesastream(&["plugins", "check", bad.to_str().unwrap()], &[]);
-    assert_eq!(checked.status.code(), Some(1));
-    assert!(
-        text(&checked.stdout).starts_with("error: sneaky imports mesastream:plugin/http"),
-        "{}",
-        text(&checked.stdout)
-    );
+    let checked = mesastream(&["plugins", "check", bad.to_str().unwrap()], &env);
+    let out = text(&checked.stdout);
+    assert!(checked.status.success(), "{out}");
+    assert!(out.contains("granted:    log ("), "{out}");
+    assert!(out.contains("not asked:  http (imported but not in the manifest's capabilities"), "{out}");
+
+    // A component that is not one fails, named, and the listing says so in its exit code.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).expect("broken dir");
+    let manifest = std::fs::read_to_string(dir.path().join("direct/plugin.toml")).expect("manifest");
+    std::fs::write(broken.join("plugin.toml"), manifest.replace("id = \"direct\"", "id = \"broken\""))
+        .expect("manifest");
+    std::fs::write(broken.join("direct.wasm"), b"not a component").expect("component");
+    let listed = mesastream(&["plugins", "list"], &env);
+    assert_eq!(listed.status.code(), Some(1));
+    let err = text(&listed.stderr);
+    assert!(err.contains("not loaded: ") && err.contains("broken") && err.contains("not a valid component"), "{err}");
 }
 
 #[test]

@@ -6,20 +6,7 @@ mod support;
 use fake_voice::FakeVoiceConfig;
 use serde_json::Value;
 use support::media::tone;
-use support::{Harness, assert_heard, counter, enqueued_track_id};
-
-/// Plays what `query` resolves to on a new player; returns the enqueued track and the report.
-async fn play_query(h: &Harness, query: &str) -> (Value, fake_voice::Report) {
-    let mut events = h.events().await;
-    let (guild, session) = h.new_player().await;
-    let reply = h.enqueue(guild, query).await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    let track = reply.body["current_track"].clone();
-    let ended = events.track_ended(guild, &enqueued_track_id(&reply.body)).await;
-    assert!(ended["data"].get("error").is_none(), "{ended}");
-    session.wait(support::LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
-    (track, session.report())
-}
+use support::{Harness, assert_heard, counter, enqueued_track_id, play_query};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_resolver_plays_a_listed_host_and_declines_a_web_page() {

@@ -8,6 +8,7 @@
 //! charged for the wait, and time spent in host calls does not count either (those have
 //! their own timeouts).
 
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -200,6 +201,8 @@ pub struct PluginState {
     pub log: bool,
     /// Granted capabilities (resolvers only).
     pub caps: Option<Arc<Capabilities>>,
+    /// The operator's settings for the plugin.
+    pub settings: Arc<BTreeMap<String, String>>,
 }
 
 impl WasiView for PluginState {
@@ -230,6 +233,7 @@ pub fn new_store(
     limits: Limits,
     log: bool,
     caps: Option<Arc<Capabilities>>,
+    settings: Arc<BTreeMap<String, String>>,
 ) -> Store<PluginState> {
     let state = PluginState {
         plugin_id,
@@ -242,6 +246,7 @@ pub fn new_store(
         budget: Budget::new(limits.call_time),
         log,
         caps,
+        settings,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);

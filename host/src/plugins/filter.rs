@@ -48,7 +48,14 @@ impl FilterInstance {
     pub fn create(plugin: &Arc<LoadedPlugin>, name: &str, config: &str) -> Result<Self, CreateError> {
         let pre =
             plugin.filter_pre().ok_or_else(|| CreateError::Refused(format!("{} is not a filter", plugin.id())))?;
-        let mut store = engine::new_store(pre.engine(), plugin.id_arc(), plugin.limits, plugin.grants.log, None);
+        let mut store = engine::new_store(
+            pre.engine(),
+            plugin.id_arc(),
+            plugin.limits,
+            plugin.grants.log,
+            None,
+            plugin.settings.clone(),
+        );
         let failed = |e: wasmtime::Error| {
             let (kind, message) = engine::describe(&e);
             CreateError::Failed(CallFailure {
@@ -61,7 +68,7 @@ impl FilterInstance {
         let bindings = pre.instantiate(&mut store).map_err(failed)?;
         engine::begin_call(&mut store);
         let handle = bindings
-            .mesastream_plugin_filters()
+            .mesastream_plugin0_1_0_filters()
             .call_create(&mut store, name, config)
             .map_err(failed)?
             .map_err(CreateError::Refused)?;
@@ -74,14 +81,17 @@ impl FilterInstance {
 
     pub fn process(&mut self, samples: &[f32]) -> Result<Vec<f32>, CallFailure> {
         engine::begin_call(&mut self.store);
-        let r =
-            self.bindings.mesastream_plugin_filters().instance().call_process(&mut self.store, self.handle, samples);
+        let r = self.bindings.mesastream_plugin0_1_0_filters().instance().call_process(
+            &mut self.store,
+            self.handle,
+            samples,
+        );
         r.map_err(|e| self.failure(&e))
     }
 
     pub fn flush(&mut self) -> Result<Vec<f32>, CallFailure> {
         engine::begin_call(&mut self.store);
-        let r = self.bindings.mesastream_plugin_filters().instance().call_flush(&mut self.store, self.handle);
+        let r = self.bindings.mesastream_plugin0_1_0_filters().instance().call_flush(&mut self.store, self.handle);
         r.map_err(|e| self.failure(&e))
     }
 
@@ -89,7 +99,8 @@ impl FilterInstance {
     /// filter refused the config (and kept the old one).
     pub fn update(&mut self, config: &str) -> Result<Result<(), String>, CallFailure> {
         engine::begin_call(&mut self.store);
-        let r = self.bindings.mesastream_plugin_filters().instance().call_update(&mut self.store, self.handle, config);
+        let r =
+            self.bindings.mesastream_plugin0_1_0_filters().instance().call_update(&mut self.store, self.handle, config);
         r.map_err(|e| self.failure(&e))
     }
 

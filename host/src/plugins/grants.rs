@@ -12,6 +12,9 @@
 //! path = "/opt/yt-dlp/bin/yt-dlp"
 //! refuse-options = ["--write-comments"]
 //! cpu-seconds = 600
+//!
+//! [plugins.ytdlp.settings]       # optional: values the plugin reads (WIT 0.2.0 `settings`)
+//! region = "eu"
 //! ```
 
 use std::collections::BTreeMap;
@@ -70,6 +73,10 @@ pub struct Grants {
     pub patterns: Vec<String>,
     #[serde(default)]
     pub limits: LimitSettings,
+    /// Values the plugin reads through `settings` (WIT 0.2.0). Never shown by the API: they
+    /// may hold keys.
+    #[serde(default, skip_serializing)]
+    pub settings: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -89,6 +96,7 @@ impl Default for Grants {
             delegate: false,
             patterns: Vec::new(),
             limits: LimitSettings::default(),
+            settings: BTreeMap::new(),
         }
     }
 }
@@ -107,6 +115,23 @@ impl Grants {
 
     pub fn granted(&self) -> Vec<Capability> {
         Capability::ALL.into_iter().filter(|c| self.allows(*c)).collect()
+    }
+
+    /// These grants without the capabilities the plugin did not ask for (`log` aside, which
+    /// the operator alone decides): a plugin gets what it asked for and was granted.
+    pub fn limited_to(mut self, requested: &[Capability]) -> Self {
+        let asked = |c: Capability| requested.contains(&c);
+        if !asked(Capability::Http) {
+            self.http = None;
+        }
+        if !asked(Capability::Process) {
+            self.process.clear();
+            self.programs.clear();
+        }
+        self.kv &= asked(Capability::Kv);
+        self.library &= asked(Capability::Library);
+        self.delegate &= asked(Capability::Delegate);
+        self
     }
 
     /// Whether `program` is granted.

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::PluginError;
 
-/// The WIT package versions this host links.
-pub const SUPPORTED_WIT: &[&str] = &["0.1.0"];
+/// The WIT package versions this host links, oldest first.
+pub const SUPPORTED_WIT: &[&str] = &["0.1.0", "0.2.0"];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -59,8 +59,12 @@ pub struct LoadedPlugin {
     pub limits: Limits,
     /// The interfaces the component imports.
     pub imports: Vec<String>,
+    /// Capabilities it imports without asking for them in its manifest (denied).
+    pub unrequested: Vec<Capability>,
     /// sha256 of the component file.
     pub digest: String,
+    /// The operator's settings, shared with every instance.
+    settings: Arc<BTreeMap<String, String>>,
     id: Arc<str>,
     pre: Pre,
 }
@@ -338,16 +342,19 @@ impl PluginHost {
         let component = engine::load_component(&self.engine, bytes, self.settings.cache_dir.as_deref())?;
         let imports: Vec<String> =
             component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        for capability in Capability::ALL {
-            let imported = imports.iter().any(|i| i.starts_with(capability.interface()));
-            if imported && capability != Capability::Log && !manifest.capabilities.contains(&capability) {
-                return Err(PluginError::Invalid(format!(
-                    "{} imports {} but its manifest does not ask for the {} capability",
-                    manifest.id,
-                    capability.interface(),
-                    capability.as_str()
-                )));
-            }
+        // Toolchains that import a whole world (componentize-py, ComponentizeJS) import
+        // capabilities a plugin never calls: those stay denied, whatever the grants say.
+        let unrequested: Vec<Capability> = Capability::ALL
+            .into_iter()
+            .filter(|c| *c != Capability::Log && !manifest.capabilities.contains(c))
+            .filter(|c| imports.iter().any(|i| i.starts_with(c.interface())))
+            .collect();
+        let grants = grants.limited_to(&manifest.capabilities);
+        if let Some(newer) = imports.iter().find_map(|i| newer_wit(i, &manifest.wit_version)) {
+            return Err(PluginError::Invalid(format!(
+                "{} imports {newer} but its manifest says wit-version = \"{}\"; set it to the version it was built against",
+                manifest.id, manifest.wit_version
+            )));
         }
         let wrong_world = |e: wasmtime::Error| {
             PluginError::Invalid(format!("{} does not fit the {:?} world: {e:#}", manifest.id, manifest.kind))
@@ -365,14 +372,24 @@ impl PluginHost {
         let digest = sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
         Ok(LoadedPlugin {
             limits: grants.limits(manifest.kind),
+            settings: Arc::new(grants.settings.clone()),
             id: manifest.id.as_str().into(),
             manifest,
             grants,
             imports,
+            unrequested,
             digest,
             pre,
         })
     }
+}
+
+/// `import` when it is an interface of a `mesastream:plugin` version later than `declared`
+/// (versions compare in the order [`manifest::SUPPORTED_WIT`] lists them).
+fn newer_wit<'a>(import: &'a str, declared: &str) -> Option<&'a str> {
+    let version = import.strip_prefix("mesastream:plugin/")?.split_once('@')?.1;
+    let rank = |v: &str| manifest::SUPPORTED_WIT.iter().position(|s| *s == v);
+    (rank(version) > rank(declared)).then_some(import)
 }
 
 /// What `GET /plugins` shows of `p`.
@@ -386,12 +403,7 @@ pub fn info_of(p: &LoadedPlugin) -> PluginInfo {
         description: m.description.clone(),
         digest: p.digest.clone(),
         requested: m.capabilities.clone(),
-        granted: p
-            .grants
-            .granted()
-            .into_iter()
-            .filter(|c| m.capabilities.contains(c) || *c == Capability::Log)
-            .collect(),
+        granted: p.grants.granted(),
         limits: LimitsInfo {
             memory_bytes: p.limits.memory_bytes,
             call_timeout_ms: p.limits.call_time.as_millis() as u64,
@@ -423,9 +435,9 @@ fn files_of(folder: &Path) -> Vec<PathBuf> {
     files
 }
 
-impl filter::bindings::mesastream::plugin::log::Host for PluginState {
-    fn log(&mut self, level: filter::bindings::mesastream::plugin::log::Level, message: String) {
-        use filter::bindings::mesastream::plugin::log::Level;
+impl filter::bindings::mesastream::plugin0_1_0::log::Host for PluginState {
+    fn log(&mut self, level: filter::bindings::mesastream::plugin0_1_0::log::Level, message: String) {
+        use filter::bindings::mesastream::plugin0_1_0::log::Level;
         if !self.log {
             return;
         }
@@ -438,5 +450,11 @@ impl filter::bindings::mesastream::plugin::log::Host for PluginState {
             Level::Warn => tracing::warn!(plugin, "{message}"),
             Level::Error => tracing::error!(plugin, "{message}"),
         }
+    }
+}
+
+impl filter::bindings::mesastream::plugin0_2_0::settings::Host for PluginState {
+    fn get(&mut self, name: String) -> Option<String> {
+        self.settings.get(&name).cloned()
     }
 }

@@ -14,12 +14,15 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         world: "resolver",
         path: "../wit",
-        with: { "mesastream:plugin/log": crate::plugins::filter::bindings::mesastream::plugin::log },
+        with: {
+            "mesastream:plugin/log@0.1.0": crate::plugins::filter::bindings::mesastream::plugin0_1_0::log,
+            "mesastream:plugin/settings@0.2.0": crate::plugins::filter::bindings::mesastream::plugin0_2_0::settings,
+        },
     });
 }
 
 pub(super) use bindings::ResolverPre;
-use bindings::mesastream::plugin::types::{self as wit, ResolveError};
+use bindings::mesastream::plugin0_1_0::types::{self as wit, ResolveError};
 
 /// Delegation deeper than this is refused, so plugins cannot delegate in a circle forever.
 const MAX_DEPTH: u8 = 2;
@@ -136,11 +139,17 @@ impl PluginHost {
             host: Arc::downgrade(self),
             depth,
         };
-        let mut store =
-            engine::new_store(pre.engine(), plugin.id_arc(), plugin.limits, plugin.grants.log, Some(Arc::new(caps)));
+        let mut store = engine::new_store(
+            pre.engine(),
+            plugin.id_arc(),
+            plugin.limits,
+            plugin.grants.log,
+            Some(Arc::new(caps)),
+            plugin.settings.clone(),
+        );
         let outcome = pre.instantiate(&mut store).and_then(|b| {
             engine::begin_call(&mut store);
-            b.mesastream_plugin_resolve().call_resolve(&mut store, query, &wit::Context { guild_id })
+            b.mesastream_plugin0_1_0_resolve().call_resolve(&mut store, query, &wit::Context { guild_id })
         });
         let label = |outcome: &str| PluginCallLabels { plugin: plugin.id().to_string(), outcome: outcome.to_string() };
         let metrics = &self.services.metrics;
@@ -246,9 +255,9 @@ fn to_wit(r: Resolved) -> wit::Resolution {
     }
 }
 
-impl bindings::mesastream::plugin::types::Host for PluginState {}
+impl bindings::mesastream::plugin0_1_0::types::Host for PluginState {}
 
-impl bindings::mesastream::plugin::delegate::Host for PluginState {
+impl bindings::mesastream::plugin0_1_0::delegate::Host for PluginState {
     fn resolve(&mut self, query: String, context: wit::Context) -> Result<wit::Resolution, ResolveError> {
         let Some(caps) = self.caps.clone() else { return Err(ResolveError::Busy("not available to filters".into())) };
         if !caps.grants.delegate {

@@ -319,6 +319,41 @@ async fn search(
     axum::Json(found)
 }
 
+/// The stations of the radio directory below: (uuid, name, the fixture it streams).
+const STATIONS: [(&str, &str, &str); 2] =
+    [("5a1e-440", "Tone FM 440", "live.mp3"), ("5a1e-660", "Tone Classics 660", "tone-660.flac")];
+
+/// A station as a Radio Browser directory lists it.
+fn station(addr: SocketAddr, (uuid, name, file): (&str, &str, &str)) -> serde_json::Value {
+    serde_json::json!({
+        "stationuuid": uuid, "name": name, "url": format!("http://{addr}/{file}"),
+        "url_resolved": format!("http://{addr}/{file}"), "country": "Fixtureland", "tags": "tones",
+        "favicon": "", "codec": "MP3", "bitrate": 192, "lastcheckok": 1,
+    })
+}
+
+/// `/json/stations/search?name=…`: the stations whose name holds `name` (any case), as the
+/// Radio Browser API answers (what the Python radio example resolves through).
+async fn radio_search(
+    State(addr): State<SocketAddr>,
+    axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let name = params.get("name").map(|n| n.to_lowercase()).unwrap_or_default();
+    let found: Vec<serde_json::Value> =
+        STATIONS.into_iter().filter(|s| s.1.to_lowercase().contains(&name)).map(|s| station(addr, s)).collect();
+    axum::Json(found)
+}
+
+/// `/json/stations/byuuid/{uuid}`: that station, in a list of one (or none).
+async fn radio_station(
+    State(addr): State<SocketAddr>,
+    axum::extract::Path(uuid): axum::extract::Path<String>,
+) -> impl IntoResponse {
+    let found: Vec<serde_json::Value> =
+        STATIONS.into_iter().filter(|s| s.0 == uuid).map(|s| station(addr, s)).collect();
+    axum::Json(found)
+}
+
 /// Serves `/<name>` by announcing the whole length, sending half, and closing the socket:
 /// a download cut off mid-way. Raw TCP, because an HTTP framework would refuse to do this.
 async fn serve_truncated(listener: tokio::net::TcpListener, dir: PathBuf) {
@@ -367,6 +402,8 @@ impl MediaServer {
         let app = Router::new()
             .route("/feed.rss", get(feed))
             .route("/search", get(search))
+            .route("/json/stations/search", get(radio_search))
+            .route("/json/stations/byuuid/{uuid}", get(radio_station))
             .route("/player.html", get(player_page))
             .route("/live.mp3", get(move || live_stream(live.clone())))
             .route("/stalling.mp3", get(stalling_stream))

@@ -74,6 +74,12 @@ impl Harness {
     }
 
     pub async fn start_with(voice: FakeVoiceConfig, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_media(voice, |config, _| tweak(config)).await
+    }
+
+    /// As `start_with`, for a configuration that names the media server (its address is
+    /// known only once it runs).
+    pub async fn start_with_media(voice: FakeVoiceConfig, tweak: impl FnOnce(&mut Config, &MediaServer)) -> Self {
         stalls::watch();
         let fake = FakeVoiceServer::start(voice).await.expect("fake voice server");
         let ca_file = ca_file_of(&fake);
@@ -90,7 +96,7 @@ impl Harness {
         // The media server is on loopback: the operator's allow-list opens its ports only.
         let media = MediaServer::start().await;
         media.allow_in(&mut config.media_allow_hosts);
-        tweak(&mut config);
+        tweak(&mut config, &media);
         let server = Server::start(config).await.expect("server starts");
         Self::around(server.addr, Serving::InProcess(server), fake, media, ca_file, data)
     }
@@ -386,6 +392,19 @@ pub async fn start_track(h: &Harness, file: &str) -> Playing {
     let reply = h.enqueue(guild, &h.media.url(file)).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     Playing { events, guild, session, track_id: enqueued_track_id(&reply.body) }
+}
+
+/// Plays what `query` resolves to on a new player; returns the enqueued track and the report.
+pub async fn play_query(h: &Harness, query: &str) -> (Value, fake_voice::Report) {
+    let mut events = h.events().await;
+    let (guild, session) = h.new_player().await;
+    let reply = h.enqueue(guild, query).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let track = reply.body["current_track"].clone();
+    let ended = events.track_ended(guild, &enqueued_track_id(&reply.body)).await;
+    assert!(ended["data"].get("error").is_none(), "{ended}");
+    session.wait(LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
+    (track, session.report())
 }
 
 /// Plays `file` to its end on a new player whose filter chain is `chain`, and returns what the

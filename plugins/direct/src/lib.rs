@@ -2,7 +2,7 @@
 //! Content-Type, or when that says nothing useful, by the file's first bytes. A web page is
 //! declined (`unsupported`), so a resolver that reads pages can take it.
 
-wit_bindgen::generate!({ world: "resolver", path: "../../wit" });
+wit_bindgen::generate!({ world: "resolver", path: "../../wit/deps/plugin-0.1.0" });
 
 use exports::mesastream::plugin::resolve::Guest;
 use mesastream::plugin::http::{self, Request};

@@ -106,11 +106,12 @@ pub(crate) fn check_range(field: &str, value: f64, min: f64, max: f64) -> Result
 /// Implements the `filter` world of `mesastream:plugin` for the named filters of this crate.
 ///
 /// Use in a `cdylib` crate that depends on `wit-bindgen` and sits two folders below the
-/// repository root (the macro reads `../../wit`).
+/// repository root (the macro reads `../../wit/deps/plugin-0.1.0`: these filters target
+/// `mesastream:plugin@0.1.0`, which every host that links 0.2.0 still links).
 #[macro_export]
 macro_rules! filter_component {
     ($($name:literal),+ $(,)?) => {
-        ::wit_bindgen::generate!({ world: "filter", path: "../../wit" });
+        ::wit_bindgen::generate!({ world: "filter", path: "../../wit/deps/plugin-0.1.0" });
 
         use exports::mesastream::plugin::filters::{Guest, GuestInstance, Instance as InstanceHandle};
 

@@ -5,7 +5,7 @@
 
 wit_bindgen::generate!({
     world: "resolver",
-    path: "../../wit",
+    path: "../../wit/deps/plugin-0.1.0",
     additional_derives: [serde::Serialize, serde::Deserialize],
 });
 

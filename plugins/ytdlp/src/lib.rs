@@ -2,7 +2,7 @@
 //! document per query, with the chosen audio format's URL and headers for single videos
 //! and flat entries (resolved again when they play) for playlists and searches.
 
-wit_bindgen::generate!({ world: "resolver", path: "../../wit" });
+wit_bindgen::generate!({ world: "resolver", path: "../../wit/deps/plugin-0.1.0" });
 
 use std::collections::BTreeMap;
 

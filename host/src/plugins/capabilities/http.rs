@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use super::{Capabilities, bounded};
 use crate::egress::{EgressError, Outgoing, Reach};
 use crate::plugins::engine::PluginState;
-use crate::plugins::resolver::bindings::mesastream::plugin::http::{Error, Host, Request, Response};
+use crate::plugins::resolver::bindings::mesastream::plugin0_1_0::http::{Error, Host, Request, Response};
 
 impl Host for PluginState {
     fn send(&mut self, request: Request) -> Result<Response, Error> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::Capabilities;
 use crate::model::Id;
 use crate::plugins::engine::PluginState;
-use crate::plugins::resolver::bindings::mesastream::plugin::{kv, library};
+use crate::plugins::resolver::bindings::mesastream::plugin0_1_0::{kv, library};
 
 fn caps_or(state: &PluginState, what: &str) -> Result<std::sync::Arc<Capabilities>, String> {
     state.caps.clone().ok_or_else(|| format!("{what} is not available to filters"))

@@ -15,7 +15,7 @@ use super::arguments;
 use super::{Capabilities, Services, bounded};
 use crate::plugins::engine::PluginState;
 use crate::plugins::grants::{Grants, ProgramPolicy};
-use crate::plugins::resolver::bindings::mesastream::plugin::process::{Error, Host, Output};
+use crate::plugins::resolver::bindings::mesastream::plugin0_1_0::process::{Error, Host, Output};
 use crate::telemetry::metrics::ProcessLabels;
 
 /// RLIMIT defaults, for a program that downloads and streams media.
