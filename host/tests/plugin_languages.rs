@@ -12,10 +12,12 @@ use serde_json::{Value, json};
 use support::media::tone;
 use support::{Harness, assert_heard, play_filtered, play_query};
 
-/// Builds `examples` (names under `examples/plugins/`, or folders) into `dir`.
+/// Builds `examples` (names under `examples/plugins/`, or folders) into `dir`, at the lowest
+/// priority: a build next to a playing server stands for one on the author's own machine.
 fn build_into(dir: &Path, examples: &[&str]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = std::process::Command::new("bash")
+    let status = std::process::Command::new("nice")
+        .args(["-n", "19", "bash"])
         .arg(root.join("scripts/build-language-plugins.sh"))
         .arg(dir)
         .args(examples)
@@ -34,6 +36,55 @@ fn build_examples(examples: &[&str]) -> tempfile::TempDir {
     dir
 }
 
+/// A copy of example `name` (its sources, not its node_modules) at version 0.1.1, with `from`
+/// replaced by `to` in `file`: the next build an author drops in while the server runs.
+fn variant(name: &str, file: &str, from: &str, to: &str) -> tempfile::TempDir {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/plugins").join(name);
+    let dir = tempfile::tempdir().expect("variant dir");
+    let copy = dir.path().join(name);
+    std::fs::create_dir_all(&copy).expect("variant folder");
+    for entry in std::fs::read_dir(&root).expect("example folder").flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copy source");
+        }
+    }
+    let edit = |file: &str, from: &str, to: &str| {
+        let text = std::fs::read_to_string(copy.join(file)).expect("source");
+        assert!(text.contains(from), "{file} of {name} has no {from:?}");
+        std::fs::write(copy.join(file), text.replacen(from, to, 1)).expect("edited source");
+    };
+    edit(file, from, to);
+    edit("plugin.toml", "\nversion = \"0.1.0\"", "\nversion = \"0.1.1\"");
+    dir
+}
+
+/// Builds `variants` into the running server's plugins directory `into` (off the runtime's
+/// threads: a build takes seconds).
+async fn drop_in(into: &Path, variants: &[&tempfile::TempDir]) {
+    let into = into.to_path_buf();
+    let folders: Vec<String> = variants
+        .iter()
+        .flat_map(|v| std::fs::read_dir(v.path()).expect("variant").flatten().map(|e| e.path().display().to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || build_into(&into, &folders.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .expect("build");
+}
+
+/// How long a new build may take to load: compiling a Python or JavaScript component takes
+/// tens of CPU seconds here, in the background behind playback.
+const COMPILE_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Waits for plugin `id` at `version` to be loaded.
+async fn loaded(events: &mut support::Events, id: &str, version: &str) {
+    let what = format!("{id} {version}");
+    events
+        .wait_within(COMPILE_LIMIT, &what, |e| {
+            e["type"] == "PluginLoaded" && e["data"]["id"] == id && e["data"]["version"] == version
+        })
+        .await;
+}
+
 /// The mean level of the heard windows, the first one (cut mid-window) aside.
 fn level(report: &Report) -> f64 {
     let levels: Vec<f64> = report.windows.iter().skip(1).map(|w| w.level_db).collect();
@@ -41,7 +92,7 @@ fn level(report: &Report) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_and_javascript_filters_are_heard_at_their_gain() {
+async fn python_and_javascript_filters_are_heard_at_their_gain_and_replaced_while_they_play() {
     let plugins = build_examples(&["python-gain", "js-gain"]);
     let dir = plugins.path().to_path_buf();
     let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.plugins_dir = Some(dir)).await;
@@ -120,4 +171,77 @@ async fn a_python_resolver_finds_radio_stations_beside_a_wit_0_1_resolver() {
     let gone = h.enqueue(guild, "radio:station:0000").await;
     assert_eq!(gone.status, 404, "{gone:?}");
     assert!(gone.body["message"].as_str().is_some_and(|m| m.contains("no station 0000")), "{gone:?}");
+
+    // A new build lands while a station plays: the stream goes on, new queries get the new code.
+    let next = variant("python-radio", "app.py", "source_name=\"radio\"", "source_name=\"radio-v2\"");
+    let mut events = h.events().await;
+    let (guild, session) = h.new_player().await;
+    let playing = h.enqueue(guild, "radio:tone fm").await;
+    assert_eq!(playing.body["current_track"]["metadata"]["title"], "Tone FM 440", "{playing:?}");
+    session.wait(support::LIMIT, |c| c.packets >= 50).await.expect("the station plays");
+    drop_in(plugins.path(), &[&next]).await;
+    loaded(&mut events, "python-radio", "0.1.1").await;
+    let swapped = session.report().packets;
+    session.wait(support::LIMIT, |c| c.packets >= swapped + 100).await.expect("the station plays on");
+    support::assert_no_gaps(&session.report());
+    assert!(!events.seen.iter().any(|e| e["type"] == "TrackEnded"), "{:?}", events.seen);
+    let (other, _session) = h.new_player().await;
+    let again = h.enqueue(other, "radio:tone fm").await;
+    assert_eq!(again.body["current_track"]["source"], "radio-v2", "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_filters_are_replaced_while_a_stream_plays_through_them() {
+    let plugins = build_examples(&["python-gain", "js-gain"]);
+    let dir = plugins.path().to_path_buf();
+    // ComponentizeJS 0.23 never frees the block the host writes into a call (an upstream
+    // bug; see plugins/README.md): 7.5 KiB a frame, so the default 32 MiB lasts about a
+    // minute and the swap below, compiled behind playback, can take longer.
+    support::plugins::grant(&dir, "[plugins.js-gain]\nlimits = { memory-mb = 128 }\n");
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| {
+        c.plugins_dir = Some(dir.clone());
+        c.plugins_config = Some(dir.join("plugins.toml"));
+    })
+    .await;
+    let plain = level(&play_filtered(&h, "tone-440.mp3", json!([])).await);
+    // Versions that halve once more, built before the swap only to keep the test short.
+    let python = variant("python-gain", "app.py", "s * gain for s", "s * gain * 0.5 for s");
+    let js = variant("js-gain", "gain.js", "samples[i] *= this.gain", "samples[i] *= this.gain * 0.5");
+
+    // An endless stream through both filters, each at half: 12 dB down.
+    let (guild, session) = h.new_player().await;
+    let chain =
+        json!([{ "name": "pythonGain", "config": { "gain": 0.5 } }, { "name": "jsGain", "config": { "gain": 0.5 } }]);
+    let set = h.call(reqwest::Method::PUT, &format!("/players/{guild}/filters"), Some(chain)).await;
+    assert_eq!(set.status, 200, "{set:?}");
+    assert_eq!(h.enqueue(guild, &h.media.url("live.mp3")).await.status, 200);
+    session.wait(support::LIMIT, |c| c.packets >= 100).await.expect("two seconds played");
+    let mut events = h.events().await;
+    let before_swap = session.report().packets;
+    drop_in(&dir, &[&python, &js]).await;
+    loaded(&mut events, "python-gain", "0.1.1").await;
+    loaded(&mut events, "js-gain", "0.1.1").await;
+    let swapped = session.report().packets;
+    session.wait(support::LIMIT, |c| c.packets >= swapped + 150).await.expect("three seconds more");
+
+    // The same stream, never interrupted: 12 dB down before, 24 dB down after (each window
+    // nearer its side's level than the other's; the median at it, the stream's loop seams
+    // every 2 s aside).
+    let report = session.report();
+    support::assert_no_gaps(&report);
+    assert_eq!(report.lost_packets, 0, "{report:?}");
+    let windows = |from: u64, to: u64| -> Vec<f64> {
+        report.windows[(from / 5) as usize..(to / 5) as usize].iter().map(|w| w.level_db - plain).collect()
+    };
+    for (name, down, mut heard) in
+        [("before", 12.04, windows(10, before_swap)), ("after", 24.08, windows(swapped + 50, swapped + 140))]
+    {
+        heard.sort_by(f64::total_cmp);
+        let median = heard.get(heard.len() / 2).copied().unwrap_or(0.0);
+        assert!(
+            heard.len() >= 10 && (median + down).abs() < 0.5 && heard.iter().all(|l| (l + down).abs() < 6.0),
+            "{name} the swap, expected -{down} dB: {heard:?}"
+        );
+    }
+    assert!(!events.seen.iter().any(|e| e["type"] == "FilterFailed"), "{:?}", events.seen);
 }

@@ -29,8 +29,14 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// The largest memory any plugin may be granted (the pooling allocator's slot size).
 pub const MAX_MEMORY_BYTES: usize = 512 << 20;
 
+/// The nice value plugin compilation runs at: behind the media workers and the packet
+/// clock, so a plugin dropped in while the server plays (compiling a Python or JavaScript
+/// component takes tens of CPU seconds) is compiled with the CPU they leave.
+pub const COMPILE_NICE: i32 = 19;
+
 /// Builds the engine: pooling allocator when the address space allows it, epochs on.
 pub fn build(pool_instances: u32) -> Result<Engine, PluginError> {
+    lower_compile_priority();
     let mut config = wasmtime::Config::new();
     config.epoch_interruption(true);
     let mut pooling = PoolingAllocationConfig::default();
@@ -55,6 +61,20 @@ pub fn build(pool_instances: u32) -> Result<Engine, PluginError> {
     }
     start_epoch_ticker(&engine);
     Ok(engine)
+}
+
+/// Wasmtime compiles on rayon's global pool: it is built here, its threads at
+/// [`COMPILE_NICE`]. Built once per process; a pool built before keeps its threads' priority.
+fn lower_compile_priority() {
+    let built = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("plugin-compile-{i}"))
+        .start_handler(|_| {
+            crate::voice::scheduler::set_thread_nice(COMPILE_NICE);
+        })
+        .build_global();
+    if built.is_err() {
+        tracing::debug!("the compile pool was built before; its priority is unchanged");
+    }
 }
 
 fn start_epoch_ticker(engine: &Engine) {

@@ -15,6 +15,7 @@ pub fn spawn_watcher(host: &Arc<PluginHost>, report: impl Fn(Vec<Change>) + Send
     }
     let weak = Arc::downgrade(host);
     let spawned = std::thread::Builder::new().name("plugin-watch".into()).spawn(move || {
+        crate::voice::scheduler::set_thread_nice(super::engine::COMPILE_NICE);
         loop {
             std::thread::sleep(interval);
             let Some(host) = weak.upgrade() else { return };

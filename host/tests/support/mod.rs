@@ -340,7 +340,12 @@ pub async fn first_matching(
 impl Events {
     /// Waits for the first event (seen or new) matching `pred`.
     pub async fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        first_matching(&mut self.rx, &mut self.seen, LIMIT, &format!("{what} event"), pred).await
+        self.wait_within(LIMIT, what, pred).await
+    }
+
+    /// The same, for something that takes longer than [`LIMIT`] (compiling a large plugin).
+    pub async fn wait_within(&mut self, limit: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        first_matching(&mut self.rx, &mut self.seen, limit, &format!("{what} event"), pred).await
     }
 
     pub async fn track_ended(&mut self, guild: u64, track_id: &str) -> Value {
