@@ -1,5 +1,6 @@
 //! The command line: `mesastream` serves; `mesastream plugins list` and `mesastream plugins
-//! check <path>` inspect plugins offline, with the same loader and grants the server uses.
+//! check <path>` inspect plugins offline, with the same loader and grants the server uses;
+//! `mesastream plugins new` starts a plugin in Rust, Python or JavaScript.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +10,9 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::plugins::grants::OperatorConfig;
+use crate::plugins::manifest::Kind;
 use crate::plugins::{Change, LoadedPlugin, PluginHost, PluginSettings, Services, info_of};
+use crate::scaffold::{self, Lang};
 use crate::store::StateStore;
 
 /// A Discord audio streaming host whose resolvers and filters are WebAssembly plugins.
@@ -44,6 +47,26 @@ pub enum PluginsCommand {
         #[arg(long)]
         grants: Option<PathBuf>,
     },
+    /// Writes a new plugin folder NAME (manifest, WIT, source, build.sh, a test) to build,
+    /// check and drop into PLUGINS_DIR.
+    New {
+        /// The plugin's id: lower case letters, digits and '-'.
+        name: String,
+        #[arg(long, value_enum)]
+        kind: NewKind,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
+        /// Where the folder goes (default: here).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// What kind of plugin `plugins new` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum NewKind {
+    Resolver,
+    Filter,
 }
 
 /// Runs a plugins command; the exit code is non-zero when a plugin would not load.
@@ -82,6 +105,16 @@ fn run(command: PluginsCommand, config: &Config) -> Result<ExitCode, String> {
                 eprintln!("not loaded: {}: {error}", path.display());
             }
             Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        PluginsCommand::New { name, kind, lang, dir } => {
+            let kind = match kind {
+                NewKind::Resolver => Kind::Resolver,
+                NewKind::Filter => Kind::Filter,
+            };
+            let folder = scaffold::create(&dir, &name, kind, lang).map_err(|e| e.to_string())?;
+            println!("wrote {}", folder.display());
+            println!("next: {}/build.sh && mesastream plugins check {}", folder.display(), folder.display());
+            Ok(ExitCode::SUCCESS)
         }
         PluginsCommand::Check { path, grants } => {
             let folder = plugin_folder(&path)?;

@@ -14,6 +14,7 @@ pub mod model;
 pub mod open_files;
 pub mod player;
 pub mod plugins;
+pub mod scaffold;
 pub mod store;
 pub mod telemetry;
 pub mod voice;

@@ -416,11 +416,16 @@ pub async fn play_query(h: &Harness, query: &str) -> (Value, fake_voice::Report)
 /// listener heard: with nothing lost or undecryptable, no gap, and no filter failed on the way
 /// (a filter taken out of the chain would leave the rest of the track unfiltered).
 pub async fn play_filtered(h: &Harness, file: &str, chain: Value) -> fake_voice::Report {
+    play_query_filtered(h, &h.media.url(file), chain).await
+}
+
+/// The same for what `query` resolves to.
+pub async fn play_query_filtered(h: &Harness, query: &str, chain: Value) -> fake_voice::Report {
     let mut events = h.events().await;
     let (guild, session) = h.new_player().await;
     let set = h.call(reqwest::Method::PUT, &format!("/players/{guild}/filters"), Some(chain.clone())).await;
     assert_eq!((set.status, &set.body), (200, &chain), "{set:?}");
-    let reply = h.enqueue(guild, &h.media.url(file)).await;
+    let reply = h.enqueue(guild, query).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     let ended = events.track_ended(guild, &enqueued_track_id(&reply.body)).await;
     assert!(ended["data"].get("error").is_none(), "{ended}");
