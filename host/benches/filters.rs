@@ -1,10 +1,13 @@
 //! Per-frame cost of every first-party filter: the WASM component as the host runs it
 //! (instance call, samples copied in and out) against the same DSP compiled natively, in
-//! one run on one thread. Also an identity filter, which is the bare cost of a call.
+//! one run on one thread. Also an identity filter, which is the bare cost of a call, and the
+//! gain examples written in Python and JavaScript against a gain in native Rust.
 //!
 //!     cargo bench --bench filters
 //!
-//! Builds the plugins with scripts/build-plugins.sh first. Prints a table; see BENCHMARKS.md.
+//! Builds the plugins with scripts/build-plugins.sh and scripts/build-language-plugins.sh
+//! first (the Python and JavaScript toolchains come from `scripts/setup.sh --tests`). Prints a
+//! table; see BENCHMARKS.md.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -36,6 +39,14 @@ const CASES: &[(&str, &str)] = &[
     ("normalization", r#"{"targetDb":-14.0,"maxGainDb":12.0}"#),
 ];
 
+/// The filters written in other languages: (filter, language, config); each multiplies by `gain`.
+const LANGUAGE_CASES: &[(&str, &str, &str)] =
+    &[("pythonGain", "Python", r#"{"gain":0.5}"#), ("jsGain", "JavaScript", r#"{"gain":0.5}"#)];
+
+/// ComponentizeJS 0.23 never frees the block written into each call (see plugins/README.md):
+/// the bench's 9200 calls need about 70 MiB more than the default 32.
+const GRANTS: &str = "[plugins.js-gain]\nlimits = { memory-mb = 256 }\n";
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().expect("plugins dir");
@@ -46,11 +57,20 @@ fn main() {
         .status()
         .expect("run scripts/build-plugins.sh");
     assert!(status.success(), "building the plugins failed");
+    let status = std::process::Command::new("bash")
+        .arg(root.join("scripts/build-language-plugins.sh"))
+        .arg(dir.path())
+        .args(["python-gain", "js-gain"])
+        .status()
+        .expect("run scripts/build-language-plugins.sh");
+    assert!(status.success(), "building the Python and JavaScript plugins failed (scripts/setup.sh --tests)");
+    let grants = dir.path().join("plugins.toml");
+    std::fs::write(&grants, GRANTS).expect("grants");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let settings = PluginSettings {
         dir: Some(dir.path().to_path_buf()),
-        config: None,
+        config: Some(grants),
         cache_dir: None,
         reload_interval: Duration::ZERO,
         pool_instances: 16,
@@ -78,6 +98,37 @@ fn main() {
             wasm / 200.0
         );
     }
+    for (name, language, config) in LANGUAGE_CASES {
+        let native = native_gain_cost(&input);
+        let wasm = wasm_cost(&host, name, config, &input);
+        println!(
+            "{:<20} {:>12.2} {:>12.2} {:>8.1} {:>12.3}",
+            format!("{name} ({language})"),
+            native,
+            wasm,
+            wasm / native.max(f64::EPSILON),
+            wasm / 200.0
+        );
+    }
+}
+
+/// The gain the language examples compute, in native Rust.
+fn native_gain_cost(input: &[Vec<f32>]) -> f64 {
+    let mut block = Vec::with_capacity(FRAME * 2);
+    let mut run = |frames: usize| {
+        for i in 0..frames {
+            block.clear();
+            block.extend_from_slice(&input[i % input.len()]);
+            block.iter_mut().for_each(|s| *s *= 0.5);
+            black_box(&block);
+        }
+    };
+    run(WARMUP_FRAMES);
+    best(|| {
+        let start = Instant::now();
+        run(FRAMES);
+        start.elapsed()
+    })
 }
 
 /// One second of a 440 Hz tone plus a 3 kHz overtone, as 50 frames.

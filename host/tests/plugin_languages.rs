@@ -245,3 +245,19 @@ async fn python_and_javascript_filters_are_replaced_while_a_stream_plays_through
     }
     assert!(!events.seen.iter().any(|e| e["type"] == "FilterFailed"), "{:?}", events.seen);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_exception_is_quoted_where_the_failure_is_reported() {
+    // A build whose filter raises an exception Python does not turn into a refusal.
+    let broken = variant("python-gain", "app.py", "return Gain(parse(config))", "raise ValueError('no gain today')");
+    let plugins = tempfile::tempdir().expect("plugins dir");
+    drop_in(plugins.path(), &[&broken]).await;
+    let dir = plugins.path().to_path_buf();
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.plugins_dir = Some(dir)).await;
+    let (guild, _session) = h.new_player().await;
+    let chain = json!([{ "name": "pythonGain", "config": { "gain": 0.5 } }]);
+    let reply = h.call(reqwest::Method::PUT, &format!("/players/{guild}/filters"), Some(chain)).await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    let message = reply.body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("trapped") && message.contains("ValueError: no gain today"), "{message}");
+}

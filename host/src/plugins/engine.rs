@@ -22,6 +22,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginError;
 use super::capabilities::Capabilities;
+use super::guest_stderr::GuestStderr;
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -223,6 +224,8 @@ pub struct PluginState {
     pub caps: Option<Arc<Capabilities>>,
     /// The operator's settings for the plugin.
     pub settings: Arc<BTreeMap<String, String>>,
+    /// The end of what the guest wrote to stderr.
+    stderr: GuestStderr,
 }
 
 impl WasiView for PluginState {
@@ -255,9 +258,10 @@ pub fn new_store(
     caps: Option<Arc<Capabilities>>,
     settings: Arc<BTreeMap<String, String>>,
 ) -> Store<PluginState> {
+    let stderr = GuestStderr::default();
     let state = PluginState {
         plugin_id,
-        wasi: WasiCtx::builder().build(),
+        wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
         table: ResourceTable::new(),
         limits: StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes.min(MAX_MEMORY_BYTES))
@@ -267,6 +271,7 @@ pub fn new_store(
         log,
         caps,
         settings,
+        stderr,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -311,6 +316,24 @@ pub fn describe(error: &wasmtime::Error) -> (FailureKind, String) {
         return (FailureKind::Memory, "exceeded its memory limit".to_string());
     }
     (FailureKind::Trap, format!("trapped: {}", text.lines().next().unwrap_or("trap")))
+}
+
+/// Lines of the guest's stderr a failure's message quotes (the log has all that was kept).
+const QUOTED_LINES: usize = 5;
+
+/// [`describe`] for a call on `state`'s instance: a trap quotes the last lines the guest
+/// wrote to stderr, which for Python and JavaScript is the exception that ended the call.
+pub fn describe_call(error: &wasmtime::Error, state: &PluginState) -> (FailureKind, String) {
+    let (kind, mut message) = describe(error);
+    if kind == FailureKind::Trap
+        && let Some(said) = state.stderr.tail()
+    {
+        tracing::warn!(plugin = %state.plugin_id, "the plugin wrote before it trapped:\n{said}");
+        let lines: Vec<&str> = said.lines().collect();
+        let quoted = lines[lines.len().saturating_sub(QUOTED_LINES)..].join(" | ");
+        message.push_str(&format!(" (it wrote: {quoted})"));
+    }
+    (kind, message)
 }
 
 /// Why a plugin call failed.

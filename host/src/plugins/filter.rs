@@ -56,8 +56,8 @@ impl FilterInstance {
             None,
             plugin.settings.clone(),
         );
-        let failed = |e: wasmtime::Error| {
-            let (kind, message) = engine::describe(&e);
+        let failed = |e: wasmtime::Error, store: &Store<PluginState>| {
+            let (kind, message) = engine::describe_call(&e, store.data());
             CreateError::Failed(CallFailure {
                 plugin: plugin.id().to_string(),
                 filter: name.to_string(),
@@ -65,13 +65,13 @@ impl FilterInstance {
                 message,
             })
         };
-        let bindings = pre.instantiate(&mut store).map_err(failed)?;
+        let bindings = match pre.instantiate(&mut store) {
+            Ok(bindings) => bindings,
+            Err(e) => return Err(failed(e, &store)),
+        };
         engine::begin_call(&mut store);
-        let handle = bindings
-            .mesastream_plugin0_1_0_filters()
-            .call_create(&mut store, name, config)
-            .map_err(failed)?
-            .map_err(CreateError::Refused)?;
+        let created = bindings.mesastream_plugin0_1_0_filters().call_create(&mut store, name, config);
+        let handle = created.map_err(|e| failed(e, &store))?.map_err(CreateError::Refused)?;
         Ok(Self { store, bindings, handle, name: name.to_string(), plugin: plugin.clone() })
     }
 
@@ -105,7 +105,7 @@ impl FilterInstance {
     }
 
     fn failure(&self, e: &wasmtime::Error) -> CallFailure {
-        let (kind, message) = engine::describe(e);
+        let (kind, message) = engine::describe_call(e, self.store.data());
         CallFailure { plugin: self.plugin.id().to_string(), filter: self.name.clone(), kind, message }
     }
 }

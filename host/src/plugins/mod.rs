@@ -7,6 +7,7 @@ pub mod capabilities;
 pub mod engine;
 pub mod filter;
 pub mod grants;
+mod guest_stderr;
 pub mod manifest;
 pub mod resolver;
 mod watch;

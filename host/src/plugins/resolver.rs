@@ -155,7 +155,7 @@ impl PluginHost {
         let metrics = &self.services.metrics;
         match outcome {
             Err(e) => {
-                let (kind, message) = engine::describe(&e);
+                let (kind, message) = engine::describe_call(&e, store.data());
                 metrics.plugin_calls.get_or_create(&label(kind.as_str())).inc();
                 tracing::warn!(plugin = plugin.id(), query, %message, "resolver failed");
                 Err(ResolveFailure::Failed { plugin: plugin.id().to_string(), message })
