@@ -247,17 +247,36 @@ async fn python_and_javascript_filters_are_replaced_while_a_stream_plays_through
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_exception_is_quoted_where_the_failure_is_reported() {
-    // A build whose filter raises an exception Python does not turn into a refusal.
-    let broken = variant("python-gain", "app.py", "return Gain(parse(config))", "raise ValueError('no gain today')");
+async fn python_and_javascript_exceptions_are_quoted_where_the_failure_is_reported() {
+    // Builds whose `process` raises an exception: a bug in a filter, mid-track.
+    let python =
+        variant("python-gain", "app.py", "return [s * gain for s in samples]", "raise ValueError('no gain today')");
+    let js = variant(
+        "js-gain",
+        "gain.js",
+        "for (let i = 0; i < samples.length; i++) samples[i] *= this.gain;",
+        "throw new TypeError('no gain today');",
+    );
     let plugins = tempfile::tempdir().expect("plugins dir");
-    drop_in(plugins.path(), &[&broken]).await;
+    drop_in(plugins.path(), &[&python, &js]).await;
     let dir = plugins.path().to_path_buf();
     let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.plugins_dir = Some(dir)).await;
-    let (guild, _session) = h.new_player().await;
-    let chain = json!([{ "name": "pythonGain", "config": { "gain": 0.5 } }]);
-    let reply = h.call(reqwest::Method::PUT, &format!("/players/{guild}/filters"), Some(chain)).await;
-    assert_eq!(reply.status, 503, "{reply:?}");
-    let message = reply.body["message"].as_str().unwrap_or_default();
-    assert!(message.contains("trapped") && message.contains("ValueError: no gain today"), "{message}");
+    let mut events = h.events().await;
+    // Python's traceback ends with the exception; ComponentizeJS prints the message and the
+    // stack, with the line in the plugin's source.
+    let said: [(&str, &[&str]); 2] =
+        [("pythonGain", &["ValueError: no gain today"]), ("jsGain", &["no gain today", "process@gain.js:"])];
+    for (filter, said) in said {
+        let (guild, session) = h.new_player().await;
+        let chain = json!([{ "name": filter, "config": { "gain": 0.5 } }]);
+        let set = h.call(reqwest::Method::PUT, &format!("/players/{guild}/filters"), Some(chain)).await;
+        assert_eq!(set.status, 200, "{set:?}");
+        assert_eq!(h.enqueue(guild, &h.media.url("tone-440.mp3")).await.status, 200);
+        let failed = events.wait(filter, |e| e["type"] == "FilterFailed" && e["data"]["filter"] == filter).await;
+        let reason = failed["data"]["reason"].as_str().unwrap_or_default();
+        assert_eq!(failed["data"]["kind"], "trap", "{failed}");
+        assert!(reason.contains("wasm trap") && said.iter().all(|s| reason.contains(s)), "{reason}");
+        // The track plays on without the filter.
+        session.wait(support::LIMIT, |c| c.packets >= 75).await.expect("the track goes on");
+    }
 }

@@ -315,11 +315,14 @@ pub fn describe(error: &wasmtime::Error) -> (FailureKind, String) {
     if text.contains("forcing trap when growing memory") || text.contains("memory") && text.contains("limit") {
         return (FailureKind::Memory, "exceeded its memory limit".to_string());
     }
-    (FailureKind::Trap, format!("trapped: {}", text.lines().next().unwrap_or("trap")))
+    // The root cause names the trap (`wasm trap: wasm \`unreachable\` instruction executed`);
+    // the outer context only says a backtrace follows.
+    let cause = error.root_cause().to_string();
+    (FailureKind::Trap, format!("trapped: {}", cause.lines().next().unwrap_or("trap")))
 }
 
 /// Lines of the guest's stderr a failure's message quotes (the log has all that was kept).
-const QUOTED_LINES: usize = 5;
+const QUOTED_LINES: usize = 8;
 
 /// [`describe`] for a call on `state`'s instance: a trap quotes the last lines the guest
 /// wrote to stderr, which for Python and JavaScript is the exception that ended the call.
@@ -329,7 +332,7 @@ pub fn describe_call(error: &wasmtime::Error, state: &PluginState) -> (FailureKi
         && let Some(said) = state.stderr.tail()
     {
         tracing::warn!(plugin = %state.plugin_id, "the plugin wrote before it trapped:\n{said}");
-        let lines: Vec<&str> = said.lines().collect();
+        let lines: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
         let quoted = lines[lines.len().saturating_sub(QUOTED_LINES)..].join(" | ");
         message.push_str(&format!(" (it wrote: {quoted})"));
     }
