@@ -112,25 +112,6 @@ fn main() {
     }
 }
 
-/// The gain the language examples compute, in native Rust.
-fn native_gain_cost(input: &[Vec<f32>]) -> f64 {
-    let mut block = Vec::with_capacity(FRAME * 2);
-    let mut run = |frames: usize| {
-        for i in 0..frames {
-            block.clear();
-            block.extend_from_slice(&input[i % input.len()]);
-            block.iter_mut().for_each(|s| *s *= 0.5);
-            black_box(&block);
-        }
-    };
-    run(WARMUP_FRAMES);
-    best(|| {
-        let start = Instant::now();
-        run(FRAMES);
-        start.elapsed()
-    })
-}
-
 /// One second of a 440 Hz tone plus a 3 kHz overtone, as 50 frames.
 fn tone_frames() -> Vec<Vec<f32>> {
     let samples: Vec<f32> = (0..48_000)
@@ -150,12 +131,22 @@ fn best(mut round: impl FnMut() -> Duration) -> f64 {
 
 fn native_cost(name: &str, config: &str, input: &[Vec<f32>]) -> f64 {
     let mut filter = mesastream_dsp::create(name, config).expect("native filter");
+    native_block_cost(input, |block| filter.process(block))
+}
+
+/// The gain the language examples compute, in native Rust.
+fn native_gain_cost(input: &[Vec<f32>]) -> f64 {
+    native_block_cost(input, |block| block.iter_mut().for_each(|s| *s *= 0.5))
+}
+
+/// Per frame, `process` over the input's blocks (each copied in first, as the host does).
+fn native_block_cost(input: &[Vec<f32>], mut process: impl FnMut(&mut Vec<f32>)) -> f64 {
     let mut block = Vec::with_capacity(FRAME * 2);
     let mut run = |frames: usize| {
         for i in 0..frames {
             block.clear();
             block.extend_from_slice(&input[i % input.len()]);
-            filter.process(&mut block);
+            process(&mut block);
             black_box(&block);
         }
     };

@@ -92,7 +92,7 @@ fn level(report: &Report) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_and_javascript_filters_are_heard_at_their_gain_and_replaced_while_they_play() {
+async fn python_and_javascript_filters_are_heard_at_their_gain() {
     let plugins = build_examples(&["python-gain", "js-gain"]);
     let dir = plugins.path().to_path_buf();
     let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.plugins_dir = Some(dir)).await;
@@ -194,15 +194,7 @@ async fn a_python_resolver_finds_radio_stations_beside_a_wit_0_1_resolver() {
 async fn python_and_javascript_filters_are_replaced_while_a_stream_plays_through_them() {
     let plugins = build_examples(&["python-gain", "js-gain"]);
     let dir = plugins.path().to_path_buf();
-    // ComponentizeJS 0.23 never frees the block the host writes into a call (an upstream
-    // bug; see plugins/README.md): 7.5 KiB a frame, so the default 32 MiB lasts about a
-    // minute and the swap below, compiled behind playback, can take longer.
-    support::plugins::grant(&dir, "[plugins.js-gain]\nlimits = { memory-mb = 128 }\n");
-    let h = Harness::start_with(FakeVoiceConfig::default(), |c| {
-        c.plugins_dir = Some(dir.clone());
-        c.plugins_config = Some(dir.join("plugins.toml"));
-    })
-    .await;
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.plugins_dir = Some(dir.clone())).await;
     let plain = level(&play_filtered(&h, "tone-440.mp3", json!([])).await);
     // Versions that halve once more, built before the swap only to keep the test short.
     let python = variant("python-gain", "app.py", "s * gain for s", "s * gain * 0.5 for s");
@@ -243,7 +235,7 @@ async fn python_and_javascript_filters_are_replaced_while_a_stream_plays_through
             "{name} the swap, expected -{down} dB: {heard:?}"
         );
     }
-    assert!(!events.seen.iter().any(|e| e["type"] == "FilterFailed"), "{:?}", events.seen);
+    assert_eq!(support::counter(&h.metrics().await, "mesastream_filters_bypassed_total", &[]), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,4 +271,36 @@ async fn python_and_javascript_exceptions_are_quoted_where_the_failure_is_report
         // The track plays on without the filter.
         session.wait(support::LIMIT, |c| c.packets >= 75).await.expect("the track goes on");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_filter_plays_on_past_its_memory() {
+    // ComponentizeJS 0.23 keeps every block it is given (7.5 KiB a frame): with 12 MiB, an
+    // instance runs out about every ten seconds, and each time a fresh one takes over.
+    let plugins = build_examples(&["js-gain"]);
+    let dir = plugins.path().to_path_buf();
+    support::plugins::grant(&dir, "[plugins.js-gain]\nlimits = { memory-mb = 12 }\n");
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| {
+        c.plugins_dir = Some(dir.clone());
+        c.plugins_config = Some(dir.join("plugins.toml"));
+    })
+    .await;
+    let plain = level(&play_filtered(&h, "tone-440.mp3", json!([])).await);
+    let (guild, session) = h.new_player().await;
+    let chain = json!([{ "name": "jsGain", "config": { "gain": 0.5 } }]);
+    let set = h.call(reqwest::Method::PUT, &format!("/players/{guild}/filters"), Some(chain)).await;
+    assert_eq!(set.status, 200, "{set:?}");
+    assert_eq!(h.enqueue(guild, &h.media.url("live.mp3")).await.status, 200);
+    session.wait(std::time::Duration::from_secs(60), |c| c.packets >= 1500).await.expect("thirty seconds played");
+
+    let metrics = h.metrics().await;
+    let restarts = support::counter(&metrics, "mesastream_filter_restarts_total", &["filter=\"jsGain\""]);
+    assert!(restarts >= 2, "{restarts} restarts in 30 s");
+    assert_eq!(support::counter(&metrics, "mesastream_filters_bypassed_total", &["filter=\"jsGain\""]), 0);
+    let report = session.report();
+    support::assert_no_gaps(&report);
+    let mut heard: Vec<f64> = report.windows.iter().skip(2).map(|w| w.level_db - plain).collect();
+    heard.sort_by(f64::total_cmp);
+    let median = heard.get(heard.len() / 2).copied().unwrap_or(0.0);
+    assert!((median + 6.02).abs() < 0.5 && heard.iter().all(|l| (l + 6.02).abs() < 6.0), "{heard:?}");
 }

@@ -2,7 +2,13 @@
 //! instances, rebuilt at a frame boundary when the player's chain or the loaded plugins
 //! change, with a failing filter taken out (and reported once) instead of the track. The
 //! bypass belongs to the player: later tracks skip that filter too, until the chain is set
-//! again or the plugins reload.
+//! again or the plugins reload. An instance that runs out of memory after a long run is
+//! replaced by a fresh one instead (see [`RESTART_AFTER_CALLS`]).
+//!
+//! When only the plugins changed (a reload), the new instances are made on a thread of their
+//! own while the old ones go on filtering, and take over at the first block after they are
+//! ready: instantiating a Python or JavaScript component takes milliseconds, which the track's
+//! frames must not wait for.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,6 +20,13 @@ use crate::model::FilterEntry;
 use crate::plugins::PluginHost;
 use crate::plugins::engine::FailureKind;
 use crate::plugins::filter::{CallFailure, CreateError, FilterInstance};
+use crate::telemetry::metrics::FilterLabels;
+
+/// An instance that runs out of memory after this many blocks (5 s) is replaced by a fresh
+/// one, its state starting over, rather than taken out: a guest whose memory grows with every
+/// call (ComponentizeJS 0.23 never frees the blocks it is given) keeps working. One that runs
+/// out sooner is taken out as any failing filter.
+pub const RESTART_AFTER_CALLS: u64 = 250;
 
 /// Which chain, under which set of loaded plugins: (chain version, plugin generation).
 type Epoch = (u64, u64);
@@ -69,11 +82,13 @@ pub struct FilterChain {
     report: FailureReport,
     seen: Epoch,
     stages: Vec<Stage>,
+    /// The stages being made for a reload, and the epoch they are for.
+    preparing: Option<(Epoch, std::sync::mpsc::Receiver<Vec<Stage>>)>,
 }
 
 impl FilterChain {
     pub fn new(host: Option<Arc<PluginHost>>, report: FailureReport) -> Self {
-        Self { host, report, seen: (u64::MAX, u64::MAX), stages: Vec::new() }
+        Self { host, report, seen: (u64::MAX, u64::MAX), stages: Vec::new(), preparing: None }
     }
 
     /// Runs a block through every working stage, first catching up with changes.
@@ -108,17 +123,56 @@ impl FilterChain {
 
     fn run_from(&mut self, control: &ChainControl, first: usize, mut block: Vec<f32>) -> Vec<f32> {
         for i in first..self.stages.len() {
-            let Some(instance) = self.stages[i].instance.as_mut() else { continue };
-            match instance.process(&block) {
-                Ok(mut out) => {
-                    // Only whole stereo pairs go on.
-                    out.truncate(out.len() & !1);
-                    block = out;
+            let mut restarted = false;
+            while let Some(instance) = self.stages[i].instance.as_mut() {
+                match instance.process(&block) {
+                    Ok(mut out) => {
+                        // Only whole stereo pairs go on.
+                        out.truncate(out.len() & !1);
+                        block = out;
+                        break;
+                    }
+                    Err(failure) if !restarted && self.restart(i, &failure) => restarted = true,
+                    Err(failure) => {
+                        self.bypass(control, i, failure);
+                        break;
+                    }
                 }
-                Err(failure) => self.bypass(control, i, failure),
             }
         }
         block
+    }
+
+    /// Replaces stage `i`'s instance with a fresh one when it ran out of memory after a long
+    /// run; false (nothing changed) otherwise.
+    fn restart(&mut self, i: usize, failure: &CallFailure) -> bool {
+        let stage = &mut self.stages[i];
+        let Some(worn) = stage.instance.as_ref() else { return false };
+        if failure.kind != FailureKind::Memory || worn.calls() < RESTART_AFTER_CALLS {
+            return false;
+        }
+        let (plugin, calls) = (worn.plugin().clone(), worn.calls());
+        // The worn instance goes first, so its memory is free for the fresh one.
+        stage.instance = None;
+        match FilterInstance::create(&plugin, &stage.entry.name, &stage.entry.config.to_string()) {
+            Ok(fresh) => {
+                tracing::warn!(plugin = plugin.id(), filter = %stage.entry.name, calls, "filter ran out of memory after a long run; restarted with a fresh instance");
+                if let Some(host) = &self.host {
+                    let labels = FilterLabels {
+                        plugin: plugin.id().to_string(),
+                        filter: stage.entry.name.clone(),
+                        reason: failure.kind.as_str().to_string(),
+                    };
+                    host.services.metrics.filter_restarts.get_or_create(&labels).inc();
+                }
+                stage.instance = Some(fresh);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(plugin = plugin.id(), filter = %stage.entry.name, error = %e, "filter could not be restarted");
+                false
+            }
+        }
     }
 
     fn bypass(&mut self, control: &ChainControl, i: usize, failure: CallFailure) {
@@ -130,9 +184,22 @@ impl FilterChain {
     fn refresh(&mut self, control: &ChainControl) {
         let generation = self.host.as_ref().map_or(0, |h| h.generation());
         let now = (control.version(), generation);
+        if let Some((epoch, ready)) = &self.preparing
+            && *epoch == now
+        {
+            if let Ok(stages) = ready.try_recv() {
+                self.adopt(control, now, stages);
+            }
+            return;
+        }
         if self.seen == now {
             return;
         }
+        let reloaded = now.0 == self.seen.0 && self.stages.iter().any(|s| s.instance.is_some());
+        if reloaded && self.prepare(control, now) {
+            return;
+        }
+        self.preparing = None;
         self.seen = now;
         let wanted = control.get();
         let mut old: Vec<Option<Stage>> = std::mem::take(&mut self.stages).into_iter().map(Some).collect();
@@ -155,13 +222,51 @@ impl FilterChain {
                     stage.entry = entry;
                     stage
                 }
-                None => self.create(plugin, entry),
+                None => create(plugin, entry),
             };
             if let Some(failure) = stage.failure.take() {
                 control.bypass(now, i);
                 (self.report)(failure);
             }
             self.stages.push(stage);
+        }
+    }
+
+    /// Starts making the chain's stages for `epoch` on a thread of its own; false when no
+    /// thread could be started (the caller makes them here instead).
+    fn prepare(&mut self, control: &ChainControl, epoch: Epoch) -> bool {
+        let Some(host) = self.host.clone() else { return false };
+        let wanted = control.get();
+        let (send, ready) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("filter-reload".into()).spawn(move || {
+            let stages = wanted.into_iter().map(|entry| create(host.filter(&entry.name), entry)).collect();
+            // The chain may have moved on meanwhile; then nobody listens.
+            let _ = send.send(stages);
+        });
+        match spawned {
+            Ok(_) => {
+                self.preparing = Some((epoch, ready));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make the reloaded filters off the track's thread");
+                false
+            }
+        }
+    }
+
+    /// Puts the stages made for `epoch` in place of the running ones.
+    fn adopt(&mut self, control: &ChainControl, epoch: Epoch, stages: Vec<Stage>) {
+        self.preparing = None;
+        self.seen = epoch;
+        self.stages = stages;
+        for (i, stage) in self.stages.iter_mut().enumerate() {
+            if control.is_bypassed(epoch, i) {
+                stage.instance = None;
+            } else if let Some(failure) = stage.failure.take() {
+                control.bypass(epoch, i);
+                (self.report)(failure);
+            }
         }
     }
 
@@ -177,26 +282,27 @@ impl FilterChain {
             }
         }
     }
+}
 
-    fn create(&self, plugin: Option<Arc<crate::plugins::LoadedPlugin>>, entry: FilterEntry) -> Stage {
-        let Some(plugin) = plugin else {
-            tracing::warn!(filter = %entry.name, "no loaded plugin provides this filter; bypassing it");
-            return Stage { entry, instance: None, failure: None };
-        };
-        match FilterInstance::create(&plugin, &entry.name, &entry.config.to_string()) {
-            Ok(instance) => Stage { entry, instance: Some(instance), failure: None },
-            Err(e) => {
-                let failure = match e {
-                    CreateError::Failed(failure) => failure,
-                    CreateError::Refused(message) => CallFailure {
-                        plugin: plugin.id().to_string(),
-                        filter: entry.name.clone(),
-                        kind: FailureKind::Refused,
-                        message,
-                    },
-                };
-                Stage { entry, instance: None, failure: Some(failure) }
-            }
+/// A stage for `entry`, made from `plugin` (none: bypassed, as no plugin provides it).
+fn create(plugin: Option<Arc<crate::plugins::LoadedPlugin>>, entry: FilterEntry) -> Stage {
+    let Some(plugin) = plugin else {
+        tracing::warn!(filter = %entry.name, "no loaded plugin provides this filter; bypassing it");
+        return Stage { entry, instance: None, failure: None };
+    };
+    match FilterInstance::create(&plugin, &entry.name, &entry.config.to_string()) {
+        Ok(instance) => Stage { entry, instance: Some(instance), failure: None },
+        Err(e) => {
+            let failure = match e {
+                CreateError::Failed(failure) => failure,
+                CreateError::Refused(message) => CallFailure {
+                    plugin: plugin.id().to_string(),
+                    filter: entry.name.clone(),
+                    kind: FailureKind::Refused,
+                    message,
+                },
+            };
+            Stage { entry, instance: None, failure: Some(failure) }
         }
     }
 }

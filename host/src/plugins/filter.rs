@@ -41,6 +41,8 @@ pub struct FilterInstance {
     handle: ResourceAny,
     name: String,
     plugin: Arc<LoadedPlugin>,
+    /// Blocks processed so far.
+    calls: u64,
 }
 
 impl FilterInstance {
@@ -72,14 +74,20 @@ impl FilterInstance {
         engine::begin_call(&mut store);
         let created = bindings.mesastream_plugin0_1_0_filters().call_create(&mut store, name, config);
         let handle = created.map_err(|e| failed(e, &store))?.map_err(CreateError::Refused)?;
-        Ok(Self { store, bindings, handle, name: name.to_string(), plugin: plugin.clone() })
+        Ok(Self { store, bindings, handle, name: name.to_string(), plugin: plugin.clone(), calls: 0 })
     }
 
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
         &self.plugin
     }
 
+    /// Blocks this instance has processed.
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
     pub fn process(&mut self, samples: &[f32]) -> Result<Vec<f32>, CallFailure> {
+        self.calls += 1;
         engine::begin_call(&mut self.store);
         let r = self.bindings.mesastream_plugin0_1_0_filters().instance().call_process(
             &mut self.store,

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub plugin_process_runs: Family<ProcessLabels, Counter>,
     pub plugin_process_refusals: Family<ProcessLabels, Counter>,
     pub filters_bypassed: Family<FilterLabels, Counter>,
+    /// Filter instances replaced by fresh ones after running out of memory late in a run.
+    pub filter_restarts: Family<FilterLabels, Counter>,
     /// HTTP stream listeners connected now.
     pub listeners: Gauge,
     /// Listeners dropped because they fell too far behind.
@@ -155,6 +157,7 @@ impl Metrics {
             plugin_process_runs: Family::default(),
             plugin_process_refusals: Family::default(),
             filters_bypassed: Family::default(),
+            filter_restarts: Family::default(),
             listeners: Gauge::default(),
             listener_drops: Counter::default(),
             listener_bytes: Family::default(),
@@ -225,6 +228,11 @@ impl Metrics {
             "filters_bypassed",
             "Filters taken out of a player's chain after they failed",
             m.filters_bypassed.clone(),
+        );
+        registry.register(
+            "filter_restarts",
+            "Filter instances that ran out of memory after a long run and were replaced by fresh ones",
+            m.filter_restarts.clone(),
         );
         registry.register("listeners", "HTTP stream listeners connected", m.listeners.clone());
         registry.register(
