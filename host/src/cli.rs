@@ -53,20 +53,13 @@ pub enum PluginsCommand {
         /// The plugin's id: lower case letters, digits and '-'.
         name: String,
         #[arg(long, value_enum)]
-        kind: NewKind,
+        kind: Kind,
         #[arg(long, value_enum, default_value = "rust")]
         lang: Lang,
         /// Where the folder goes (default: here).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
-}
-
-/// What kind of plugin `plugins new` writes.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum NewKind {
-    Resolver,
-    Filter,
 }
 
 /// Runs a plugins command; the exit code is non-zero when a plugin would not load.
@@ -107,10 +100,6 @@ fn run(command: PluginsCommand, config: &Config) -> Result<ExitCode, String> {
             Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         PluginsCommand::New { name, kind, lang, dir } => {
-            let kind = match kind {
-                NewKind::Resolver => Kind::Resolver,
-                NewKind::Filter => Kind::Filter,
-            };
             let folder = scaffold::create(&dir, &name, kind, lang).map_err(|e| e.to_string())?;
             println!("wrote {}", folder.display());
             println!("next: {}/build.sh && mesastream plugins check {}", folder.display(), folder.display());

@@ -142,7 +142,8 @@ async fn a_python_resolver_finds_radio_stations_beside_a_wit_0_1_resolver() {
     let listed = h.get("/plugins").await.body;
     assert_eq!(wit_version(&listed, "python-radio"), Some("0.2.0"), "{listed}");
     assert_eq!(wit_version(&listed, "direct"), Some("0.1.0"), "{listed}");
-    assert!(!listed.to_string().contains(&h.media.url("")), "settings are not shown: {listed}");
+    let directory = h.media.url("");
+    assert!(!listed.to_string().contains(directory.trim_end_matches('/')), "settings are not shown: {listed}");
 
     // A search: the stations whose name matches, as live tracks; the first is played.
     let (track, report) = play_query(&h, "radio:classics").await;
@@ -184,7 +185,8 @@ async fn a_python_resolver_finds_radio_stations_beside_a_wit_0_1_resolver() {
     let swapped = session.report().packets;
     session.wait(support::LIMIT, |c| c.packets >= swapped + 100).await.expect("the station plays on");
     support::assert_no_gaps(&session.report());
-    assert!(!events.seen.iter().any(|e| e["type"] == "TrackEnded"), "{:?}", events.seen);
+    let still = h.get(&format!("/players/{guild}")).await.body;
+    assert_eq!(still["current_track"]["metadata"]["title"], "Tone FM 440", "{still}");
     let (other, _session) = h.new_player().await;
     let again = h.enqueue(other, "radio:tone fm").await;
     assert_eq!(again.body["current_track"]["source"], "radio-v2", "{again:?}");

@@ -45,48 +45,46 @@ const fn file(path: &'static str, text: &'static str) -> File {
 /// The files of a `lang` plugin of `kind`, before their names are filled in.
 fn templates(lang: Lang, kind: Kind) -> Vec<File> {
     let build = |text| File { path: "build.sh", text, executable: true };
-    match (lang, kind) {
-        (Lang::Rust, kind) => vec![
+    let mut files = match lang {
+        Lang::Rust => vec![
             file("Cargo.toml", include_str!("templates/rust/Cargo.toml")),
             build(include_str!("templates/rust/build.sh")),
-            file(
-                "src/lib.rs",
-                match kind {
-                    Kind::Filter => include_str!("templates/rust/filter.rs"),
-                    Kind::Resolver => include_str!("templates/rust/resolver.rs"),
-                },
-            ),
             file(".gitignore", "target/\n*.wasm\n"),
         ],
-        (Lang::Python, kind) => vec![
+        Lang::Python => vec![
             file("requirements.txt", include_str!("templates/python/requirements.txt")),
             build(include_str!("templates/python/build.sh")),
-            match kind {
-                Kind::Filter => file("app.py", include_str!("templates/python/filter.py")),
-                Kind::Resolver => file("app.py", include_str!("templates/python/resolver.py")),
-            },
-            match kind {
-                Kind::Filter => file("test_app.py", include_str!("templates/python/test_filter.py")),
-                Kind::Resolver => file("test_app.py", include_str!("templates/python/test_resolver.py")),
-            },
             file(".gitignore", "wit_world/\ncomponentize_py_*\npoll_loop.py\ndata/\n__pycache__/\n*.wasm\n"),
         ],
-        (Lang::Js, Kind::Filter) => vec![
+        Lang::Js => vec![
             file("package.json", include_str!("templates/js/package.json")),
             build(include_str!("templates/js/build.sh")),
-            file("plugin.js", include_str!("templates/js/filter.js")),
-            file("plugin.test.js", include_str!("templates/js/filter.test.js")),
             file(".gitignore", "node_modules/\n*.wasm\n"),
         ],
+    };
+    files.extend(match (lang, kind) {
+        (Lang::Rust, Kind::Filter) => vec![file("src/lib.rs", include_str!("templates/rust/filter.rs"))],
+        (Lang::Rust, Kind::Resolver) => vec![file("src/lib.rs", include_str!("templates/rust/resolver.rs"))],
+        (Lang::Python, Kind::Filter) => vec![
+            file("app.py", include_str!("templates/python/filter.py")),
+            file("test_app.py", include_str!("templates/python/test_filter.py")),
+        ],
+        (Lang::Python, Kind::Resolver) => vec![
+            file("app.py", include_str!("templates/python/resolver.py")),
+            file("test_app.py", include_str!("templates/python/test_resolver.py")),
+        ],
+        (Lang::Js, Kind::Filter) => vec![
+            file("plugin.js", include_str!("templates/js/filter.js")),
+            file("plugin.test.js", include_str!("templates/js/filter.test.js")),
+        ],
+        // The resolver's logic lives apart from the host's imports, so node can test it.
         (Lang::Js, Kind::Resolver) => vec![
-            file("package.json", include_str!("templates/js/package.json")),
-            build(include_str!("templates/js/build.sh")),
             file("plugin.js", include_str!("templates/js/resolver.js")),
             file("track.js", include_str!("templates/js/track.js")),
             file("track.test.js", include_str!("templates/js/resolver.test.js")),
-            file(".gitignore", "node_modules/\n*.wasm\n"),
         ],
-    }
+    });
+    files
 }
 
 /// The names a template refers to.
