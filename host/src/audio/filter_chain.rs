@@ -5,14 +5,17 @@
 //! again or the plugins reload. An instance that runs out of memory after a long run is
 //! replaced by a fresh one instead (see [`RESTART_AFTER_CALLS`]).
 //!
-//! When only the plugins changed (a reload), the new instances are made on a thread of their
-//! own while the old ones go on filtering, and take over at the first block after they are
-//! ready: instantiating a Python or JavaScript component takes milliseconds, which the track's
-//! frames must not wait for.
+//! Instantiating a Python or JavaScript component takes milliseconds (half a second on a
+//! loaded machine), which the track's frames must not wait for. So when only the plugins
+//! changed (a reload), the new instances are made on a thread of their own while the old ones
+//! go on filtering, and take over at the first block after they are ready; and an instance
+//! nearing its memory limit after a long run gets its successor made the same way, ready when
+//! it runs out.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
 
 use parking_lot::Mutex;
 
@@ -75,6 +78,14 @@ struct Stage {
     instance: Option<FilterInstance>,
     /// Why it could not be created or updated, until reported.
     failure: Option<CallFailure>,
+    /// A fresh instance being made to take over when this one runs out of memory.
+    successor: Option<Receiver<Result<FilterInstance, CreateError>>>,
+}
+
+impl Stage {
+    fn new(entry: FilterEntry, instance: Option<FilterInstance>, failure: Option<CallFailure>) -> Self {
+        Self { entry, instance, failure, successor: None }
+    }
 }
 
 pub struct FilterChain {
@@ -83,7 +94,7 @@ pub struct FilterChain {
     seen: Epoch,
     stages: Vec<Stage>,
     /// The stages being made for a reload, and the epoch they are for.
-    preparing: Option<(Epoch, std::sync::mpsc::Receiver<Vec<Stage>>)>,
+    preparing: Option<(Epoch, Receiver<Vec<Stage>>)>,
 }
 
 impl FilterChain {
@@ -139,8 +150,22 @@ impl FilterChain {
                     }
                 }
             }
+            self.make_successor_if_due(i);
         }
         block
+    }
+
+    /// Starts making stage `i`'s successor once its instance has run long and used three
+    /// quarters of its memory.
+    fn make_successor_if_due(&mut self, i: usize) {
+        let stage = &mut self.stages[i];
+        let Some(instance) = stage.instance.as_ref() else { return };
+        if stage.successor.is_some() || instance.calls() < RESTART_AFTER_CALLS || !instance.memory_nearly_full() {
+            return;
+        }
+        let (plugin, name, config) =
+            (instance.plugin().clone(), stage.entry.name.clone(), stage.entry.config.to_string());
+        stage.successor = off_thread("filter-successor", move || FilterInstance::create(&plugin, &name, &config));
     }
 
     /// Replaces stage `i`'s instance with a fresh one when it ran out of memory after a long
@@ -152,9 +177,14 @@ impl FilterChain {
             return false;
         }
         let (plugin, calls) = (worn.plugin().clone(), worn.calls());
-        // The worn instance goes first, so its memory is free for the fresh one.
+        // The worn instance goes first, so its memory is free for a fresh one made here.
         stage.instance = None;
-        match FilterInstance::create(&plugin, &stage.entry.name, &stage.entry.config.to_string()) {
+        let made = match stage.successor.take().map(|ready| ready.recv()) {
+            Some(Ok(made)) => made,
+            // No successor was started, or its thread died: make one now.
+            Some(Err(_)) | None => FilterInstance::create(&plugin, &stage.entry.name, &stage.entry.config.to_string()),
+        };
+        match made {
             Ok(fresh) => {
                 tracing::warn!(plugin = plugin.id(), filter = %stage.entry.name, calls, "filter ran out of memory after a long run; restarted with a fresh instance");
                 if let Some(host) = &self.host {
@@ -206,7 +236,7 @@ impl FilterChain {
         for (i, entry) in wanted.into_iter().enumerate() {
             if control.is_bypassed(now, i) {
                 // Failed on an earlier track of this player; not retried until something changes.
-                self.stages.push(Stage { entry, instance: None, failure: None });
+                self.stages.push(Stage::new(entry, None, None));
                 continue;
             }
             let plugin = self.host.as_ref().and_then(|h| h.filter(&entry.name));
@@ -237,22 +267,11 @@ impl FilterChain {
     fn prepare(&mut self, control: &ChainControl, epoch: Epoch) -> bool {
         let Some(host) = self.host.clone() else { return false };
         let wanted = control.get();
-        let (send, ready) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new().name("filter-reload".into()).spawn(move || {
-            let stages = wanted.into_iter().map(|entry| create(host.filter(&entry.name), entry)).collect();
-            // The chain may have moved on meanwhile; then nobody listens.
-            let _ = send.send(stages);
+        let made = off_thread("filter-reload", move || {
+            wanted.into_iter().map(|entry| create(host.filter(&entry.name), entry)).collect()
         });
-        match spawned {
-            Ok(_) => {
-                self.preparing = Some((epoch, ready));
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot make the reloaded filters off the track's thread");
-                false
-            }
-        }
+        self.preparing = made.map(|ready| (epoch, ready));
+        self.preparing.is_some()
     }
 
     /// Puts the stages made for `epoch` in place of the running ones.
@@ -271,6 +290,8 @@ impl FilterChain {
     }
 
     fn update(&self, stage: &mut Stage, entry: &FilterEntry) {
+        // A successor in the making has the old config.
+        stage.successor = None;
         let Some(instance) = stage.instance.as_mut() else { return };
         match instance.update(&entry.config.to_string()) {
             Ok(Ok(())) => {}
@@ -288,10 +309,10 @@ impl FilterChain {
 fn create(plugin: Option<Arc<crate::plugins::LoadedPlugin>>, entry: FilterEntry) -> Stage {
     let Some(plugin) = plugin else {
         tracing::warn!(filter = %entry.name, "no loaded plugin provides this filter; bypassing it");
-        return Stage { entry, instance: None, failure: None };
+        return Stage::new(entry, None, None);
     };
     match FilterInstance::create(&plugin, &entry.name, &entry.config.to_string()) {
-        Ok(instance) => Stage { entry, instance: Some(instance), failure: None },
+        Ok(instance) => Stage::new(entry, Some(instance), None),
         Err(e) => {
             let failure = match e {
                 CreateError::Failed(failure) => failure,
@@ -302,7 +323,24 @@ fn create(plugin: Option<Arc<crate::plugins::LoadedPlugin>>, entry: FilterEntry)
                     message,
                 },
             };
-            Stage { entry, instance: None, failure: Some(failure) }
+            Stage::new(entry, None, Some(failure))
+        }
+    }
+}
+
+/// Runs `make` on a thread of its own; its result arrives on the receiver. None when no
+/// thread could be started (the caller makes it on its own thread instead).
+fn off_thread<T: Send + 'static>(name: &str, make: impl FnOnce() -> T + Send + 'static) -> Option<Receiver<T>> {
+    let (send, ready) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+        // The chain may have moved on meanwhile; then nobody listens.
+        let _ = send.send(make());
+    });
+    match spawned {
+        Ok(_) => Some(ready),
+        Err(e) => {
+            tracing::warn!(error = %e, thread = name, "cannot make filter instances off the track's thread");
+            None
         }
     }
 }

@@ -17,12 +17,13 @@ use std::time::Duration;
 use cpu_time::ThreadTime;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginError;
 use super::capabilities::Capabilities;
 use super::guest_stderr::GuestStderr;
+use super::memory_watch::MemoryWatch;
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -216,7 +217,7 @@ pub struct PluginState {
     pub plugin_id: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: MemoryWatch,
     budget: Budget,
     /// Whether the plugin may write to the log.
     pub log: bool,
@@ -235,6 +236,11 @@ impl WasiView for PluginState {
 }
 
 impl PluginState {
+    /// Whether the guest has used three quarters of the memory it may have.
+    pub fn memory_nearly_full(&self) -> bool {
+        self.limits.nearly_full()
+    }
+
     /// Runs a host call, keeping its time out of the guest's budget.
     pub fn in_host<R>(&mut self, f: impl FnOnce() -> R) -> R {
         let start = thread_cpu_time();
@@ -263,10 +269,7 @@ pub fn new_store(
         plugin_id,
         wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes.min(MAX_MEMORY_BYTES))
-            .trap_on_grow_failure(true)
-            .build(),
+        limits: MemoryWatch::new(limits.memory_bytes.min(MAX_MEMORY_BYTES)),
         budget: Budget::new(limits.call_time),
         log,
         caps,

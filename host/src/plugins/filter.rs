@@ -86,6 +86,11 @@ impl FilterInstance {
         self.calls
     }
 
+    /// Whether its memory has grown to three quarters of its limit.
+    pub fn memory_nearly_full(&self) -> bool {
+        self.store.data().memory_nearly_full()
+    }
+
     pub fn process(&mut self, samples: &[f32]) -> Result<Vec<f32>, CallFailure> {
         self.calls += 1;
         engine::begin_call(&mut self.store);

@@ -9,6 +9,7 @@ pub mod filter;
 pub mod grants;
 mod guest_stderr;
 pub mod manifest;
+mod memory_watch;
 pub mod resolver;
 mod watch;
 
