@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use std::collections::BTreeMap;
 
@@ -93,6 +94,10 @@ pub struct Config {
     pub limits: Limits,
     pub listen: ListenConfig,
     pub live: LiveConfig,
+    /// `NODE_ID` (with `REDIS_URI`): this node's name in a cluster; unset, the node is alone.
+    /// `CLUSTER_URL` (`http://<BIND_ADDRESS or 127.0.0.1>:<PORT>`): where the other nodes reach
+    /// its API. `NODE_LEASE_MS` (3000): how long its record and its players' leases last.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 /// Live sources: Icecast-style ingest into mounts.
@@ -398,8 +403,44 @@ impl Config {
                 )?,
             },
             media_max_bytes: parse("MEDIA_MAX_BYTES", get("MEDIA_MAX_BYTES"), 2 << 30, at_least_one)?,
+            cluster: cluster_settings(&get)?,
         })
     }
+}
+
+/// The cluster settings, when `NODE_ID` is set.
+fn cluster_settings(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::cluster::ClusterSettings>, ConfigError> {
+    let Some(node_id) = get("NODE_ID").map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let name_ok = node_id.len() <= 64 && node_id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !name_ok {
+        let why = "use up to 64 letters, digits, '.', '_' or '-'".to_string();
+        return Err(ConfigError::Invalid { name: "NODE_ID", value: node_id, why });
+    }
+    if get("REDIS_URI").is_none_or(|v| v.trim().is_empty()) {
+        let why = "a cluster is coordinated through Redis: set REDIS_URI too".to_string();
+        return Err(ConfigError::Invalid { name: "NODE_ID", value: node_id, why });
+    }
+    let lease_ms: u64 = parse("NODE_LEASE_MS", get("NODE_LEASE_MS"), 3000, |v| {
+        (500..=60_000).contains(v).then_some(()).ok_or_else(|| "must be between 500 and 60000".to_string())
+    })?;
+    let url = match get("CLUSTER_URL").map(|v| v.trim().trim_end_matches('/').to_string()).filter(|v| !v.is_empty()) {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => url,
+        Some(url) => {
+            let why = "an http:// or https:// address of this node's API".to_string();
+            return Err(ConfigError::Invalid { name: "CLUSTER_URL", value: url, why });
+        }
+        None => {
+            let bind: IpAddr = parse("BIND_ADDRESS", get("BIND_ADDRESS"), IpAddr::from([0, 0, 0, 0]), ok)?;
+            let host = if bind.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { bind };
+            let port: u16 = parse("PORT", get("PORT"), 8080, ok)?;
+            format!("http://{}", SocketAddr::new(host, port))
+        }
+    };
+    Ok(Some(crate::cluster::ClusterSettings { node_id, url, lease: Duration::from_millis(lease_ms) }))
 }
 
 #[cfg(test)]
@@ -436,5 +477,19 @@ mod tests {
         let e = with(&[("AUTH_TOKEN", "t"), ("MEDIA_ALLOW_HOSTS", "media.lan,http://x")]).unwrap_err();
         assert!(e.to_string().starts_with("MEDIA_ALLOW_HOSTS=\"media.lan,http://x\" is invalid"), "{e}");
         assert!(with(&[("AUTH_TOKEN", "t"), ("MEDIA_DNS_SERVER", "localhost")]).is_err());
+    }
+
+    #[test]
+    fn a_cluster_node_needs_redis_and_a_plain_name() {
+        assert_eq!(with(&[("AUTH_TOKEN", "t")]).unwrap().cluster, None);
+        let e = with(&[("AUTH_TOKEN", "t"), ("NODE_ID", "a")]).unwrap_err();
+        assert!(e.to_string().contains("set REDIS_URI too"), "{e}");
+        let redis = ("REDIS_URI", "redis://127.0.0.1/");
+        assert!(with(&[("AUTH_TOKEN", "t"), redis, ("NODE_ID", "a b")]).is_err());
+        assert!(with(&[("AUTH_TOKEN", "t"), redis, ("NODE_ID", "a"), ("CLUSTER_URL", "node-a:8080")]).is_err());
+        let c = with(&[("AUTH_TOKEN", "t"), redis, ("NODE_ID", "node-a"), ("PORT", "9000")]).unwrap();
+        let cluster = c.cluster.expect("cluster settings");
+        assert_eq!((cluster.node_id.as_str(), cluster.url.as_str()), ("node-a", "http://127.0.0.1:9000"));
+        assert_eq!(cluster.lease, Duration::from_secs(3));
     }
 }

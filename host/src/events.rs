@@ -1,5 +1,7 @@
 //! The event stream: adjacently tagged (`{"type":…,"data":{…}}`), one bus for all guilds.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -130,18 +132,38 @@ pub enum Event {
         dj: String,
         until_ms: u64,
     },
+    /// In a cluster: `node` now plays the player, from where it was saved; `from` is the node
+    /// that played it before (absent when unknown).
+    PlayerAdopted {
+        guild_id: Id,
+        player_id: Id,
+        node: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+    },
     Goodbye,
 }
 
-/// Fan-out of events to every WebSocket client.
+/// Fan-out of events to every WebSocket client: this node's, and (in a cluster) the other
+/// nodes' as they sent them.
 #[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<Event>,
+    relayed: broadcast::Sender<Arc<str>>,
 }
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity.max(16)).0 }
+        Self { tx: broadcast::channel(capacity.max(16)).0, relayed: broadcast::channel(capacity.max(16)).0 }
+    }
+
+    /// Hands another node's event (its JSON text) to this node's clients.
+    pub fn relay(&self, json: Arc<str>) {
+        let _ = self.relayed.send(json);
+    }
+
+    pub fn subscribe_relayed(&self) -> broadcast::Receiver<Arc<str>> {
+        self.relayed.subscribe()
     }
 
     pub fn emit(&self, event: Event) {

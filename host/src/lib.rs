@@ -6,6 +6,7 @@ pub mod api;
 pub mod audio;
 pub mod cache;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod egress;
 pub mod events;
@@ -99,6 +100,13 @@ impl Server {
         };
         store.errors = metrics.store_errors.clone();
         tracing::info!(store = store.kind(), "state store configured");
+        let cluster = match (&config.cluster, &config.redis_uri) {
+            (Some(settings), Some(uri)) => {
+                tracing::info!(node = %settings.node_id, url = %settings.url, "joining the cluster");
+                Some(cluster::Cluster::join(settings.clone(), uri, &config.redis_prefix).await?)
+            }
+            _ => None,
+        };
         let clock_stats = voice::scheduler::ClockStats {
             ticks: metrics.clock_ticks.clone(),
             late_ticks: metrics.clock_late_ticks.clone(),
@@ -172,6 +180,7 @@ impl Server {
                 step_timeout: Duration::from_secs(5),
                 dave_ready_timeout: Duration::from_secs(3),
                 resume_attempts: 5,
+                gate: cluster.as_ref().map(|c| c.gate.clone()),
             },
             scheduler: scheduler.clone(),
             media: media.handle().clone(),
@@ -187,6 +196,7 @@ impl Server {
             rewind_ticks: config.listen.rewind_seconds * 50,
             rewind_budget,
             live,
+            cluster: cluster.clone(),
         });
         let ingest = Arc::new(api::ingest::source::Ingest::new(
             ctx.live.clone(),
@@ -209,7 +219,36 @@ impl Server {
                 metrics,
             )),
             ingest: ingest.clone(),
+            peers: match &cluster {
+                Some(cluster) => Some(Arc::new(
+                    api::cluster::Peers::new(cluster.clone()).map_err(|e| StartError::Http(e.to_string()))?,
+                )),
+                None => None,
+            },
         };
+        if let Some(cluster) = &cluster {
+            cluster.spawn_relay(events.clone());
+            let mut news = cluster.spawn_heartbeat();
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                while let Some(news) = news.recv().await {
+                    match news {
+                        cluster::News::Lost(id, done) => {
+                            registry.let_go(id).await;
+                            let _ = done.send(());
+                        }
+                        cluster::News::Adopt { player, from } => {
+                            let registry = registry.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = registry.adopt(player, from).await {
+                                    tracing::warn!(%player, error = %e, "could not adopt a player; its lease lapses");
+                                }
+                            });
+                        }
+                    }
+                }
+            });
+        }
         let bind = |port: u16| async move {
             let addr = SocketAddr::new(config.bind, port);
             let listener =

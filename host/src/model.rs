@@ -144,6 +144,10 @@ pub struct PlayerSnapshot {
     pub voice_connected: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playback_session_id: Option<String>,
+    /// The filter chain (`PUT /players/{id}/filters`), the equalizer's entry included; omitted
+    /// when empty. Saved with the player so another node can take it over as it was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<FilterEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -93,6 +93,7 @@ impl From<PlayerError> for ApiError {
             PlayerError::Voice(v) => Self::service_unavailable(v),
             PlayerError::Store(e) => Self::store_unavailable(e),
             PlayerError::Full(_) => Self::limit(detail),
+            PlayerError::Elsewhere(..) => Self::service_unavailable(detail),
             PlayerError::Internal(detail) => Self::internal(detail),
         }
     }

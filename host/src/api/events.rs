@@ -41,9 +41,10 @@ pub async fn stream(
         Err(e) => return e.into_response(),
     };
     let events = app.events.subscribe();
+    let relayed = app.events.subscribe_relayed();
     let dropped = app.registry.ctx.metrics.events_dropped.clone();
     upgrade.on_upgrade(move |socket| async move {
-        forward(socket, events, dropped).await;
+        forward(socket, events, relayed, dropped).await;
         drop(slot);
     })
 }
@@ -51,6 +52,7 @@ pub async fn stream(
 async fn forward(
     mut socket: WebSocket,
     mut events: tokio::sync::broadcast::Receiver<crate::events::Event>,
+    mut relayed: tokio::sync::broadcast::Receiver<std::sync::Arc<str>>,
     dropped: prometheus_client::metrics::counter::Counter,
 ) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
@@ -69,6 +71,17 @@ async fn forward(
                 Err(RecvError::Lagged(n)) => {
                     dropped.inc_by(n);
                     tracing::warn!(dropped = n, "ws client lagged; events dropped");
+                }
+                Err(RecvError::Closed) => return,
+            },
+            // Other nodes' events, in a cluster.
+            event = relayed.recv() => match event {
+                Ok(text) => {
+                    if socket.send(Message::text(text.as_ref())).await.is_err() { return; }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    dropped.inc_by(n);
+                    tracing::warn!(dropped = n, "ws client lagged; relayed events dropped");
                 }
                 Err(RecvError::Closed) => return,
             },

@@ -1,6 +1,7 @@
 //! HTTP and WebSocket surface: the mesastream-compatible routes, bearer auth and the event
 //! stream.
 
+pub mod cluster;
 mod error;
 mod events;
 mod extract;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub listening: Arc<listen::Listening>,
     /// Source clients' logins and uploads.
     pub ingest: Arc<ingest::source::Ingest>,
+    /// The other nodes, in a cluster.
+    pub peers: Option<Arc<cluster::Peers>>,
 }
 
 /// Every route: the mesastream contract's, and Lavalink's when `lavalink_password` is set.
@@ -66,12 +69,17 @@ pub fn router(state: AppState, lavalink_password: Option<String>) -> Router {
         .route("/players/{id}/playlists/{name}/enqueue", post(players::enqueue_playlist))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/nodes", get(cluster::nodes))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), cluster::forward_to_owner))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     let mesastream = Router::new().route("/ws", get(events::stream)).merge(players).with_state(state.clone());
     Router::new()
         .merge(lavalink)
-        .merge(listen::router(state.clone()))
+        .merge(
+            listen::router(state.clone())
+                .layer(middleware::from_fn_with_state(state.clone(), cluster::forward_to_owner)),
+        )
         .merge(ingest::router(state.clone()))
         .merge(mesastream)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -1,11 +1,12 @@
 //! The player routes of the mesastream contract.
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::cluster;
 use super::error::ApiError;
 use super::extract::{JsonBody, PlayerId};
 use crate::audio::pipeline;
@@ -23,20 +24,32 @@ type ApiResult<T> = Result<T, ApiError>;
 /// Tracks to enqueue, with the stream locators already known for some of them (by track id).
 type QueueEntries = (Vec<Track>, Vec<(String, KnownSource)>);
 
+/// `POST /players[?node=ID]`: in a cluster, `node` pins the player to that node.
 pub async fn create(
     State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
     JsonBody(payload): JsonBody<VoiceBridgePayload>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     check_gateway_url(&payload.gateway_url)?;
+    let pinned = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == "node")
+        .map(|(_, node)| node.into_owned());
+    if let Some(node) = cluster::placement(&app, &headers, payload.player_id, pinned.as_deref()).await? {
+        return Ok(cluster::create_on(&app, &node, &headers, &payload).await);
+    }
     let snapshot = app.registry.create(payload).await?;
-    Ok((StatusCode::CREATED, Json(snapshot)))
+    Ok((StatusCode::CREATED, Json(snapshot)).into_response())
 }
 
-pub async fn list(State(app): State<AppState>) -> Json<Vec<PlayerSnapshot>> {
+/// Every player (in a cluster, every node's), by id.
+pub async fn list(State(app): State<AppState>, headers: HeaderMap) -> Json<Vec<PlayerSnapshot>> {
     let mut all = Vec::new();
     for player in app.registry.list() {
         all.push(player.snapshot().await);
     }
+    all.extend(cluster::players_elsewhere(&app, &headers).await);
+    all.sort_by_key(|p| p.player_id);
     Json(all)
 }
 

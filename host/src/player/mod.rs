@@ -173,6 +173,7 @@ impl Player {
             equalizer: state.equalizer(),
             voice_connected: state.voice_connected(),
             playback_session_id: state.playback_session_id.clone(),
+            filters: state.filters.clone(),
         }
     }
 

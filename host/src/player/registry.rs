@@ -13,6 +13,7 @@ use super::{
     State,
 };
 use crate::audio::{Controls, PipelineConfig, TrackInfo};
+use crate::cluster::{Claim, Cluster};
 use crate::events::{Event, EventBus};
 use crate::model::{Id, PlayerSnapshot, PlayerStatus, VoiceBridgePayload};
 use crate::store::StateStore;
@@ -38,6 +39,9 @@ pub struct Context {
     pub rewind_budget: Arc<crate::audio::recording::RewindBudget>,
     /// Live mounts, which `live:{mount}` tracks follow.
     pub live: Arc<crate::live::Mounts>,
+    /// The cluster this node belongs to, if any: a mesastream player is played only by the
+    /// node holding its lease.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,8 @@ pub enum PlayerError {
     Store(#[from] crate::store::StoreError),
     #[error("this node has its {0} players (MAX_PLAYERS); try another node or later")]
     Full(usize),
+    #[error("player {0} is played by node {1}")]
+    Elsewhere(Id, String),
     #[error("{0}")]
     Internal(String),
 }
@@ -137,9 +143,93 @@ impl Registry {
         connecting.await.map_err(|e| PlayerError::Internal(e.to_string()))?.map_err(PlayerError::from)
     }
 
-    /// `POST /players`: connect, then replace any player of the same id or guild.
+    /// `POST /players`: connect, then replace any player of the same id or guild. In a cluster
+    /// the player's lease is taken first (kept if this node holds it already).
     pub async fn create(self: &Arc<Self>, payload: VoiceBridgePayload) -> Result<PlayerSnapshot, PlayerError> {
         self.check_room(&payload)?;
+        let id = payload.player_id;
+        if let Some(cluster) = &self.ctx.cluster
+            && let Claim::Elsewhere(node) = cluster.claim(id).await?
+        {
+            return Err(PlayerError::Elsewhere(id, node));
+        }
+        let opened = self.open(payload, None).await;
+        let (player, restored_queue_len, position_ms) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // A new player that failed lets its lease go; a replaced one keeps it.
+                if let Some(cluster) = &self.ctx.cluster
+                    && self.get(id).is_err()
+                {
+                    cluster.release(id).await;
+                }
+                return Err(e);
+            }
+        };
+        self.ctx.events.emit(Event::PlayerCreated {
+            guild_id: player.guild_id,
+            player_id: player.id,
+            restored_queue_len,
+            restored_position_ms: position_ms,
+        });
+        Ok(player.snapshot().await)
+    }
+
+    /// Plays a player another node played (its lease is this node's now): from its saved
+    /// view, with the stored credentials, queue, position, volume and filters. When it cannot
+    /// be played here its lease is let go, for another node or a later round to try.
+    pub async fn adopt(self: &Arc<Self>, id: Id, from: Option<String>) -> Result<(), PlayerError> {
+        let Some(cluster) = self.ctx.cluster.clone() else { return Ok(()) };
+        let saved = match self.ctx.store.player_state(id).await {
+            Ok(Some(saved)) => saved,
+            Ok(None) => {
+                cluster.release(id).await;
+                return Err(PlayerError::NotFound(id));
+            }
+            Err(e) => {
+                cluster.let_lapse(id);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.open(saved.connection.clone(), Some(&saved)).await {
+            cluster.let_lapse(id);
+            return Err(e);
+        }
+        tracing::info!(player = %id, from = from.as_deref().unwrap_or("?"), "adopted a player");
+        self.ctx.events.emit(Event::PlayerAdopted {
+            guild_id: saved.connection.guild_id,
+            player_id: id,
+            node: cluster.node_id().to_string(),
+            from,
+        });
+        Ok(())
+    }
+
+    /// Stops playing a player another node holds now, leaving its saved state to that node.
+    /// Not a frame more goes out for it (not even the silence tail): the other node plays it.
+    pub async fn let_go(&self, id: Id) {
+        let Some(player) = guard(&self.players).remove(&id) else { return };
+        player.output.set_sender(None);
+        player.shut_down(&mut *player.state.lock().await);
+        self.report_load();
+    }
+
+    /// Tells the cluster how many players this node plays.
+    fn report_load(&self) {
+        if let Some(cluster) = &self.ctx.cluster {
+            cluster.set_load(self.count());
+        }
+    }
+
+    /// Connects voice for `payload` and puts its player in place of any of the same id or
+    /// guild, restoring the replaced player's queue or the guild's saved one, and (`adopted`)
+    /// a saved player's volume and filters before its first frame. Answers the player, the
+    /// restored queue's length and the position restored.
+    async fn open(
+        self: &Arc<Self>,
+        payload: VoiceBridgePayload,
+        adopted: Option<&PlayerSnapshot>,
+    ) -> Result<(Arc<Player>, usize, u64), PlayerError> {
         let (voice_tx, voice_rx) = mpsc::unbounded_channel();
         let voice = self.connect_voice(&payload, voice_tx.clone()).await?;
 
@@ -176,20 +266,21 @@ impl Registry {
         let (player, persist_rx) =
             self.new_player(payload.clone(), Some(voice), (voice_tx, voice_rx), PlayerKind::Mesastream, listener);
         guard(&self.players).insert(player.id, player.clone());
-        tokio::spawn(write_state(self.ctx.store.clone(), player.guild_id, persist_rx));
+        self.report_load();
+        let fence = self.ctx.cluster.clone().map(|cluster| (cluster, player.id));
+        tokio::spawn(write_state(self.ctx.store.clone(), player.guild_id, persist_rx, fence));
         let restored_queue_len = queue.len();
         let mut state = player.state.lock().await;
+        if let Some(saved) = adopted {
+            player.set_volume(&mut state, saved.volume);
+            player.set_filters(&mut state, saved.filters.clone());
+        }
         state.queue.extend(queue);
         // As the original, a restored queue starts playing at once, at the saved position.
         player.resume_restored(&mut state, position_ms);
-        self.ctx.events.emit(Event::PlayerCreated {
-            guild_id: player.guild_id,
-            player_id: player.id,
-            restored_queue_len,
-            restored_position_ms: position_ms,
-        });
         player.persist(&state);
-        Ok(player.snapshot_of(&state))
+        drop(state);
+        Ok((player, restored_queue_len, position_ms))
     }
 
     /// A player on the clock, and the task that applies what the clock and its voice
@@ -324,7 +415,16 @@ impl Registry {
     pub async fn destroy(&self, id: Id, was_stopped: bool) -> Result<(), PlayerError> {
         let player = guard(&self.players).remove(&id).ok_or(PlayerError::NotFound(id))?;
         self.tear_down(&player, &mut *player.state.lock().await, was_stopped);
+        self.leave(id).await;
         Ok(())
+    }
+
+    /// In a cluster, gives up a removed player's lease for good.
+    async fn leave(&self, id: Id) {
+        self.report_load();
+        if let Some(cluster) = &self.ctx.cluster {
+            cluster.release(id).await;
+        }
     }
 
     /// Saves a removed player's guild state, stops it and says so on the event stream.
@@ -345,6 +445,7 @@ impl Registry {
         };
         if removed.is_some() {
             self.tear_down(player, &mut *player.state.lock().await, false);
+            self.leave(player.id).await;
         }
     }
 }
@@ -352,8 +453,15 @@ impl Registry {
 /// How often a playing player's position is saved (a restart resumes within this).
 const POSITION_SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Stores each player's newest state in order; only what changed is written.
-async fn write_state(store: StateStore, guild: Id, mut views: watch::Receiver<Option<PersistView>>) {
+/// Stores each player's newest state in order; only what changed is written. In a cluster
+/// (`fence`) nothing is written unless this node holds the player with fresh leases: a node
+/// back from a pause must not write over what the player's new holder saves.
+async fn write_state(
+    store: StateStore,
+    guild: Id,
+    mut views: watch::Receiver<Option<PersistView>>,
+    fence: Option<(Arc<Cluster>, Id)>,
+) {
     let mut saved_ids: Option<Vec<String>> = None;
     let mut saved_position: Option<u64> = None;
     let mut saved_snapshot: Option<PlayerSnapshot> = None;
@@ -361,6 +469,11 @@ async fn write_state(store: StateStore, guild: Id, mut views: watch::Receiver<Op
     // position is neither copied nor compared again.
     let mut saved_revision: Option<u64> = None;
     while views.changed().await.is_ok() {
+        if let Some((cluster, player)) = &fence
+            && !cluster.may_write(*player)
+        {
+            continue;
+        }
         let (position_ms, whole) = {
             let view = views.borrow_and_update();
             let Some(view) = view.as_ref() else { continue };

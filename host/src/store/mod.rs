@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 pub use embedded::EmbeddedKv;
 pub use redis::RedisKv;
+pub(crate) use redis::err as redis_error;
 
 use crate::model::{Id, PlayerSnapshot, PlaylistSnapshot, Track};
 
@@ -245,6 +246,11 @@ impl StateStore {
 
     pub async fn save_playlist(&self, guild: Id, playlist: &PlaylistSnapshot) -> Result<(), StoreError> {
         self.write(&format!("guild:{guild}:playlist:{}", playlist.name), playlist, None).await
+    }
+
+    /// The player's last saved view (its voice credentials, queue, volume and filters).
+    pub async fn player_state(&self, player: Id) -> Result<Option<PlayerSnapshot>, StoreError> {
+        self.read(&format!("player:{player}:state")).await
     }
 
     pub async fn save_player_state(&self, snapshot: &PlayerSnapshot) -> Result<(), StoreError> {

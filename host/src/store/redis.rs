@@ -16,10 +16,11 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct RedisKv {
+    client: redis::Client,
     conn: Arc<OnceCell<ConnectionManager>>,
 }
 
-fn err(e: redis::RedisError) -> StoreError {
+pub(crate) fn err(e: redis::RedisError) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
@@ -36,15 +37,16 @@ impl RedisKv {
         match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
             Ok(manager) => {
                 let _ = conn.set(manager);
-                return Ok(Self { conn });
+                return Ok(Self { client, conn });
             }
             Err(e) => tracing::warn!(error = %e, "redis is not reachable; starting without it and retrying"),
         }
         let connecting = conn.clone();
+        let retrying = client.clone();
         tokio::spawn(async move {
             let mut wait = Duration::from_millis(100);
             loop {
-                match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+                match ConnectionManager::new_with_config(retrying.clone(), config.clone()).await {
                     Ok(manager) => {
                         let _ = connecting.set(manager);
                         tracing::info!("connected to redis");
@@ -58,10 +60,16 @@ impl RedisKv {
                 }
             }
         });
-        Ok(Self { conn })
+        Ok(Self { client, conn })
     }
 
-    fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    /// The client, for connections of another kind (subscriptions).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The shared connection (an error until the first one is made).
+    pub fn conn(&self) -> Result<ConnectionManager, StoreError> {
         self.conn.get().cloned().ok_or_else(|| StoreError::Backend("redis is not connected yet".into()))
     }
 

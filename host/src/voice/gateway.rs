@@ -391,7 +391,7 @@ async fn handshake(
     }
     let std_udp = udp.into_std().map_err(VoiceError::Udp)?;
     let session = dave.as_ref().map(|d| d.session.clone());
-    let sender = Arc::new(PacketSender::new(std_udp, ssrc, cipher, session, commands));
+    let sender = Arc::new(PacketSender::new(std_udp, ssrc, cipher, session, commands, options.gate.clone()));
     Ok((link, interval, sender, dave))
 }
 

@@ -7,6 +7,7 @@ mod crypto;
 mod dave;
 mod gateway;
 pub mod scheduler;
+mod send_gate;
 mod sender;
 pub mod tls;
 
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use close_codes::describe as describe_close_code;
 pub use crypto::{AES256_GCM, XCHACHA20};
 pub use scheduler::{Scheduler, TickOutcome, Tickable};
+pub use send_gate::SendGate;
 pub use sender::{OPUS_SILENCE, PacketSender, SendOutcome};
 
 /// Credentials from the bot's VOICE_STATE_UPDATE / VOICE_SERVER_UPDATE.
@@ -42,6 +44,8 @@ pub struct VoiceOptions {
     /// How long the handshake waits for the DAVE group before reporting the connection ready.
     pub dave_ready_timeout: Duration,
     pub resume_attempts: u32,
+    /// In a cluster: audio goes out only while the node's leases are fresh.
+    pub gate: Option<Arc<SendGate>>,
 }
 
 /// Something that happened to a live connection.

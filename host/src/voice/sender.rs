@@ -11,6 +11,7 @@ use davey::{Codec, DaveSession, MediaType};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use super::SendGate;
 use super::crypto::{TransportCipher, rtp_header};
 
 /// The Opus frame that means "nothing to play"; DAVE leaves it unencrypted by design.
@@ -22,7 +23,8 @@ pub enum SendOutcome {
     Sent,
     /// The E2EE state is being updated right now; try again later in this tick.
     Busy,
-    /// No key to encrypt with yet (DAVE group not formed); the frame was not consumed.
+    /// No key to encrypt with yet (DAVE group not formed), or the node's send gate is shut;
+    /// the frame was not consumed.
     NotReady,
     /// The connection is gone or the socket refused the packet.
     Failed,
@@ -48,6 +50,7 @@ pub struct PacketSender {
     timestamp_base: u32,
     cipher: TransportCipher,
     dave: Option<Arc<Mutex<DaveSession>>>,
+    gate: Option<Arc<SendGate>>,
     state: Mutex<SendState>,
     alive: AtomicBool,
     speaking: AtomicBool,
@@ -63,6 +66,7 @@ impl PacketSender {
         cipher: TransportCipher,
         dave: Option<Arc<Mutex<DaveSession>>>,
         commands: mpsc::UnboundedSender<GatewayCommand>,
+        gate: Option<Arc<SendGate>>,
     ) -> Self {
         Self {
             socket,
@@ -70,6 +74,7 @@ impl PacketSender {
             timestamp_base: rand::random(),
             cipher,
             dave,
+            gate,
             state: Mutex::new(SendState {
                 sequence: rand::random(),
                 nonce: 0,
@@ -128,6 +133,9 @@ impl PacketSender {
     pub fn send(&self, tick: u64, opus: &[u8]) -> SendOutcome {
         if !self.is_alive() {
             return SendOutcome::Failed;
+        }
+        if self.gate.as_ref().is_some_and(|gate| !gate.is_open()) {
+            return SendOutcome::NotReady;
         }
         let mut state = self.state.lock();
         let SendState { sequence, nonce, packet, e2ee } = &mut *state;

@@ -185,16 +185,7 @@ impl Harness {
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        let body =
-            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Reply { status, body }
+        call_at(&self.http, &self.url(path), method, body).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
@@ -217,20 +208,7 @@ impl Harness {
 
     /// A fresh guild whose call the fake knows, and the bot's payload for it.
     pub fn new_call(&self) -> (u64, Value) {
-        let guild = NEXT_GUILD.fetch_add(1, Ordering::Relaxed);
-        let channel = guild + 1_000;
-        self.fake.register_call(&guild.to_string(), channel);
-        let payload = json!({
-            "guild_id": guild.to_string(),
-            "player_id": guild.to_string(),
-            "channel_id": channel.to_string(),
-            "user_id": BOT_USER.to_string(),
-            "session_id": format!("session-{guild}"),
-            "token": format!("token-{guild}"),
-            "endpoint": self.fake.endpoint(),
-            "gateway_url": self.fake.gateway_url(),
-        });
-        (guild, payload)
+        new_call_on(&self.fake)
     }
 
     /// Creates a player for a new call and returns its guild and fake session.
@@ -248,21 +226,57 @@ impl Harness {
     }
 
     pub async fn events(&self) -> Events {
-        let url = format!("ws://{}/ws", self.addr);
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connects");
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let (_, mut read) = ws.split();
-            while let Some(Ok(msg)) = read.next().await {
-                if let Ok(text) = msg.to_text()
-                    && let Ok(v) = serde_json::from_str::<Value>(text)
-                {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        Events { rx, seen: Vec::new() }
+        events_at(&self.base_url()).await
     }
+}
+
+/// A fresh guild whose call `fake` knows, and the bot's payload for it.
+pub fn new_call_on(fake: &FakeVoiceServer) -> (u64, Value) {
+    let guild = NEXT_GUILD.fetch_add(1, Ordering::Relaxed);
+    let channel = guild + 1_000;
+    fake.register_call(&guild.to_string(), channel);
+    let payload = json!({
+        "guild_id": guild.to_string(),
+        "player_id": guild.to_string(),
+        "channel_id": channel.to_string(),
+        "user_id": BOT_USER.to_string(),
+        "session_id": format!("session-{guild}"),
+        "token": format!("token-{guild}"),
+        "endpoint": fake.endpoint(),
+        "gateway_url": fake.gateway_url(),
+    });
+    (guild, payload)
+}
+
+/// A request to `url` with the test token; the answer's JSON (or its text as a string).
+pub async fn call_at(http: &reqwest::Client, url: &str, method: reqwest::Method, body: Option<Value>) -> Reply {
+    let mut request = http.request(method, url).bearer_auth(TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    Reply { status, body }
+}
+
+/// The event stream of the server at `base` (`http://host:port`).
+pub async fn events_at(base: &str) -> Events {
+    let url = format!("{}/ws", base.replacen("http://", "ws://", 1));
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connects");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (_, mut read) = ws.split();
+        while let Some(Ok(msg)) = read.next().await {
+            if let Ok(text) = msg.to_text()
+                && let Ok(v) = serde_json::from_str::<Value>(text)
+            {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    Events { rx, seen: Vec::new() }
 }
 
 /// The fake's CA as a PEM file, when it serves TLS (`SSL_CERT_FILE` for the server).
@@ -493,4 +507,21 @@ pub fn counter(metrics: &str, name: &str, labels: &[&str]) -> u64 {
 /// The Opus payloads a listener heard, without the silence frames around the track.
 pub fn heard_packets(session: &Session) -> Vec<Vec<u8>> {
     session.payloads().into_iter().filter(|p| p.as_slice() != fake_voice::analysis::OPUS_SILENCE).collect()
+}
+
+/// Asks `check` every 25 ms until it answers something, for at most `limit`; panics naming
+/// `what` otherwise. For state that only polling can see (another process's records).
+pub async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

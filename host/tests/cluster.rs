@@ -1,0 +1,209 @@
+//! Several nodes as one service: three node processes, one real `redis-server` and the fake
+//! voice server, all started here. A node's players are held through leases of 1.5 s.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fake_voice::{FakeVoiceConfig, FakeVoiceServer, Session};
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::media::MediaServer;
+use support::process::{Process, spawn_server};
+use support::redis::RedisServer;
+use support::{LIMIT, Reply, call_at, events_at, new_call_on, until};
+
+const NAMES: [&str; 3] = ["a", "b", "c"];
+const LEASE_MS: u64 = 1500;
+
+struct Nodes {
+    fake: FakeVoiceServer,
+    media: MediaServer,
+    _redis: RedisServer,
+    _plugins: tempfile::TempDir,
+    /// Node processes by position in [`NAMES`]; None once killed.
+    nodes: Vec<Option<Process>>,
+    bases: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl Nodes {
+    /// Three nodes on one Redis, each seeing all three.
+    async fn start() -> Self {
+        let fake = FakeVoiceServer::start(FakeVoiceConfig::default()).await.expect("fake voice server");
+        let media = MediaServer::start().await;
+        let redis = RedisServer::start().await;
+        let plugins = support::plugins::install(&["lavalink-filters"]);
+        let mut nodes = Vec::new();
+        for name in NAMES {
+            let env = [
+                ("REDIS_URI", redis.uri()),
+                ("NODE_ID", name.to_string()),
+                ("NODE_LEASE_MS", LEASE_MS.to_string()),
+                ("MEDIA_ALLOW_HOSTS", media.allow_hosts()),
+                ("PLUGINS_DIR", plugins.path().display().to_string()),
+            ];
+            nodes.push(Some(spawn_server(&env).await));
+        }
+        let bases = nodes.iter().flatten().map(|p| p.base.clone()).collect();
+        let all = Self { fake, media, _redis: redis, _plugins: plugins, nodes, bases, http: reqwest::Client::new() };
+        for node in 0..NAMES.len() {
+            all.players_on_each(node, |n| n.len() == NAMES.len()).await;
+        }
+        all
+    }
+
+    async fn call(&self, node: usize, method: Method, path: &str, body: Option<Value>) -> Reply {
+        call_at(&self.http, &format!("{}{path}", self.bases[node]), method, body).await
+    }
+
+    /// Waits until `GET /nodes` on `node` satisfies `check` (each node's record is rewritten
+    /// every third of a lease), and answers the list.
+    async fn players_on_each(&self, node: usize, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        until(LIMIT, "the node list", || async {
+            let reply = self.call(node, Method::GET, "/nodes", None).await;
+            let list = reply.body.as_array().cloned().unwrap_or_default();
+            (reply.status == 200 && check(&list)).then_some(list)
+        })
+        .await
+    }
+
+    /// The guild's voice session that identified after `first` (the fake keeps the newest per
+    /// session id; the old one still counts what reaches it).
+    fn next_session(&self, guild: u64, first: &Session) -> Option<Arc<Session>> {
+        self.fake.session(&guild.to_string()).filter(|s| s.ssrc != first.ssrc)
+    }
+
+    fn pid(&self, node: usize) -> String {
+        self.nodes[node].as_ref().expect("node runs").pid()
+    }
+
+    /// A new player for a new call, created through `through` and pinned on `on`.
+    async fn player(&self, through: usize, on: &str) -> u64 {
+        let (guild, payload) = new_call_on(&self.fake);
+        let created = self.call(through, Method::POST, &format!("/players?node={on}"), Some(payload)).await;
+        assert_eq!((created.status, &created.body["voice_connected"]), (201, &json!(true)), "{created:?}");
+        guild
+    }
+}
+
+/// Whether event `e` is a `kind` for `guild`'s player.
+fn is(e: &Value, kind: &str, guild: u64) -> bool {
+    e["type"] == kind && e["data"]["guild_id"].as_str() == Some(guild.to_string().as_str())
+}
+
+fn players_of(list: &[Value], node: &str) -> u64 {
+    list.iter().find(|n| n["id"] == node).and_then(|n| n["players"].as_u64()).unwrap_or(u64::MAX)
+}
+
+fn signal(pid: &str, which: &str) {
+    let sent = std::process::Command::new("kill").args([which, pid]).status().expect("kill runs");
+    assert!(sent.success(), "kill {which} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_sent_to_any_node_acts_on_the_player_wherever_it_plays() {
+    let nodes = Nodes::start().await;
+    let mut events_on_c = events_at(&nodes.bases[2]).await;
+    // Created through a, played by b.
+    let guild = nodes.player(0, "b").await;
+    nodes.players_on_each(0, |list| players_of(list, "b") == 1 && players_of(list, "a") == 0).await;
+
+    // Enqueued through c; heard; b's events reach c's stream.
+    let url = nodes.media.url("tone-450-20s.opus");
+    let queued = nodes.call(2, Method::POST, &format!("/players/{guild}/queue"), Some(json!({ "url": url }))).await;
+    assert_eq!(queued.status, 200, "{queued:?}");
+    let session = nodes.fake.session(&guild.to_string()).expect("b's voice session");
+    session.wait(LIMIT, |c| c.packets >= 50).await.expect("the track plays");
+    let started = events_on_c.wait("TrackStarted from b", |e| is(e, "TrackStarted", guild)).await;
+    assert_eq!(started["data"]["track"]["id"], queued.body["current_track"]["id"], "{started}");
+
+    // A control through a, seen through c; every node lists the player.
+    let volume = nodes.call(0, Method::POST, &format!("/players/{guild}/volume"), Some(json!({"volume": 0.5}))).await;
+    assert_eq!(volume.status, 200, "{volume:?}");
+    let seen = nodes.call(2, Method::GET, &format!("/players/{guild}"), None).await;
+    assert_eq!((seen.status, &seen.body["volume"]), (200, &json!(0.5)), "{seen:?}");
+    for (node, name) in NAMES.iter().enumerate() {
+        let listed = nodes.call(node, Method::GET, "/players", None).await;
+        let ids: Vec<&Value> = listed.body.as_array().into_iter().flatten().map(|p| &p["player_id"]).collect();
+        assert_eq!(ids, [&json!(guild.to_string())], "node {name}: {listed:?}");
+    }
+
+    // Destroyed through c: gone from b and from the cluster.
+    let gone = nodes.call(2, Method::DELETE, &format!("/players/{guild}"), None).await;
+    assert_eq!(gone.status, 204, "{gone:?}");
+    events_on_c.wait("PlayerDestroyed from b", |e| is(e, "PlayerDestroyed", guild)).await;
+    nodes.players_on_each(2, |list| players_of(list, "b") == 0).await;
+    let missing = nodes.call(0, Method::GET, &format!("/players/{guild}"), None).await;
+    assert_eq!(missing.status, 404, "{missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_player_is_adopted_and_heard_from_where_it_stopped() {
+    let mut nodes = Nodes::start().await;
+    let guild = nodes.player(0, "b").await;
+    let chain = json!([{ "name": "lowPass", "config": { "smoothing": 2.0 } }]);
+    let set = nodes.call(0, Method::PUT, &format!("/players/{guild}/filters"), Some(chain.clone())).await;
+    assert_eq!(set.status, 200, "{set:?}");
+    for file in ["tone-450-20s.opus", "tone-523-long.mp3"] {
+        let url = nodes.media.url(file);
+        let queued = nodes.call(0, Method::POST, &format!("/players/{guild}/queue"), Some(json!({ "url": url }))).await;
+        assert_eq!(queued.status, 200, "{queued:?}");
+    }
+    let first = nodes.fake.session(&guild.to_string()).expect("b's voice session");
+    first.wait(LIMIT, |c| c.packets >= 150).await.expect("three seconds played");
+    let mut events_on_a = events_at(&nodes.bases[0]).await;
+    let before = nodes.call(0, Method::GET, &format!("/players/{guild}"), None).await.body;
+
+    nodes.nodes[1] = None; // SIGKILL
+    let killed = Instant::now();
+    let adopted =
+        events_on_a.wait_within(Duration::from_secs(5), "PlayerAdopted", |e| is(e, "PlayerAdopted", guild)).await;
+    assert_eq!(adopted["data"]["from"], "b", "{adopted}");
+    assert!(["a", "c"].contains(&adopted["data"]["node"].as_str().unwrap_or_default()), "{adopted}");
+
+    // Heard again, on a new voice session, within 5 s of the kill.
+    let left = Duration::from_secs(5).saturating_sub(killed.elapsed());
+    let second = until(left, "a second voice session", || async { nodes.next_session(guild, &first) }).await;
+    let left = Duration::from_secs(5).saturating_sub(killed.elapsed());
+    second.wait(left, |c| c.packets - c.silence_packets >= 1).await.expect("audio within 5 s of the kill");
+
+    // The same track, from where it stopped (positions are saved every 500 ms), with the
+    // rest of the queue, the volume and the filters.
+    let resumed = events_on_a.wait("TrackStarted after the adoption", |e| is(e, "TrackStarted", guild)).await;
+    assert_eq!(resumed["data"]["track"]["id"], before["current_track"]["id"], "{resumed}");
+    let (at_kill, resumed_at) =
+        (before["position_ms"].as_i64().unwrap_or(-1), resumed["data"]["position_ms"].as_i64().unwrap_or(-1));
+    assert!((resumed_at - at_kill).abs() <= 1000, "stopped at {at_kill} ms, resumed at {resumed_at} ms");
+    let now = nodes.call(2, Method::GET, &format!("/players/{guild}"), None).await.body;
+    assert_eq!((&now["queue"], &now["filters"]), (&before["queue"], &chain), "{now}");
+    second.wait(LIMIT, |c| c.packets - c.silence_packets >= 100).await.expect("two seconds more");
+    let off = second.report().windows_off_frequency(450.0, 2.0);
+    assert!(off.is_empty(), "windows off 450 Hz after the adoption: {off:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_whose_players_were_adopted_sends_nothing_when_it_wakes() {
+    let nodes = Nodes::start().await;
+    let guild = nodes.player(0, "b").await;
+    let url = nodes.media.url("tone-450-20s.opus");
+    let queued = nodes.call(0, Method::POST, &format!("/players/{guild}/queue"), Some(json!({ "url": url }))).await;
+    assert_eq!(queued.status, 200, "{queued:?}");
+    let first = nodes.fake.session(&guild.to_string()).expect("b's voice session");
+    first.wait(LIMIT, |c| c.packets >= 100).await.expect("two seconds played");
+    let mut events_on_a = events_at(&nodes.bases[0]).await;
+
+    signal(&nodes.pid(1), "-STOP");
+    events_on_a.wait("PlayerAdopted", |e| is(e, "PlayerAdopted", guild)).await;
+    let second = until(LIMIT, "a second voice session", || async { nodes.next_session(guild, &first) }).await;
+    second.wait(LIMIT, |c| c.packets >= 25).await.expect("the adopter plays");
+    let frozen = first.counters().packets;
+
+    signal(&nodes.pid(1), "-CONT");
+    // b learns from its renewal that it lost the player, and lets it go.
+    nodes.players_on_each(0, |list| players_of(list, "b") == 0).await;
+    let adopter = second.counters().packets;
+    second.wait(LIMIT, |c| c.packets >= adopter + 50).await.expect("the adopter plays on");
+    assert_eq!(first.counters().packets, frozen, "b sent after it woke: two senders for one guild");
+}
