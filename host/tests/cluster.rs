@@ -20,7 +20,7 @@ const LEASE_MS: u64 = 1500;
 struct Nodes {
     fake: FakeVoiceServer,
     media: MediaServer,
-    _redis: RedisServer,
+    redis: RedisServer,
     _plugins: tempfile::TempDir,
     /// Node processes by position in [`NAMES`]; None once killed.
     nodes: Vec<Option<Process>>,
@@ -47,7 +47,7 @@ impl Nodes {
             nodes.push(Some(spawn_server(&env).await));
         }
         let bases = nodes.iter().flatten().map(|p| p.base.clone()).collect();
-        let all = Self { fake, media, _redis: redis, _plugins: plugins, nodes, bases, http: reqwest::Client::new() };
+        let all = Self { fake, media, redis, _plugins: plugins, nodes, bases, http: reqwest::Client::new() };
         for node in 0..NAMES.len() {
             all.players_on_each(node, |n| n.len() == NAMES.len()).await;
         }
@@ -206,4 +206,42 @@ async fn a_paused_node_whose_players_were_adopted_sends_nothing_when_it_wakes() 
     let adopter = second.counters().packets;
     second.wait(LIMIT, |c| c.packets >= adopter + 50).await.expect("the adopter plays on");
     assert_eq!(first.counters().packets, frozen, "b sent after it woke: two senders for one guild");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_nodes_play_on_report_degraded_and_adopt_nothing_until_it_returns() {
+    let mut nodes = Nodes::start().await;
+    let guild = nodes.player(0, "b").await;
+    let url = nodes.media.url("tone-450-20s.opus");
+    let queued = nodes.call(0, Method::POST, &format!("/players/{guild}/queue"), Some(json!({ "url": url }))).await;
+    assert_eq!(queued.status, 200, "{queued:?}");
+    let first = nodes.fake.session(&guild.to_string()).expect("b's voice session");
+    first.wait(LIMIT, |c| c.packets >= 50).await.expect("one second played");
+
+    nodes.redis.stop();
+    for node in 0..NAMES.len() {
+        until(LIMIT, "a degraded node", || async {
+            (nodes.call(node, Method::GET, "/ready", None).await.status == 503).then_some(())
+        })
+        .await;
+    }
+    // Two leases without Redis: b plays on, and nobody took its player.
+    let heard = first.counters().packets;
+    first.wait(LIMIT, |c| c.packets >= heard + 150).await.expect("b plays on without Redis");
+
+    nodes.redis.start_again().await;
+    for node in 0..NAMES.len() {
+        until(LIMIT, "a ready node", || async {
+            (nodes.call(node, Method::GET, "/ready", None).await.status == 200).then_some(())
+        })
+        .await;
+    }
+    // The lease b renews on its first round back (its key expired meanwhile) is still b's
+    // two leases later, when the others look for players to adopt: one sender throughout.
+    nodes.players_on_each(0, |list| list.len() == NAMES.len() && players_of(list, "b") == 1).await;
+    let heard = first.counters().packets;
+    first.wait(LIMIT, |c| c.packets >= heard + 150).await.expect("b plays on with Redis back");
+    assert_eq!(nodes.next_session(guild, &first).map(|s| s.ssrc), None, "the player was adopted");
+    let report = first.report();
+    assert_eq!(report.lost_packets, 0, "{report:?}");
 }
