@@ -130,11 +130,23 @@ async fn a_control_sent_to_any_node_acts_on_the_player_wherever_it_plays() {
         assert_eq!(ids, [&json!(guild.to_string())], "node {name}: {listed:?}");
     }
 
-    // Destroyed through c: gone from b and from the cluster.
-    let gone = nodes.call(2, Method::DELETE, &format!("/players/{guild}"), None).await;
+    // Moved to c through a (relayed to b, which hands it over); controls follow it.
+    let refused = nodes.call(0, Method::POST, &format!("/players/{guild}/migrate"), Some(json!({"node": "z"}))).await;
+    assert_eq!(refused.status, 400, "{refused:?}");
+    let moved = nodes.call(0, Method::POST, &format!("/players/{guild}/migrate"), Some(json!({"node": "c"}))).await;
+    assert_eq!((moved.status, &moved.body["node"]), (200, &json!("c")), "{moved:?}");
+    events_on_c.wait("PlayerAdopted by c", |e| is(e, "PlayerAdopted", guild) && e["data"]["from"] == "b").await;
+    nodes.players_on_each(0, |list| players_of(list, "c") == 1 && players_of(list, "b") == 0).await;
+    let volume = nodes.call(1, Method::POST, &format!("/players/{guild}/volume"), Some(json!({"volume": 0.25}))).await;
+    assert_eq!(volume.status, 200, "{volume:?}");
+    let seen = nodes.call(0, Method::GET, &format!("/players/{guild}"), None).await;
+    assert_eq!(seen.body["volume"], json!(0.25), "{seen:?}");
+
+    // Destroyed through b: gone from c and from the cluster.
+    let gone = nodes.call(1, Method::DELETE, &format!("/players/{guild}"), None).await;
     assert_eq!(gone.status, 204, "{gone:?}");
-    events_on_c.wait("PlayerDestroyed from b", |e| is(e, "PlayerDestroyed", guild)).await;
-    nodes.players_on_each(2, |list| players_of(list, "b") == 0).await;
+    events_on_c.wait("PlayerDestroyed", |e| is(e, "PlayerDestroyed", guild)).await;
+    nodes.players_on_each(2, |list| players_of(list, "c") == 0).await;
     let missing = nodes.call(0, Method::GET, &format!("/players/{guild}"), None).await;
     assert_eq!(missing.status, 404, "{missing:?}");
 }
@@ -244,4 +256,49 @@ async fn with_redis_down_nodes_play_on_report_degraded_and_adopt_nothing_until_i
     assert_eq!(nodes.next_session(guild, &first).map(|s| s.ssrc), None, "the player was adopted");
     let report = first.report();
     assert_eq!(report.lost_packets, 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_nodes_player_moves_with_no_frame_lost_or_repeated() {
+    let nodes = Nodes::start().await;
+    let url = nodes.media.url("tone-450-20s.opus");
+    // The same track on a player that stays where it is: what a whole play sends.
+    let (moving, staying) = (nodes.player(0, "b").await, nodes.player(0, "c").await);
+    for guild in [moving, staying] {
+        let queued = nodes.call(0, Method::POST, &format!("/players/{guild}/queue"), Some(json!({ "url": url }))).await;
+        assert_eq!(queued.status, 200, "{queued:?}");
+    }
+    let first = nodes.fake.session(&moving.to_string()).expect("b's voice session");
+    let reference = nodes.fake.session(&staying.to_string()).expect("c's voice session");
+    first.wait(LIMIT, |c| c.packets >= 150).await.expect("three seconds played");
+
+    // Drained through a: the player moves to the least loaded other node, a.
+    let drained = nodes.call(0, Method::POST, "/nodes/b/drain", None).await;
+    assert_eq!(drained.status, 200, "{drained:?}");
+    assert_eq!(drained.body["moved"][0]["node"], "a", "{drained:?}");
+    assert_eq!(drained.body["failed"], json!([]), "{drained:?}");
+    let second = until(LIMIT, "the new node's voice session", || async { nodes.next_session(moving, &first) }).await;
+
+    // Both tracks to their end: the moved one's frames, before and after the switch, are the
+    // unmoved one's, give or take one.
+    for session in [&second, &reference] {
+        session.wait(LIMIT, |c| c.packets > c.silence_packets && c.silence_packets >= 5).await.expect("to the end");
+    }
+    let audio = |r: &fake_voice::Report| r.packets - r.silence_packets;
+    let (before, after, whole) = (audio(&first.report()), audio(&second.report()), audio(&reference.report()));
+    eprintln!("frames: {before} before the switch, {after} after; {whole} unmoved");
+    assert!(before >= 150 && after >= 100, "before {before}, after {after}");
+    assert!((before + after).abs_diff(whole) <= 1, "moved: {before} + {after} frames; unmoved: {whole}");
+    let off = second.report().windows_off_frequency(450.0, 2.0);
+    assert!(off.is_empty(), "windows off 450 Hz after the move: {off:?}");
+
+    // b takes no new player while it drains (the two above ended with their tracks).
+    let list = nodes.players_on_each(0, |list| players_of(list, "b") == 0).await;
+    assert!(list.iter().any(|n| n["id"] == "b" && n["draining"] == true), "{list:?}");
+    let (_, payload) = new_call_on(&nodes.fake);
+    let created = nodes.call(1, Method::POST, "/players", Some(payload)).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let total = |list: &[Value]| list.iter().map(|n| n["players"].as_u64().unwrap_or(0)).sum::<u64>();
+    let list = nodes.players_on_each(0, |list| total(list) == 1).await;
+    assert_eq!(players_of(&list, "b"), 0, "a new player went to the draining node: {list:?}");
 }

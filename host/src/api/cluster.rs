@@ -13,6 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 
 use super::{AppState, BODY_LIMIT, error::ApiError};
 use crate::cluster::{Cluster, NodeRecord};
@@ -168,8 +169,210 @@ pub async fn players_elsewhere(app: &AppState, headers: &HeaderMap) -> Vec<Playe
 
 /// `GET /nodes`: the cluster's live nodes, with how many players each plays.
 pub async fn nodes(State(app): State<AppState>) -> Result<Json<Vec<NodeRecord>>, ApiError> {
-    let Some(peers) = &app.peers else {
-        return Err(ApiError::not_found("this node is not in a cluster (set NODE_ID and REDIS_URI)"));
-    };
+    let peers = app.peers.as_ref().ok_or_else(not_clustered)?;
     Ok(Json(peers.cluster.nodes().await.map_err(ApiError::store_unavailable)?))
+}
+
+/// How far ahead a migration's switch is set: time for the taking node to connect voice
+/// (DAVE ready) and open the track while the giving node still plays.
+const SWITCH_LEAD_MS: u64 = 1500;
+/// Players a drain moves at once.
+const DRAIN_AT_ONCE: usize = 16;
+
+/// `POST /players/{id}/migrate`: an optional node to move to.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    node: Option<String>,
+}
+
+/// Where a player went, and when it switched.
+#[derive(Debug, serde::Serialize)]
+pub struct Moved {
+    player_id: Id,
+    node: String,
+    switch_at_ms: u64,
+}
+
+/// What the giving node sends the taking one.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct TakeRequest {
+    snapshot: PlayerSnapshot,
+    from: String,
+    generation: u64,
+    switch_at_ms: u64,
+    position_ms: u64,
+    playing: bool,
+}
+
+/// `POST /players/{id}/migrate` on the node that plays it (any other relays it here).
+pub async fn migrate(
+    State(app): State<AppState>,
+    super::extract::PlayerId(id): super::extract::PlayerId,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Moved>, ApiError> {
+    let peers = app.peers.clone().ok_or_else(not_clustered)?;
+    let request: MigrateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        MigrateRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(ApiError::bad_request)?
+    };
+    app.registry.get(id)?;
+    let target = match request.node {
+        Some(node) if node == peers.cluster.node_id() => {
+            return Err(ApiError::bad_request(format!("player {id} already plays on {node}")));
+        }
+        Some(node) => {
+            let nodes = peers.cluster.nodes().await.map_err(ApiError::store_unavailable)?;
+            let found = nodes.into_iter().find(|n| n.id == node && !n.draining);
+            found.ok_or_else(|| ApiError::bad_request(format!("no live node named {node:?} takes players")))?
+        }
+        None => peers
+            .cluster
+            .least_loaded_other()
+            .await
+            .map_err(ApiError::store_unavailable)?
+            .ok_or_else(|| ApiError::service_unavailable("no other live node to move the player to"))?,
+    };
+    Ok(Json(move_player(&app, &peers, id, &target, &headers).await?))
+}
+
+/// Moves player `id` to `target`, make-before-break: the target connects and opens the
+/// track at the position the player will have reached at the switch, then at the switch
+/// (a wall-clock instant both nodes share) this node stops sending and the target starts.
+async fn move_player(
+    app: &AppState,
+    peers: &Peers,
+    id: Id,
+    target: &NodeRecord,
+    headers: &HeaderMap,
+) -> Result<Moved, ApiError> {
+    let cluster = &peers.cluster;
+    let player = app.registry.get(id)?;
+    let generation =
+        cluster.generation_of(id).ok_or_else(|| ApiError::service_unavailable("this node does not hold the player"))?;
+    let snapshot = player.snapshot().await;
+    let playing = snapshot.status == crate::model::PlayerStatus::Playing;
+    let switch_at_ms = crate::cluster::unix_ms() + SWITCH_LEAD_MS;
+    let position_ms = snapshot.position_ms + if playing { SWITCH_LEAD_MS } else { 0 };
+    let take =
+        TakeRequest { snapshot, from: cluster.node_id().to_string(), generation, switch_at_ms, position_ms, playing };
+    let body = serde_json::to_vec(&take).map_err(ApiError::internal)?;
+    let path = format!("/cluster/players/{id}/take");
+    let mut headers = headers.clone();
+    headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let answer = peers.relay(target, Method::POST, &path, &headers, Body::from(body)).await;
+    if !answer.status().is_success() {
+        let body = axum::body::to_bytes(answer.into_body(), BODY_LIMIT).await.unwrap_or_default();
+        let why = String::from_utf8_lossy(&body);
+        return Err(ApiError::service_unavailable(format!("node {} did not take player {id}: {why}", target.id)));
+    }
+    let registry = app.registry.clone();
+    let giving = cluster.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(until_unix_ms(switch_at_ms)).await;
+        giving.hand_off(id);
+        registry.let_go(id).await;
+    });
+    Ok(Moved { player_id: id, node: target.id.clone(), switch_at_ms })
+}
+
+/// How long from now until the Unix time `at_ms`.
+fn until_unix_ms(at_ms: u64) -> Duration {
+    Duration::from_millis(at_ms.saturating_sub(crate::cluster::unix_ms()))
+}
+
+/// `POST /cluster/players/{id}/take` (from the node giving the player): prepares the player
+/// here, answers once it is ready, and switches to it at the agreed instant.
+pub async fn take(
+    State(app): State<AppState>,
+    super::extract::PlayerId(id): super::extract::PlayerId,
+    super::extract::JsonBody(take): super::extract::JsonBody<TakeRequest>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let peers = app.peers.clone().ok_or_else(not_clustered)?;
+    if take.snapshot.player_id != id {
+        return Err(ApiError::bad_request("the snapshot is another player's"));
+    }
+    let player = app.registry.prepare_take_over(&take.snapshot, take.position_ms).await?;
+    if crate::cluster::unix_ms() >= take.switch_at_ms {
+        app.registry.abandon(player).await;
+        return Err(ApiError::service_unavailable("the player was not ready here before the switch"));
+    }
+    let registry = app.registry.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(until_unix_ms(take.switch_at_ms)).await;
+        match peers.cluster.take_over(id, &take.from, take.generation).await {
+            Ok(true) => registry.commit_take_over(player, take.from, take.playing).await,
+            Ok(false) => {
+                tracing::warn!(player = %id, from = %take.from, "the player's lease changed before the switch; not taking it");
+                registry.abandon(player).await;
+            }
+            Err(e) => {
+                tracing::warn!(player = %id, error = %e, "could not take the player's lease at the switch");
+                registry.abandon(player).await;
+            }
+        }
+    });
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// What a drain did.
+#[derive(Debug, serde::Serialize)]
+pub struct Drained {
+    node: String,
+    moved: Vec<Moved>,
+    failed: Vec<NotMoved>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct NotMoved {
+    player_id: Id,
+    error: String,
+}
+
+/// `POST /nodes/{id}/drain`: the node stops taking players and moves each of its players to
+/// the least loaded other node; it answers once every move is set. Sent to another node, it
+/// is relayed there.
+pub async fn drain(
+    State(app): State<AppState>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(peers) = app.peers.clone() else { return not_clustered().into_response() };
+    if node != peers.cluster.node_id() {
+        let nodes = match peers.cluster.nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) => return ApiError::store_unavailable(e).into_response(),
+        };
+        let Some(other) = nodes.into_iter().find(|n| n.id == node) else {
+            return ApiError::not_found(format!("no live node named {node:?}")).into_response();
+        };
+        return peers.relay(&other, Method::POST, &format!("/nodes/{node}/drain"), &headers, Body::empty()).await;
+    }
+    peers.cluster.start_draining();
+    let moves = app.registry.list().into_iter().map(|player| {
+        let (app, peers, headers) = (app.clone(), peers.clone(), headers.clone());
+        async move {
+            let moved = match peers.cluster.least_loaded_other().await {
+                Ok(Some(target)) => move_player(&app, &peers, player.id, &target, &headers).await,
+                Ok(None) => Err(ApiError::service_unavailable("no other live node takes players")),
+                Err(e) => Err(ApiError::store_unavailable(e)),
+            };
+            moved.map_err(|e| NotMoved { player_id: player.id, error: e.message })
+        }
+    });
+    let results: Vec<Result<Moved, NotMoved>> =
+        futures_util::stream::iter(moves).buffer_unordered(DRAIN_AT_ONCE).collect().await;
+    let (moved, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    Json(Drained {
+        node,
+        moved: moved.into_iter().flatten().collect(),
+        failed: failed.into_iter().filter_map(Result::err).collect(),
+    })
+    .into_response()
+}
+
+fn not_clustered() -> ApiError {
+    ApiError::not_found("this node is not in a cluster (set NODE_ID and REDIS_URI)")
 }

@@ -70,6 +70,9 @@ pub fn router(state: AppState, lavalink_password: Option<String>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/nodes", get(cluster::nodes))
+        .route("/nodes/{node}/drain", post(cluster::drain))
+        .route("/players/{id}/migrate", post(cluster::migrate))
+        .route("/cluster/players/{id}/take", post(cluster::take))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), cluster::forward_to_owner))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));

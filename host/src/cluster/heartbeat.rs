@@ -143,7 +143,7 @@ async fn beat(cluster: Arc<Cluster>, news: mpsc::UnboundedSender<News>) {
                     tracing::info!(node = cluster.node_id(), "cluster heartbeat is answered");
                 }
                 let since = *answering_since.get_or_insert(now);
-                if now - since < lease {
+                if now - since < lease || cluster.is_draining() {
                     continue;
                 }
                 match cluster.adopt_orphans().await {

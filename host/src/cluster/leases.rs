@@ -80,3 +80,22 @@ return 1
 ",
     )
 });
+
+/// Hands a player over from one node to another (a migration): when the lease is still the
+/// giving node's at the given generation, the taking node holds it at a new generation.
+/// Answers the new generation, or 0 when the lease had changed.
+pub static HAND_OVER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local prefix, node, ttl, id, from, generation = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local lease = prefix .. 'cluster:lease:' .. id
+if redis.call('GET', lease) ~= from .. ' ' .. generation then
+  return 0
+end
+local next = redis.call('INCR', prefix .. 'cluster:generation:' .. id)
+redis.call('SET', lease, node .. ' ' .. next, 'PX', ttl)
+redis.call('SET', prefix .. 'cluster:owner:' .. id, node)
+return next
+",
+    )
+});

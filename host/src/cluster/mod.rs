@@ -10,7 +10,7 @@ mod relay;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -42,6 +42,10 @@ pub struct NodeRecord {
     pub players: usize,
     /// When the node started (Unix ms).
     pub started_ms: u64,
+    /// Whether it is moving its players away (`POST /nodes/{id}/drain`): it takes no new
+    /// players and adopts none.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// The answer to a claim on a player.
@@ -64,9 +68,11 @@ pub struct Cluster {
     held: Mutex<HashMap<Id, u64>>,
     /// Players this node plays (its load), as the registry last said.
     players: AtomicUsize,
+    draining: AtomicBool,
 }
 
-fn unix_ms() -> u64 {
+/// Milliseconds since the Unix epoch: the time nodes agree on (a migration's switch).
+pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -83,6 +89,7 @@ impl Cluster {
             started_ms: unix_ms(),
             held: Mutex::default(),
             players: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
         }))
     }
 
@@ -96,6 +103,46 @@ impl Cluster {
 
     fn ttl_ms(&self) -> u64 {
         self.settings.lease.as_millis() as u64
+    }
+
+    /// Stops taking new players and adopting any: the node is being emptied.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The generation at which this node holds `id`, if it does.
+    pub fn generation_of(&self, id: Id) -> Option<u64> {
+        self.held.lock().get(&id).copied()
+    }
+
+    /// Takes `id` over from node `from`, which held it at `generation` (a migration). False
+    /// when the lease had changed meanwhile.
+    pub async fn take_over(&self, id: Id, from: &str, generation: u64) -> Result<bool, StoreError> {
+        let mut conn = self.redis.conn()?;
+        let next: u64 = leases::HAND_OVER
+            .arg(&self.prefix)
+            .arg(self.node_id())
+            .arg(self.ttl_ms())
+            .arg(id.0)
+            .arg(from)
+            .arg(generation)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(crate::store::redis_error)?;
+        if next == 0 {
+            return Ok(false);
+        }
+        self.held.lock().insert(id, next);
+        Ok(true)
+    }
+
+    /// Stops holding a player handed to another node (its lease is that node's now).
+    pub fn hand_off(&self, id: Id) {
+        self.forget(id);
     }
 
     /// Tells the cluster how many players this node plays.
@@ -197,15 +244,20 @@ impl Cluster {
     }
 
     /// The node a new player should go to: the live node with the fewest players (this one on
-    /// a tie), or this one when none is known.
+    /// a tie), or this one when none is known. Draining nodes take none.
     pub async fn least_loaded(&self) -> Result<NodeRecord, StoreError> {
         let here = self.record();
-        let nodes = self.nodes().await?;
-        let best = nodes.into_iter().filter(|n| n.id != here.id).min_by_key(|n| n.players);
+        let best = self.least_loaded_other().await?;
         Ok(match best {
-            Some(other) if other.players < here.players => other,
+            Some(other) if here.draining || other.players < here.players => other,
             _ => here,
         })
+    }
+
+    /// The live node other than this one with the fewest players, draining ones aside.
+    pub async fn least_loaded_other(&self) -> Result<Option<NodeRecord>, StoreError> {
+        let nodes = self.nodes().await?;
+        Ok(nodes.into_iter().filter(|n| n.id != self.node_id() && !n.draining).min_by_key(|n| n.players))
     }
 
     /// This node's record as it would write it now.
@@ -215,6 +267,7 @@ impl Cluster {
             url: self.settings.url.clone(),
             players: self.players.load(Ordering::Relaxed),
             started_ms: self.started_ms,
+            draining: self.is_draining(),
         }
     }
 }

@@ -262,13 +262,9 @@ impl Registry {
             (None, None) => self.stored_state(payload.guild_id).await?,
         };
 
-        let listener: Arc<dyn PlayerListener> = Arc::new(EventBusListener(self.ctx.events.clone()));
-        let (player, persist_rx) =
-            self.new_player(payload.clone(), Some(voice), (voice_tx, voice_rx), PlayerKind::Mesastream, listener);
+        let player = self.mesastream_player(payload, voice, (voice_tx, voice_rx));
         guard(&self.players).insert(player.id, player.clone());
         self.report_load();
-        let fence = self.ctx.cluster.clone().map(|cluster| (cluster, player.id));
-        tokio::spawn(write_state(self.ctx.store.clone(), player.guild_id, persist_rx, fence));
         let restored_queue_len = queue.len();
         let mut state = player.state.lock().await;
         if let Some(saved) = adopted {
@@ -281,6 +277,73 @@ impl Registry {
         player.persist(&state);
         drop(state);
         Ok((player, restored_queue_len, position_ms))
+    }
+
+    /// A mesastream player on the clock, reporting to the event stream, its state saved.
+    fn mesastream_player(
+        self: &Arc<Self>,
+        payload: VoiceBridgePayload,
+        voice: VoiceConnection,
+        voice_events: (mpsc::UnboundedSender<VoiceEvent>, mpsc::UnboundedReceiver<VoiceEvent>),
+    ) -> Arc<Player> {
+        let listener: Arc<dyn PlayerListener> = Arc::new(EventBusListener(self.ctx.events.clone()));
+        let (player, persist_rx) =
+            self.new_player(payload, Some(voice), voice_events, PlayerKind::Mesastream, listener);
+        let fence = self.ctx.cluster.clone().map(|cluster| (cluster, player.id));
+        tokio::spawn(write_state(self.ctx.store.clone(), player.guild_id, persist_rx, fence));
+        player
+    }
+
+    /// Makes, paused and not yet registered, the player another node hands over (a
+    /// migration): its voice connected with the saved credentials (DAVE ready), its volume
+    /// and filters set, its track opened at `position_ms` and the rest of its queue behind
+    /// it. [`Self::commit_take_over`] puts it in place and lets it play.
+    pub async fn prepare_take_over(
+        self: &Arc<Self>,
+        saved: &PlayerSnapshot,
+        position_ms: u64,
+    ) -> Result<Arc<Player>, PlayerError> {
+        let payload = saved.connection.clone();
+        if self.get(payload.player_id).is_ok() {
+            return Err(PlayerError::Internal(format!("player {} is here already", payload.player_id)));
+        }
+        self.check_room(&payload)?;
+        let (voice_tx, voice_rx) = mpsc::unbounded_channel();
+        let voice = self.connect_voice(&payload, voice_tx.clone()).await?;
+        let player = self.mesastream_player(payload, voice, (voice_tx, voice_rx));
+        let mut state = player.state.lock().await;
+        player.set_volume(&mut state, saved.volume);
+        player.set_filters(&mut state, saved.filters.clone());
+        state.queue.extend(saved.queue.iter().cloned());
+        if let Some(track) = saved.current_track.clone() {
+            player.play_now(&mut state, track, None, position_ms, true);
+        }
+        drop(state);
+        Ok(player)
+    }
+
+    /// Puts a player prepared by [`Self::prepare_take_over`] in place and lets it play (its
+    /// lease is this node's now).
+    pub async fn commit_take_over(&self, player: Arc<Player>, from: String, was_playing: bool) {
+        guard(&self.players).insert(player.id, player.clone());
+        self.report_load();
+        let mut state = player.state.lock().await;
+        if was_playing {
+            player.set_paused(&mut state, false);
+        }
+        player.persist(&state);
+        self.ctx.events.emit(Event::PlayerAdopted {
+            guild_id: player.guild_id,
+            player_id: player.id,
+            node: self.ctx.cluster.as_ref().map_or_else(String::new, |c| c.node_id().to_string()),
+            from: Some(from),
+        });
+    }
+
+    /// Drops a prepared player that did not take over: nothing of it is saved.
+    pub async fn abandon(&self, player: Arc<Player>) {
+        player.output.set_sender(None);
+        player.shut_down(&mut *player.state.lock().await);
     }
 
     /// A player on the clock, and the task that applies what the clock and its voice
