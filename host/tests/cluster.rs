@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fake_voice::{FakeVoiceConfig, FakeVoiceServer, Session};
+use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::media::MediaServer;
 use support::process::{Process, spawn_server};
 use support::redis::RedisServer;
 use support::{LIMIT, Reply, call_at, events_at, new_call_on, until};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 const LEASE_MS: u64 = 1500;
@@ -31,6 +33,11 @@ struct Nodes {
 impl Nodes {
     /// Three nodes on one Redis, each seeing all three.
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The same, with `extra` in each node's environment.
+    async fn start_with(extra: &[(&str, String)]) -> Self {
         let fake = FakeVoiceServer::start(FakeVoiceConfig::default()).await.expect("fake voice server");
         let media = MediaServer::start().await;
         let redis = RedisServer::start().await;
@@ -44,6 +51,7 @@ impl Nodes {
                 ("MEDIA_ALLOW_HOSTS", media.allow_hosts()),
                 ("PLUGINS_DIR", plugins.path().display().to_string()),
             ];
+            let env: Vec<(&str, String)> = env.into_iter().chain(extra.iter().cloned()).collect();
             nodes.push(Some(spawn_server(&env).await));
         }
         let bases = nodes.iter().flatten().map(|p| p.base.clone()).collect();
@@ -301,4 +309,37 @@ async fn a_drained_nodes_player_moves_with_no_frame_lost_or_repeated() {
     let total = |list: &[Value]| list.iter().map(|n| n["players"].as_u64().unwrap_or(0)).sum::<u64>();
     let list = nodes.players_on_each(0, |list| total(list) == 1).await;
     assert_eq!(players_of(&list, "b"), 0, "a new player went to the draining node: {list:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lavalink_sessions_are_kept_per_node() {
+    let password = "cluster-lavalink";
+    let nodes = Nodes::start_with(&[("LAVALINK_PASSWORD", password.to_string())]).await;
+    let mut request = format!("{}/v4/websocket", nodes.bases[0].replacen("http://", "ws://", 1))
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert("Authorization", password.parse().expect("header"));
+    request.headers_mut().insert("User-Id", support::BOT_USER.to_string().parse().expect("header"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("a Lavalink session on a");
+    let ready =
+        tokio::time::timeout(LIMIT, socket.next()).await.expect("ready in time").expect("ready").expect("frame");
+    let ready: Value = serde_json::from_str(ready.to_text().expect("text")).expect("json");
+    let id = ready["sessionId"].as_str().expect("session id").to_string();
+
+    // a keeps it in its own record; b's (and a shared one, which every node would restore
+    // and overwrite) never hold it.
+    let mut redis = nodes.redis.connection().await;
+    let record = |node: &str| format!("mesastream:lavalink:sessions{node}");
+    until(LIMIT, "a's record holding its session", || {
+        let (key, id, mut redis) = (record(":a"), id.clone(), redis.clone());
+        async move {
+            let saved: Option<String> = redis::cmd("GET").arg(key).query_async(&mut redis).await.ok().flatten();
+            saved.filter(|s| s.contains(&id))
+        }
+    })
+    .await;
+    for other in [":b", ""] {
+        let saved: Option<String> = redis::cmd("GET").arg(record(other)).query_async(&mut redis).await.expect("redis");
+        assert!(!saved.unwrap_or_default().contains(&id), "{:?} holds a's session", record(other));
+    }
 }

@@ -4,7 +4,8 @@
 //! volume, filters and end marker. A single task writes it, at most every half second and
 //! only when something changed; at start it makes the sessions again, each waiting for its
 //! client for its timeout as a resuming session does, its players connected and playing
-//! from where they were.
+//! from where they were. In a cluster each node keeps its own record (`sessions:{node}`):
+//! Lavalink clients balance nodes themselves, so a session stays with its node.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -49,7 +50,11 @@ pub struct SavedTrack {
 /// node runs.
 pub async fn run(state: LavalinkState) {
     let store = state.app.registry.ctx.store.clone();
-    let saved: BTreeMap<String, SavedSession> = match store.protocol_record(PROTOCOL, RECORD).await {
+    let record = match &state.app.registry.ctx.cluster {
+        Some(cluster) => format!("{RECORD}:{}", cluster.node_id()),
+        None => RECORD.to_string(),
+    };
+    let saved: BTreeMap<String, SavedSession> = match store.protocol_record(PROTOCOL, &record).await {
         Ok(saved) => saved.unwrap_or_default(),
         Err(e) => {
             // Not overwritten until the store answers: the next run may still restore them.
@@ -69,7 +74,7 @@ pub async fn run(state: LavalinkState) {
         if last.as_ref() == Some(&now) {
             continue;
         }
-        if store.save_protocol_record(PROTOCOL, RECORD, &now).await.is_ok() {
+        if store.save_protocol_record(PROTOCOL, &record, &now).await.is_ok() {
             last = Some(now);
         }
     }
