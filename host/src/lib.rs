@@ -103,7 +103,10 @@ impl Server {
         let cluster = match (&config.cluster, &config.redis_uri) {
             (Some(settings), Some(uri)) => {
                 tracing::info!(node = %settings.node_id, url = %settings.url, "joining the cluster");
-                Some(cluster::Cluster::join(settings.clone(), uri, &config.redis_prefix).await?)
+                Some(
+                    cluster::Cluster::join(settings.clone(), uri, &config.redis_prefix, metrics.cluster.clone())
+                        .await?,
+                )
             }
             _ => None,
         };

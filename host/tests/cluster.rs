@@ -343,3 +343,44 @@ async fn lavalink_sessions_are_kept_per_node() {
         assert!(!saved.unwrap_or_default().contains(&id), "{:?} holds a's session", record(other));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_no_node_can_adopt_is_given_up_and_its_queue_kept_for_the_bot() {
+    let mut nodes = Nodes::start().await;
+    let (guild, mut payload) = new_call_on(&nodes.fake);
+    let created = nodes.call(0, Method::POST, "/players?node=b", Some(payload.clone())).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let url = nodes.media.url("tone-450-20s.opus");
+    let queued = nodes.call(0, Method::POST, &format!("/players/{guild}/queue"), Some(json!({ "url": url }))).await;
+    assert_eq!(queued.status, 200, "{queued:?}");
+    let first = nodes.fake.session(&guild.to_string()).expect("b's voice session");
+    first.wait(LIMIT, |c| c.packets >= 50).await.expect("one second played");
+
+    // Discord no longer takes the voice credentials b saved: every adoption fails.
+    nodes.fake.reject_token(payload["token"].as_str().unwrap_or_default());
+    nodes.nodes[1] = None; // SIGKILL
+    let mut redis = nodes.redis.connection().await;
+    until(Duration::from_secs(60), "the cluster giving the player up", || {
+        let mut redis = redis.clone();
+        async move {
+            let looked_after: Option<bool> =
+                redis::cmd("SISMEMBER").arg("mesastream:cluster:players").arg(guild).query_async(&mut redis).await.ok();
+            (looked_after == Some(false)).then_some(())
+        }
+    })
+    .await;
+    let metrics = nodes.call(0, Method::GET, "/metrics", None).await.body.as_str().unwrap_or_default().to_string();
+    assert_eq!(support::counter(&metrics, "mesastream_cluster_adoptions_total", &[]), 0, "{metrics}");
+
+    // The saved queue is left for the bot, whose next POST /players (fresh credentials) plays it.
+    let queue: String =
+        redis::cmd("GET").arg(format!("mesastream:guild:{guild}:queue")).query_async(&mut redis).await.expect("queue");
+    assert!(queue.contains("tone-450-20s.opus"), "{queue}");
+    payload["token"] = json!(format!("fresh-token-{guild}"));
+    let again = nodes.call(2, Method::POST, "/players", Some(payload)).await;
+    assert_eq!(
+        (again.status, &again.body["current_track"]["id"]),
+        (201, &queued.body["current_track"]["id"]),
+        "{again:?}"
+    );
+}

@@ -133,6 +133,7 @@ async fn beat(cluster: Arc<Cluster>, news: mpsc::UnboundedSender<News>) {
                 for id in lost {
                     tracing::warn!(player = %id, "another node holds this player now; letting it go");
                     cluster.forget(id);
+                    cluster.counters.lost.inc();
                     let (done, wait) = oneshot::channel();
                     let _ = news.send(News::Lost(id, done));
                     stopped.push(wait);
@@ -156,6 +157,7 @@ async fn beat(cluster: Arc<Cluster>, news: mpsc::UnboundedSender<News>) {
                 }
             }
             Err(e) => {
+                cluster.counters.heartbeat_failures.inc();
                 if answering_since.take().is_some() || unsure {
                     tracing::warn!(error = %e, "cluster heartbeat failed; playing on, adopting nothing");
                 }

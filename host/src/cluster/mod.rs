@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,20 @@ pub struct NodeRecord {
     pub draining: bool,
 }
 
+/// Failed adoptions of one player after which the cluster stops trying.
+pub const MAX_ADOPTION_ATTEMPTS: u64 = 5;
+/// How long failed adoptions are remembered.
+const ATTEMPTS_KEPT: Duration = Duration::from_secs(600);
+
+/// What the cluster counts (shared with the metrics registry).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterCounters {
+    pub adopted: Counter,
+    pub lost: Counter,
+    pub handed_over: Counter,
+    pub heartbeat_failures: Counter,
+}
+
 /// The answer to a claim on a player.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -69,6 +84,7 @@ pub struct Cluster {
     /// Players this node plays (its load), as the registry last said.
     players: AtomicUsize,
     draining: AtomicBool,
+    pub counters: ClusterCounters,
 }
 
 /// Milliseconds since the Unix epoch: the time nodes agree on (a migration's switch).
@@ -79,7 +95,12 @@ pub fn unix_ms() -> u64 {
 impl Cluster {
     /// Joins the cluster on the Redis at `uri` (keys under `prefix`). The node's record is
     /// written by the heartbeat ([`Self::spawn`]).
-    pub async fn join(settings: ClusterSettings, uri: &str, prefix: &str) -> Result<Arc<Self>, StoreError> {
+    pub async fn join(
+        settings: ClusterSettings,
+        uri: &str,
+        prefix: &str,
+        counters: ClusterCounters,
+    ) -> Result<Arc<Self>, StoreError> {
         let redis = RedisKv::connect(uri).await?;
         Ok(Arc::new(Self {
             settings,
@@ -90,6 +111,7 @@ impl Cluster {
             held: Mutex::default(),
             players: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            counters,
         }))
     }
 
@@ -143,6 +165,7 @@ impl Cluster {
     /// Stops holding a player handed to another node (its lease is that node's now).
     pub fn hand_off(&self, id: Id) {
         self.forget(id);
+        self.counters.handed_over.inc();
     }
 
     /// Tells the cluster how many players this node plays.
@@ -211,10 +234,43 @@ impl Cluster {
         self.held.lock().remove(&id);
     }
 
-    /// Stops renewing a player this node could not play: its lease runs out and another node
-    /// (or a later round here) adopts it.
-    pub fn let_lapse(&self, id: Id) {
+    /// Stops renewing a player this node could not adopt: its lease runs out and another
+    /// node (or a later round here) tries. After [`MAX_ADOPTION_ATTEMPTS`] failures in a row
+    /// the cluster stops looking after it; its saved guild state stays for the bot's next
+    /// `POST /players`.
+    pub async fn adoption_failed(&self, id: Id) {
         self.forget(id);
+        let attempts_key = self.key(&format!("attempts:{id}"));
+        let counted = async {
+            let mut conn = self.redis.conn()?;
+            let (attempts,): (u64,) = redis::pipe()
+                .cmd("INCR")
+                .arg(&attempts_key)
+                .cmd("PEXPIRE")
+                .arg(&attempts_key)
+                .arg(ATTEMPTS_KEPT.as_millis() as u64)
+                .ignore()
+                .query_async(&mut conn)
+                .await
+                .map_err(crate::store::redis_error)?;
+            if attempts >= MAX_ADOPTION_ATTEMPTS {
+                tracing::error!(player = %id, attempts, "giving up adopting this player; the bot's next POST /players restores it");
+                redis::pipe()
+                    .cmd("SREM")
+                    .arg(self.key("players"))
+                    .arg(id.0)
+                    .cmd("DEL")
+                    .arg(&attempts_key)
+                    .arg(self.key(&format!("owner:{id}")))
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(crate::store::redis_error)?;
+            }
+            Ok::<_, StoreError>(())
+        };
+        if let Err(e) = counted.await {
+            tracing::warn!(player = %id, error = %e, "could not count a failed adoption");
+        }
     }
 
     /// The live node that holds `id`, if any.

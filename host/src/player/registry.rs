@@ -187,15 +187,16 @@ impl Registry {
                 return Err(PlayerError::NotFound(id));
             }
             Err(e) => {
-                cluster.let_lapse(id);
+                cluster.adoption_failed(id).await;
                 return Err(e.into());
             }
         };
         if let Err(e) = self.open(saved.connection.clone(), Some(&saved)).await {
-            cluster.let_lapse(id);
+            cluster.adoption_failed(id).await;
             return Err(e);
         }
         tracing::info!(player = %id, from = from.as_deref().unwrap_or("?"), "adopted a player");
+        cluster.counters.adopted.inc();
         self.ctx.events.emit(Event::PlayerAdopted {
             guild_id: saved.connection.guild_id,
             player_id: id,

@@ -91,6 +91,7 @@ pub struct Metrics {
     pub clock_skipped_ticks: Counter,
     pub events_dropped: Counter,
     pub store_errors: Counter,
+    pub cluster: crate::cluster::ClusterCounters,
     pub requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
     pub plugin_calls: Family<PluginCallLabels, Counter>,
     pub plugin_process_runs: Family<ProcessLabels, Counter>,
@@ -152,6 +153,7 @@ impl Metrics {
             clock_skipped_ticks: Counter::default(),
             events_dropped: Counter::default(),
             store_errors: Counter::default(),
+            cluster: Default::default(),
             requests: Family::new_with_constructor(request_histogram as fn() -> Histogram),
             plugin_calls: Family::default(),
             plugin_process_runs: Family::default(),
@@ -212,6 +214,26 @@ impl Metrics {
         );
         registry.register("events_dropped", "Events a slow WebSocket client missed", m.events_dropped.clone());
         registry.register("store_errors", "Failed state store operations (each retry counts)", m.store_errors.clone());
+        registry.register(
+            "cluster_adoptions",
+            "Players this node adopted from a node that stopped",
+            m.cluster.adopted.clone(),
+        );
+        registry.register(
+            "cluster_players_lost",
+            "Players another node took while this one was away",
+            m.cluster.lost.clone(),
+        );
+        registry.register(
+            "cluster_handovers",
+            "Players this node moved to another (migrate, drain)",
+            m.cluster.handed_over.clone(),
+        );
+        registry.register(
+            "cluster_heartbeat_failures",
+            "Heartbeat rounds Redis did not answer",
+            m.cluster.heartbeat_failures.clone(),
+        );
         registry.register("http_request_duration_seconds", "HTTP request latency", m.requests.clone());
         registry.register("plugin_calls", "Resolver plugin calls by outcome", m.plugin_calls.clone());
         registry.register(
