@@ -109,6 +109,7 @@ async fn beat(cluster: Arc<Cluster>, news: mpsc::UnboundedSender<News>) {
     let lease = cluster.settings.lease;
     let mut every = tokio::time::interval(lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // When the last round ended (a slow Redis answer is not a pause of this node).
     let mut last_round: Option<Instant> = None;
     // Redis has answered every round since then.
     let mut answering_since: Option<Instant> = None;
@@ -124,8 +125,13 @@ async fn beat(cluster: Arc<Cluster>, news: mpsc::UnboundedSender<News>) {
             );
             unsure = true;
         }
-        last_round = Some(now);
-        match cluster.renew().await {
+        // The leases renewed now run out a lease from when Redis ran the renewal, at the
+        // earliest `now`: the gate closes a tenth of a lease before, so a node whose next
+        // renewal is late stops sending before anyone can have adopted its players.
+        let gate_span = |since: Instant| (lease - lease / 10).saturating_sub(since.elapsed());
+        let renewed = cluster.renew().await;
+        last_round = Some(Instant::now());
+        match renewed {
             Ok(lost) => {
                 unsure = false;
                 // The lost players stop sending before the gate lets the others send again.
@@ -139,7 +145,7 @@ async fn beat(cluster: Arc<Cluster>, news: mpsc::UnboundedSender<News>) {
                     stopped.push(wait);
                 }
                 let _ = tokio::time::timeout(LET_GO_WAIT, futures_util::future::join_all(stopped)).await;
-                cluster.gate.open_for(lease);
+                cluster.gate.open_for(gate_span(now));
                 if answering_since.is_none() {
                     tracing::info!(node = cluster.node_id(), "cluster heartbeat is answered");
                 }
@@ -161,6 +167,8 @@ async fn beat(cluster: Arc<Cluster>, news: mpsc::UnboundedSender<News>) {
                 if answering_since.take().is_some() || unsure {
                     tracing::warn!(error = %e, "cluster heartbeat failed; playing on, adopting nothing");
                 }
+                // Nobody can adopt while Redis does not answer: play on (unless this node
+                // was paused and cannot know what it still holds).
                 if !unsure {
                     cluster.gate.open_for(lease);
                 }

@@ -22,6 +22,7 @@ pub use heartbeat::News;
 
 use crate::model::Id;
 use crate::store::{RedisKv, StoreError};
+use crate::telemetry::process::CpuShare;
 use crate::voice::SendGate;
 
 /// `NODE_ID`, `CLUSTER_URL` and `NODE_LEASE_MS`.
@@ -41,6 +42,9 @@ pub struct NodeRecord {
     pub url: String,
     /// Players this node plays.
     pub players: usize,
+    /// The share of the machine's cores the node used lately (0–1).
+    #[serde(default)]
+    pub cpu: f64,
     /// When the node started (Unix ms).
     pub started_ms: u64,
     /// Whether it is moving its players away (`POST /nodes/{id}/drain`): it takes no new
@@ -84,6 +88,7 @@ pub struct Cluster {
     /// Players this node plays (its load), as the registry last said.
     players: AtomicUsize,
     draining: AtomicBool,
+    cpu: CpuShare,
     pub counters: ClusterCounters,
 }
 
@@ -111,6 +116,7 @@ impl Cluster {
             held: Mutex::default(),
             players: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
+            cpu: CpuShare::new(Duration::from_secs(1)),
             counters,
         }))
     }
@@ -299,21 +305,21 @@ impl Cluster {
         Ok(nodes)
     }
 
-    /// The node a new player should go to: the live node with the fewest players (this one on
-    /// a tie), or this one when none is known. Draining nodes take none.
+    /// The node a new player should go to: the least loaded live node (see [`load`]), this
+    /// one on a tie, or this one when none is known. Draining nodes take none.
     pub async fn least_loaded(&self) -> Result<NodeRecord, StoreError> {
         let here = self.record();
         let best = self.least_loaded_other().await?;
         Ok(match best {
-            Some(other) if here.draining || other.players < here.players => other,
+            Some(other) if here.draining || load(&other) < load(&here) => other,
             _ => here,
         })
     }
 
-    /// The live node other than this one with the fewest players, draining ones aside.
+    /// The least loaded live node other than this one, draining ones aside.
     pub async fn least_loaded_other(&self) -> Result<Option<NodeRecord>, StoreError> {
         let nodes = self.nodes().await?;
-        Ok(nodes.into_iter().filter(|n| n.id != self.node_id() && !n.draining).min_by_key(|n| n.players))
+        Ok(nodes.into_iter().filter(|n| n.id != self.node_id() && !n.draining).min_by_key(load))
     }
 
     /// This node's record as it would write it now.
@@ -322,8 +328,34 @@ impl Cluster {
             id: self.settings.node_id.clone(),
             url: self.settings.url.clone(),
             players: self.players.load(Ordering::Relaxed),
+            cpu: self.cpu.read(),
             started_ms: self.started_ms,
             draining: self.is_draining(),
         }
+    }
+}
+
+/// A node's CPU share above which it gets new players only when every node is that busy.
+const BUSY_CPU: f64 = 0.85;
+
+/// How loaded a node is, least first: not busy before busy, then fewer players, then less CPU.
+fn load(node: &NodeRecord) -> (bool, usize, u64) {
+    (node.cpu >= BUSY_CPU, node.players, (node.cpu * 1000.0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, players: usize, cpu: f64) -> NodeRecord {
+        NodeRecord { id: id.into(), url: String::new(), players, cpu, started_ms: 0, draining: false }
+    }
+
+    #[test]
+    fn the_least_loaded_node_has_fewer_players_unless_its_cpu_is_nearly_full() {
+        let least = |nodes: &[NodeRecord]| nodes.iter().min_by_key(|n| load(n)).map(|n| n.id.clone());
+        assert_eq!(least(&[node("a", 3, 0.2), node("b", 1, 0.5)]), Some("b".into()));
+        assert_eq!(least(&[node("a", 3, 0.2), node("b", 1, 0.9)]), Some("a".into()));
+        assert_eq!(least(&[node("a", 2, 0.3), node("b", 2, 0.1)]), Some("b".into()));
     }
 }
