@@ -176,6 +176,9 @@ pub async fn nodes(State(app): State<AppState>) -> Result<Json<Vec<NodeRecord>>,
 /// How far ahead a migration's switch is set: time for the taking node to connect voice
 /// (DAVE ready) and open the track while the giving node still plays.
 const SWITCH_LEAD_MS: u64 = 1500;
+/// How long past the switch the giving node waits for the taking one to hold the lease and
+/// for its own last frames to go out (in 20 ms steps).
+const HANDOVER_WAIT_TICKS: u32 = 50;
 /// Players a drain moves at once.
 const DRAIN_AT_ONCE: usize = 16;
 
@@ -268,12 +271,31 @@ async fn move_player(
         let why = String::from_utf8_lossy(&body);
         return Err(ApiError::service_unavailable(format!("node {} did not take player {id}: {why}", target.id)));
     }
+    // This node sends up to the frame the target starts from, and not one more.
+    player.output.cut_at(Some(position_ms));
     let registry = app.registry.clone();
-    let giving = cluster.clone();
+    let (giving, taking) = (cluster.clone(), target.id.clone());
     tokio::spawn(async move {
         tokio::time::sleep(until_unix_ms(switch_at_ms)).await;
-        giving.hand_off(id);
-        registry.let_go(id).await;
+        // The target takes the lease at the switch too: wait (a little) until it has, and
+        // for a player running late to send its last frames.
+        for _ in 0..HANDOVER_WAIT_TICKS {
+            let taken = matches!(giving.owner(id).await, Ok(Some(owner)) if owner.id != giving.node_id());
+            if taken && player.output.cut_reached() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match giving.owner(id).await {
+            Ok(Some(owner)) if owner.id == giving.node_id() => {
+                tracing::warn!(player = %id, node = %taking, "the other node did not take the player; playing on here");
+                player.output.cut_at(None);
+            }
+            _ => {
+                giving.hand_off(id);
+                registry.let_go(id).await;
+            }
+        }
     });
     Ok(Moved { player_id: id, node: target.id.clone(), switch_at_ms })
 }

@@ -91,6 +91,9 @@ pub struct PlayerOutput {
     position_frames: AtomicU64,
     /// The position (in frames) at which the track ends early, as if it were over.
     end_frame: AtomicU64,
+    /// The position (in frames) from which another node plays the track: nothing more is
+    /// sent from there, and nothing is signalled (a migration's hand-over).
+    cut_frame: AtomicU64,
     /// Frames this player sent, and ticks it owed a frame and had none (its own lines, read by
     /// protocols' statistics; the shared counters are `counters`).
     sent_frames: AtomicU64,
@@ -119,6 +122,7 @@ impl PlayerOutput {
             paused: AtomicBool::new(false),
             position_frames: AtomicU64::new(0),
             end_frame: AtomicU64::new(NO_END),
+            cut_frame: AtomicU64::new(NO_END),
             sent_frames: AtomicU64::new(0),
             missed_frames: AtomicU64::new(0),
             silence_left: AtomicU8::new(0),
@@ -148,6 +152,17 @@ impl PlayerOutput {
     /// Ends the current track when its position reaches `ms` (none: at its own end).
     pub fn set_end(&self, ms: Option<u64>) {
         self.end_frame.store(ms.map_or(NO_END, |ms| ms / 20), Ordering::Release);
+    }
+
+    /// Stops sending at position `ms` (none: goes on), for another node takes over there.
+    pub fn cut_at(&self, ms: Option<u64>) {
+        self.cut_frame.store(ms.map_or(NO_END, |ms| ms / 20), Ordering::Release);
+    }
+
+    /// Whether the position set by [`Self::cut_at`] was reached.
+    pub fn cut_reached(&self) -> bool {
+        let cut = self.cut_frame.load(Ordering::Acquire);
+        cut != NO_END && self.position_frames.load(Ordering::Acquire) >= cut
     }
 
     pub fn end_ms(&self) -> Option<u64> {
@@ -201,6 +216,11 @@ impl PlayerOutput {
     fn send_audio(&self, sender: &PacketSender, stamp: u64) -> Audio {
         let mut guard = self.feed.lock();
         let Some(feed) = guard.as_mut() else { return Audio::Idle };
+        if self.cut_reached() {
+            // Another node sends from here on; no silence tail from this one.
+            self.silence_left.store(0, Ordering::Release);
+            return Audio::Idle;
+        }
         if feed.start_wait > 0 {
             if (feed.track.ring.ready() as u64) < START_FRAMES {
                 feed.start_wait -= 1;
