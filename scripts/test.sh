@@ -4,6 +4,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --tests
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mesastream-target}"
+# The reused target directory only grows; its incremental caches are the largest part. When
+# the disk under it runs low, they go (the next build is slower, nothing else changes).
+mkdir -p "$CARGO_TARGET_DIR"
+free_kib=$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR == 2 { print $4 }')
+if [ "${free_kib:-0}" -lt $((20 * 1024 * 1024)) ]; then
+  echo "test: less than 20 GiB free under $CARGO_TARGET_DIR; removing its incremental caches"
+  rm -rf "$CARGO_TARGET_DIR"/debug/incremental "$CARGO_TARGET_DIR"/release/incremental
+fi
 cargo fmt --all -- --check
 cargo fmt --all --manifest-path plugins/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -298,7 +298,10 @@ async fn a_javascript_filter_plays_on_past_its_memory() {
     let metrics = h.metrics().await;
     let restarts = support::counter(&metrics, "mesastream_filter_restarts_total", &["filter=\"jsGain\""]);
     assert!(restarts >= 2, "{restarts} restarts in 30 s");
-    // Each successor was made ahead, off the track's thread: no restart is heard.
+    // Each successor was made ahead, off the track's thread: no restart waited for one, and
+    // none is heard.
+    let waits = support::counter(&metrics, "mesastream_filter_restart_waits_total", &["filter=\"jsGain\""]);
+    assert_eq!(waits, 0, "{waits} of {restarts} restarts made their instance on the track's thread");
     support::assert_no_gaps(&session.report());
     assert_eq!(support::counter(&metrics, "mesastream_filters_bypassed_total", &["filter=\"jsGain\""]), 0);
     let report = session.report();

@@ -9,8 +9,8 @@
 //! loaded machine), which the track's frames must not wait for. So when only the plugins
 //! changed (a reload), the new instances are made on a thread of their own while the old ones
 //! go on filtering, and take over at the first block after they are ready; and an instance
-//! nearing its memory limit after a long run gets its successor made the same way, ready when
-//! it runs out.
+//! whose memory still grows after a long run (it will run out) gets its successor made the
+//! same way, ready long before it runs out.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -80,11 +80,14 @@ struct Stage {
     failure: Option<CallFailure>,
     /// A fresh instance being made to take over when this one runs out of memory.
     successor: Option<Receiver<Result<FilterInstance, CreateError>>>,
+    /// The instance's memory after [`RESTART_AFTER_CALLS`] blocks: growth past it in steady
+    /// play means it will run out.
+    settled_memory: Option<usize>,
 }
 
 impl Stage {
     fn new(entry: FilterEntry, instance: Option<FilterInstance>, failure: Option<CallFailure>) -> Self {
-        Self { entry, instance, failure, successor: None }
+        Self { entry, instance, failure, successor: None, settled_memory: None }
     }
 }
 
@@ -155,12 +158,16 @@ impl FilterChain {
         block
     }
 
-    /// Starts making stage `i`'s successor once its instance has run long and used three
-    /// quarters of its memory.
+    /// Starts making stage `i`'s successor once its instance's memory grows after a long run.
     fn make_successor_if_due(&mut self, i: usize) {
         let stage = &mut self.stages[i];
         let Some(instance) = stage.instance.as_ref() else { return };
-        if stage.successor.is_some() || instance.calls() < RESTART_AFTER_CALLS || !instance.memory_nearly_full() {
+        if stage.successor.is_some() || instance.calls() < RESTART_AFTER_CALLS {
+            return;
+        }
+        let size = instance.memory_size();
+        let settled = *stage.settled_memory.get_or_insert(size);
+        if size <= settled {
             return;
         }
         let (plugin, name, config) =
@@ -179,30 +186,39 @@ impl FilterChain {
         let (plugin, calls) = (worn.plugin().clone(), worn.calls());
         // The worn instance goes first, so its memory is free for a fresh one made here.
         stage.instance = None;
-        let made = match stage.successor.take().map(|ready| ready.recv()) {
-            Some(Ok(made)) => made,
-            // No successor was started, or its thread died: make one now.
-            Some(Err(_)) | None => FilterInstance::create(&plugin, &stage.entry.name, &stage.entry.config.to_string()),
-        };
-        match made {
-            Ok(fresh) => {
-                tracing::warn!(plugin = plugin.id(), filter = %stage.entry.name, calls, "filter ran out of memory after a long run; restarted with a fresh instance");
-                if let Some(host) = &self.host {
-                    let labels = FilterLabels {
-                        plugin: plugin.id().to_string(),
-                        filter: stage.entry.name.clone(),
-                        reason: failure.kind.as_str().to_string(),
-                    };
-                    host.services.metrics.filter_restarts.get_or_create(&labels).inc();
-                }
-                stage.instance = Some(fresh);
-                true
-            }
+        let ahead = stage.successor.take().and_then(|ready| {
+            ready.try_recv().map_err(|_| ready).map_or_else(
+                // Started but not ready: waiting for it is still shorter than starting over.
+                |ready| ready.recv().ok().map(|made| (made, false)),
+                |made| Some((made, true)),
+            )
+        });
+        let (made, ready_ahead) = ahead.unwrap_or_else(|| {
+            (FilterInstance::create(&plugin, &stage.entry.name, &stage.entry.config.to_string()), false)
+        });
+        let fresh = match made {
+            Ok(fresh) => fresh,
             Err(e) => {
                 tracing::warn!(plugin = plugin.id(), filter = %stage.entry.name, error = %e, "filter could not be restarted");
-                false
+                return false;
+            }
+        };
+        tracing::warn!(plugin = plugin.id(), filter = %stage.entry.name, calls, ready_ahead, "filter ran out of memory after a long run; restarted with a fresh instance");
+        if let Some(host) = &self.host {
+            let labels = FilterLabels {
+                plugin: plugin.id().to_string(),
+                filter: stage.entry.name.clone(),
+                reason: failure.kind.as_str().to_string(),
+            };
+            let metrics = &host.services.metrics;
+            metrics.filter_restarts.get_or_create(&labels).inc();
+            if !ready_ahead {
+                metrics.filter_restart_waits.get_or_create(&labels).inc();
             }
         }
+        stage.instance = Some(fresh);
+        stage.settled_memory = None;
+        true
     }
 
     fn bypass(&mut self, control: &ChainControl, i: usize, failure: CallFailure) {

@@ -104,6 +104,11 @@ impl Registry {
         Controls { gain: Default::default(), filters: Default::default(), on_filter_failure }
     }
 
+    /// Whether `player` is the mesastream player registered under its id.
+    fn is_registered(&self, player: &Arc<Player>) -> bool {
+        guard(&self.players).get(&player.id).is_some_and(|p| Arc::ptr_eq(p, player))
+    }
+
     /// The mesastream players, by id.
     pub fn list(&self) -> Vec<Arc<Player>> {
         let mut all: Vec<_> = guard(&self.players).values().cloned().collect();
@@ -177,7 +182,8 @@ impl Registry {
 
     /// Plays a player another node played (its lease is this node's now): from its saved
     /// view, with the stored credentials, queue, position, volume and filters. When it cannot
-    /// be played here its lease is let go, for another node or a later round to try.
+    /// be played here its lease lapses, for another node or a later round to try (five
+    /// times at most).
     pub async fn adopt(self: &Arc<Self>, id: Id, from: Option<String>) -> Result<(), PlayerError> {
         let Some(cluster) = self.ctx.cluster.clone() else { return Ok(()) };
         let saved = match self.ctx.store.player_state(id).await {
@@ -627,6 +633,11 @@ async fn watch_player(
                 let Some(p) = player.upgrade() else { return };
                 match event {
                     VoiceEvent::Disconnected { code, reason } => {
+                        // A player no longer registered here (let go to another node, or
+                        // destroyed) has nothing to report: its guild may be playing elsewhere.
+                        if p.kind == PlayerKind::Mesastream && !registry.upgrade().is_some_and(|r| r.is_registered(&p)) {
+                            continue;
+                        }
                         tracing::warn!(player = %p.id, %reason, "voice disconnected");
                         p.persist(&*p.state.lock().await);
                         p.tell(PlayerNews::VoiceClosed { code, reason });

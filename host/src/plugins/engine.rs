@@ -236,9 +236,9 @@ impl WasiView for PluginState {
 }
 
 impl PluginState {
-    /// Whether the guest has used three quarters of the memory it may have.
-    pub fn memory_nearly_full(&self) -> bool {
-        self.limits.nearly_full()
+    /// The size of the guest's largest memory, in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.limits.largest()
     }
 
     /// Runs a host call, keeping its time out of the guest's budget.

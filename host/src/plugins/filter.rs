@@ -86,9 +86,9 @@ impl FilterInstance {
         self.calls
     }
 
-    /// Whether its memory has grown to three quarters of its limit.
-    pub fn memory_nearly_full(&self) -> bool {
-        self.store.data().memory_nearly_full()
+    /// The size of its largest memory, in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.store.data().memory_size()
     }
 
     pub fn process(&mut self, samples: &[f32]) -> Result<Vec<f32>, CallFailure> {

@@ -1,13 +1,12 @@
-//! A store's memory limit, and how close its guest has come to it: a filter whose memory
-//! creeps up (ComponentizeJS never frees the blocks it is given) gets a successor made ahead
-//! of the call that would run out, so the swap costs the track's frames nothing.
+//! A store's memory limit, and how far its guest has grown: a filter whose memory keeps
+//! growing in steady play (ComponentizeJS never frees the blocks it is given) gets a
+//! successor made long before the call that would run out, so the swap costs the track's
+//! frames nothing.
 
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 pub struct MemoryWatch {
     limits: StoreLimits,
-    /// Bytes any one linear memory may grow to (the limit is per memory).
-    limit: usize,
     /// The largest size any of the store's memories has been allowed to grow to.
     largest: usize,
 }
@@ -15,12 +14,12 @@ pub struct MemoryWatch {
 impl MemoryWatch {
     pub fn new(limit: usize) -> Self {
         let limits = StoreLimitsBuilder::new().memory_size(limit).trap_on_grow_failure(true).build();
-        Self { limits, limit, largest: 0 }
+        Self { limits, largest: 0 }
     }
 
-    /// Whether a memory has used three quarters of what it may grow to.
-    pub fn nearly_full(&self) -> bool {
-        self.largest >= self.limit / 4 * 3
+    /// The size of the store's largest memory, in bytes.
+    pub fn largest(&self) -> usize {
+        self.largest
     }
 }
 
@@ -63,14 +62,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nearly_full_at_three_quarters_of_the_limit_and_refused_past_it() {
+    fn follows_each_allowed_growth_and_refuses_past_the_limit() {
         let mut watch = MemoryWatch::new(4 << 20);
         assert!(watch.memory_growing(0, 2 << 20, None).expect("grow"));
-        assert!(!watch.nearly_full());
+        assert_eq!(watch.largest(), 2 << 20);
         assert!(watch.memory_growing(2 << 20, 3 << 20, None).expect("grow"));
-        assert!(watch.nearly_full());
+        assert_eq!(watch.largest(), 3 << 20);
         // Past the limit the grow traps (trap_on_grow_failure), and the size stays.
         assert!(watch.memory_growing(3 << 20, 5 << 20, None).is_err());
-        assert_eq!(watch.largest, 3 << 20);
+        assert_eq!(watch.largest(), 3 << 20);
     }
 }

@@ -99,6 +99,8 @@ pub struct Metrics {
     pub filters_bypassed: Family<FilterLabels, Counter>,
     /// Filter instances replaced by fresh ones after running out of memory late in a run.
     pub filter_restarts: Family<FilterLabels, Counter>,
+    /// Restarts whose fresh instance was not made ahead: the track waited while it was made.
+    pub filter_restart_waits: Family<FilterLabels, Counter>,
     /// HTTP stream listeners connected now.
     pub listeners: Gauge,
     /// Listeners dropped because they fell too far behind.
@@ -160,6 +162,7 @@ impl Metrics {
             plugin_process_refusals: Family::default(),
             filters_bypassed: Family::default(),
             filter_restarts: Family::default(),
+            filter_restart_waits: Family::default(),
             listeners: Gauge::default(),
             listener_drops: Counter::default(),
             listener_bytes: Family::default(),
@@ -214,26 +217,15 @@ impl Metrics {
         );
         registry.register("events_dropped", "Events a slow WebSocket client missed", m.events_dropped.clone());
         registry.register("store_errors", "Failed state store operations (each retry counts)", m.store_errors.clone());
-        registry.register(
-            "cluster_adoptions",
-            "Players this node adopted from a node that stopped",
-            m.cluster.adopted.clone(),
-        );
-        registry.register(
-            "cluster_players_lost",
-            "Players another node took while this one was away",
-            m.cluster.lost.clone(),
-        );
-        registry.register(
-            "cluster_handovers",
-            "Players this node moved to another (migrate, drain)",
-            m.cluster.handed_over.clone(),
-        );
-        registry.register(
-            "cluster_heartbeat_failures",
-            "Heartbeat rounds Redis did not answer",
-            m.cluster.heartbeat_failures.clone(),
-        );
+        let cluster = [
+            ("cluster_adoptions", "Players this node adopted from a node that stopped", &m.cluster.adopted),
+            ("cluster_players_lost", "Players another node took while this one was away", &m.cluster.lost),
+            ("cluster_handovers", "Players this node moved to another (migrate, drain)", &m.cluster.handed_over),
+            ("cluster_heartbeat_failures", "Heartbeat rounds Redis did not answer", &m.cluster.heartbeat_failures),
+        ];
+        for (name, help, counter) in cluster {
+            registry.register(name, help, counter.clone());
+        }
         registry.register("http_request_duration_seconds", "HTTP request latency", m.requests.clone());
         registry.register("plugin_calls", "Resolver plugin calls by outcome", m.plugin_calls.clone());
         registry.register(
@@ -255,6 +247,11 @@ impl Metrics {
             "filter_restarts",
             "Filter instances that ran out of memory after a long run and were replaced by fresh ones",
             m.filter_restarts.clone(),
+        );
+        registry.register(
+            "filter_restart_waits",
+            "Filter restarts whose fresh instance was not made ahead: the track waited while it was made",
+            m.filter_restart_waits.clone(),
         );
         registry.register("listeners", "HTTP stream listeners connected", m.listeners.clone());
         registry.register(
