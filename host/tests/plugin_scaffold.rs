@@ -13,9 +13,12 @@ use serde_json::json;
 use support::media::tone;
 use support::{Harness, assert_heard, play_query, play_query_filtered};
 
-/// Runs `program` in `dir`; panics with its output when it fails.
+/// Runs `program` in `dir` at the lowest priority (a build beside a playing server stands for
+/// one on the author's own machine, and must not take the CPU from other tests' playback);
+/// panics with its output when it fails.
 fn run(dir: &Path, program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
+    let output = Command::new("nice")
+        .args(["-n", "19", program])
         .args(args)
         .current_dir(dir)
         // The Rust plugins share one target directory, so each test compiles wit-bindgen once.
