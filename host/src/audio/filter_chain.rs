@@ -186,13 +186,14 @@ impl FilterChain {
         let (plugin, calls) = (worn.plugin().clone(), worn.calls());
         // The worn instance goes first, so its memory is free for a fresh one made here.
         stage.instance = None;
-        let ahead = stage.successor.take().and_then(|ready| {
-            ready.try_recv().map_err(|_| ready).map_or_else(
+        let ahead = match stage.successor.take() {
+            Some(ready) => match ready.try_recv() {
+                Ok(made) => Some((made, true)),
                 // Started but not ready: waiting for it is still shorter than starting over.
-                |ready| ready.recv().ok().map(|made| (made, false)),
-                |made| Some((made, true)),
-            )
-        });
+                Err(_) => ready.recv().ok().map(|made| (made, false)),
+            },
+            None => None,
+        };
         let (made, ready_ahead) = ahead.unwrap_or_else(|| {
             (FilterInstance::create(&plugin, &stage.entry.name, &stage.entry.config.to_string()), false)
         });
@@ -223,6 +224,8 @@ impl FilterChain {
 
     fn bypass(&mut self, control: &ChainControl, i: usize, failure: CallFailure) {
         self.stages[i].instance = None;
+        // A successor made for it would only hold memory.
+        self.stages[i].successor = None;
         control.bypass(self.seen, i);
         (self.report)(failure);
     }
