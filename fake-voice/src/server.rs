@@ -43,6 +43,10 @@ pub struct FakeVoiceConfig {
     /// (every packet of it); the others are checked at the transport layer and timed only, so
     /// one listener can time thousands of sessions. 1 checks every session.
     pub verify_one_in: u32,
+    /// Load mode: whoever waits on a session's counters is woken once every this many
+    /// packets (and on each silence frame) instead of on every packet, so timing thousands
+    /// of sessions does not cost the listener a task wake-up per packet. 1 wakes on each.
+    pub wake_every_packets: u64,
 }
 
 impl Default for FakeVoiceConfig {
@@ -57,6 +61,7 @@ impl Default for FakeVoiceConfig {
             keep_pcm: true,
             listener_id: 900_000_000_000_000_001,
             verify_one_in: 1,
+            wake_every_packets: 1,
         }
     }
 }
@@ -288,6 +293,7 @@ fn on_text(
                 shared.config.dave,
                 shared.config.keep_pcm,
                 ssrc.is_multiple_of(shared.config.verify_one_in.max(1)),
+                shared.config.wake_every_packets.max(1),
             ));
             session.record_op(0);
             lock(&shared.sessions).insert(session_id, session.clone());

@@ -80,6 +80,8 @@ pub struct Session {
     pub(crate) dave_enabled: bool,
     /// Whether this session's audio is decrypted and decoded (see `verify_one_in`).
     verified: bool,
+    /// Waiters are woken every this many packets (see `wake_every_packets`).
+    wake_every: u64,
     wire: Mutex<Wire>,
     transport: Mutex<Transport>,
     analyzer: Mutex<Analyzer>,
@@ -105,6 +107,7 @@ impl Session {
         dave_enabled: bool,
         keep_pcm: bool,
         verified: bool,
+        wake_every: u64,
     ) -> Self {
         Self {
             guild_id,
@@ -116,6 +119,7 @@ impl Session {
             secret_key: rand::random(),
             dave_enabled,
             verified,
+            wake_every,
             wire: Mutex::default(),
             transport: Mutex::default(),
             analyzer: Mutex::new(Analyzer::new(keep_pcm)),
@@ -227,11 +231,12 @@ impl Session {
             analyzer.on_packet(arrival, header.sequence, header.timestamp, payload);
             analyzer.packets()
         };
-        self.bump(|c| {
+        self.counters.send_if_modified(|c| {
             c.packets = packets;
             if silence {
                 c.silence_packets += 1;
             }
+            silence || packets.is_multiple_of(self.wake_every)
         });
     }
 

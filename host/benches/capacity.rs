@@ -7,7 +7,8 @@
 //! frame encryption (the server's own library, in a formed group), the transport seal
 //! (AES-256-GCM with the RTP header as associated data) and one UDP send to a loopback
 //! socket a thread keeps reading. The transcode modes' baseline is libopus encoding the
-//! benchmark track's own audio, frame after frame, at the server's settings.
+//! benchmark track's own audio, frame after frame, at the server's settings. The passthrough
+//! ramp also reports the listener's own CPU per packet and the ceiling it leaves the server.
 //!
 //!     cargo bench --bench capacity               # the passthrough ramp
 //!     cargo bench --bench capacity -- idle       # 10 000 idle voice connections
@@ -34,6 +35,9 @@ const STEPS: &[usize] = &[100, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000
 const LATE_BUDGET: f64 = 0.01;
 /// One session in this many is decrypted end to end and decoded by the listener.
 const VERIFY_ONE_IN: u32 = 25;
+/// The harness waits on packet counts that are multiples of this (50 and `STEADY_UNTIL`), so
+/// the listener wakes it twice a second per session instead of on every packet.
+const WAKE_EVERY: u64 = 25;
 /// Players created (or removed) at once.
 const BATCH: usize = 50;
 const TRACK: &str = "tone-600-long.opus";
@@ -72,6 +76,9 @@ struct Step {
     /// a packet costs once playing, without starting and ending tracks.
     steady_cpu: Duration,
     steady_packets: u64,
+    /// This process's CPU in the same window: the listener receiving, timestamping and
+    /// verifying (the harness is idle then).
+    listener_cpu: Duration,
     rss_idle: u64,
     rss_playing: u64,
     threads: u64,
@@ -87,6 +94,9 @@ impl Step {
     }
     fn steady_us_per_packet(&self) -> f64 {
         self.steady_cpu.as_secs_f64() * 1e6 / self.steady_packets.max(1) as f64
+    }
+    fn listener_us_per_packet(&self) -> f64 {
+        self.listener_cpu.as_secs_f64() * 1e6 / self.steady_packets.max(1) as f64
     }
 }
 
@@ -131,11 +141,13 @@ async fn step(h: &Harness, pid: &str, base_rss: u64, n: usize, mode: Mode) -> St
     join_all(all.iter().zip(&urls).map(|((g, _), url)| h.enqueue(*g, url))).await;
     join_all(all.iter().map(|(_, s)| s.wait(LIMIT, |c| c.packets >= 50))).await;
     let playing = usage(pid);
+    let listener_playing = usage(&own_pid());
     let heard = |all: &Players| all.iter().map(|(_, s)| s.counters().packets).sum::<u64>();
     let heard_at_playing = heard(&all);
     // Every player past 4 of the track's 6 seconds, none yet at its end.
     join_all(all.iter().map(|(_, s)| s.wait(LIMIT, |c| c.packets >= STEADY_UNTIL))).await;
     let steady = usage(pid);
+    let listener_steady = usage(&own_pid());
     let steady_packets = heard(&all) - heard_at_playing;
     // The silence after each track says it ended (not the event stream: past capacity, a
     // client that falls behind loses events, by design). Together, under one time limit: an
@@ -154,6 +166,7 @@ async fn step(h: &Harness, pid: &str, base_rss: u64, n: usize, mode: Mode) -> St
         server_cpu: done.cpu.saturating_sub(idle.cpu),
         steady_cpu: steady.cpu.saturating_sub(playing.cpu),
         steady_packets,
+        listener_cpu: listener_steady.cpu.saturating_sub(listener_playing.cpu),
         rss_idle: per_player(idle.rss),
         rss_playing: per_player(playing.rss),
         threads: playing.threads,
@@ -161,9 +174,18 @@ async fn step(h: &Harness, pid: &str, base_rss: u64, n: usize, mode: Mode) -> St
     }
 }
 
+fn own_pid() -> String {
+    std::process::id().to_string()
+}
+
 async fn server(max_players: usize, plugins: Option<&std::path::Path>) -> (Harness, String, std::path::PathBuf) {
     let cache = tempfile::tempdir().expect("cache dir").keep();
-    let voice = FakeVoiceConfig { keep_pcm: false, verify_one_in: VERIFY_ONE_IN, ..Default::default() };
+    let voice = FakeVoiceConfig {
+        keep_pcm: false,
+        verify_one_in: VERIFY_ONE_IN,
+        wake_every_packets: WAKE_EVERY,
+        ..Default::default()
+    };
     let plugins_dir = plugins.map_or_else(|| "none".to_string(), |p| p.display().to_string());
     let env = [
         ("AUDIO_CACHE_PATH", cache.display().to_string()),
@@ -206,14 +228,16 @@ async fn ramp(baseline_us: f64) {
     println!("server threads with no player: {}; RSS {} MiB", base.threads, base.rss >> 20);
     println!();
     println!(
-        "| players | packets > 5 ms late | p99 ms (worst player) | server CPU µs per packet, steady | ÷ physical baseline | whole tracks, µs per packet | server CPU ms per player-second | players per core by CPU | OS threads (server) | RSS per idle player | RSS per playing player | verified sessions' failures |"
+        "| players | packets > 5 ms late | p99 ms (worst player) | server CPU µs per packet, steady | ÷ physical baseline | whole tracks, µs per packet | server CPU ms per player-second | players per core by CPU | OS threads (server) | RSS per idle player | RSS per playing player | verified sessions' failures | listener CPU µs per packet, steady |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // The listener's cost at the largest step sustained.
+    let mut listener_us: f64 = 0.0;
     for n in steps(STEPS) {
         let s = step(&h, &pid, base.rss, n, Mode::Passthrough).await;
         let (per_packet, steady) = (s.cpu_us_per_packet(), s.steady_us_per_packet());
         println!(
-            "| {} | {:.2} % | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {} | {} KiB | {} KiB | {} |",
+            "| {} | {:.2} % | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {} | {} KiB | {} KiB | {} | {:.1} |",
             s.players,
             100.0 * s.late_share(),
             s.p99,
@@ -226,11 +250,29 @@ async fn ramp(baseline_us: f64) {
             s.rss_idle >> 10,
             s.rss_playing >> 10,
             s.verified_failures,
+            s.listener_us_per_packet(),
         );
         if s.late_share() > LATE_BUDGET {
             break;
         }
+        listener_us = s.listener_us_per_packet();
     }
+    // The listener shares the machine: even a server that cost only the physical baseline
+    // could not carry more players than the cores left over allow.
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+    println!();
+    println!(
+        "ceiling on this machine: {cores} cores ÷ 50 packets a second ÷ (physical baseline {baseline_us:.2} + listener {listener_us:.2} µs) = {:.0} players with a server at 1× the baseline, {:.0} at 2×, {:.0} at 3×",
+        ceiling(cores, baseline_us, listener_us, 1.0),
+        ceiling(cores, baseline_us, listener_us, 2.0),
+        ceiling(cores, baseline_us, listener_us, 3.0),
+    );
+}
+
+/// Players `cores` carry when each packet costs the server `ratio` times the physical
+/// baseline and the listener `listener_us`, with nothing else running.
+fn ceiling(cores: f64, baseline_us: f64, listener_us: f64, ratio: f64) -> f64 {
+    cores * 1e6 / 50.0 / (ratio * baseline_us + listener_us)
 }
 
 /// Idle players that fit: each holds two descriptors in the server (voice WebSocket and UDP
