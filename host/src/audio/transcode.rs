@@ -243,6 +243,10 @@ impl Transcoder {
     }
 
     fn send(&mut self, flush: bool) -> Result<(), String> {
+        if self.ready.is_empty() {
+            // Nothing to encode (a passed-through track's end): no encoder is made for it.
+            return Ok(());
+        }
         self.encoder()?;
         let ahead = self.offset * 2;
         if flush {
@@ -280,5 +284,25 @@ impl Transcoder {
 fn scale(frame: &mut [f32], gain: f32) {
     if (gain - 1.0).abs() > f32::EPSILON {
         frame.iter_mut().for_each(|s| *s = (*s * gain).clamp(-1.0, 1.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::voice::OPUS_SILENCE;
+
+    #[test]
+    fn a_passed_through_track_ends_without_making_an_encoder() {
+        let ring = Arc::new(FrameRing::new(0, Arc::new(|| 0)));
+        let chain = FilterChain::new(None, Arc::new(|_| {}));
+        let mut out = Transcoder::new(EncoderSettings::new(64), Counter::default(), chain, Controls::unchanged(), ring);
+        for _ in 0..3 {
+            assert!(out.passes_through(&OPUS_SILENCE));
+            assert!(matches!(out.unit(Unit::Opus(OPUS_SILENCE.to_vec(), None), true, 0), Ok(Outcome::Done)));
+        }
+        assert!(matches!(out.unit(Unit::End(Ok(())), false, 0), Ok(Outcome::Done)));
+        assert_eq!(out.made, 3);
+        assert!(out.encoder.is_none(), "an encoder was made for a track that only passed packets through");
     }
 }
