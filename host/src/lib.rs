@@ -209,6 +209,7 @@ impl Server {
             config.live.clone(),
         ));
         let registry = Registry::new(ctx);
+        tokio::spawn(player::registry::save_positions(Arc::downgrade(&registry)));
         let state = api::AppState {
             registry: registry.clone(),
             events: events.clone(),
