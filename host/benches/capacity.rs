@@ -22,12 +22,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fake_voice::FakeVoiceConfig;
 use futures_util::future::join_all;
 use serde_json::json;
-use support::process::usage;
+use support::process::{cpu_by_thread, usage};
 use support::{Harness, LIMIT, enqueued_track_id};
 
 /// Players tried, in order, until more than 1 % of packets arrive > 5 ms late.
@@ -76,6 +77,9 @@ struct Step {
     /// a packet costs once playing, without starting and ending tracks.
     steady_cpu: Duration,
     steady_packets: u64,
+    /// The steady window's server CPU by kind of thread: the packet clock's lanes, the media
+    /// workers, the async runtimes, the rest.
+    steady_by_thread: [Duration; 4],
     /// This process's CPU in the same window: the listener receiving, timestamping and
     /// verifying (the harness is idle then).
     listener_cpu: Duration,
@@ -141,12 +145,14 @@ async fn step(h: &Harness, pid: &str, base_rss: u64, n: usize, mode: Mode) -> St
     join_all(all.iter().zip(&urls).map(|((g, _), url)| h.enqueue(*g, url))).await;
     join_all(all.iter().map(|(_, s)| s.wait(LIMIT, |c| c.packets >= 50))).await;
     let playing = usage(pid);
+    let threads_playing = cpu_by_thread(pid);
     let listener_playing = usage(&own_pid());
     let heard = |all: &Players| all.iter().map(|(_, s)| s.counters().packets).sum::<u64>();
     let heard_at_playing = heard(&all);
     // Every player past 4 of the track's 6 seconds, none yet at its end.
     join_all(all.iter().map(|(_, s)| s.wait(LIMIT, |c| c.packets >= STEADY_UNTIL))).await;
     let steady = usage(pid);
+    let threads_steady = cpu_by_thread(pid);
     let listener_steady = usage(&own_pid());
     let steady_packets = heard(&all) - heard_at_playing;
     // The silence after each track says it ended (not the event stream: past capacity, a
@@ -166,12 +172,29 @@ async fn step(h: &Harness, pid: &str, base_rss: u64, n: usize, mode: Mode) -> St
         server_cpu: done.cpu.saturating_sub(idle.cpu),
         steady_cpu: steady.cpu.saturating_sub(playing.cpu),
         steady_packets,
+        steady_by_thread: by_kind(&threads_playing, &threads_steady),
         listener_cpu: listener_steady.cpu.saturating_sub(listener_playing.cpu),
         rss_idle: per_player(idle.rss),
         rss_playing: per_player(playing.rss),
         threads: playing.threads,
         verified_failures: reports.iter().map(|r| r.undecryptable + r.plaintext + r.transport_failures).sum(),
     }
+}
+
+/// CPU spent between two looks, by kind of server thread (see [`Step::steady_by_thread`]).
+fn by_kind(before: &BTreeMap<String, Duration>, after: &BTreeMap<String, Duration>) -> [Duration; 4] {
+    let mut kinds = [Duration::ZERO; 4];
+    for (name, cpu) in after {
+        let spent = cpu.saturating_sub(before.get(name).copied().unwrap_or_default());
+        let kind = match name.as_str() {
+            "packet-clock" => 0,
+            "media-worker" => 1,
+            "tokio-rt-worker" | "media" => 2,
+            _ => 3,
+        };
+        kinds[kind] += spent;
+    }
+    kinds
 }
 
 fn own_pid() -> String {
@@ -228,16 +251,16 @@ async fn ramp(baseline_us: f64) {
     println!("server threads with no player: {}; RSS {} MiB", base.threads, base.rss >> 20);
     println!();
     println!(
-        "| players | packets > 5 ms late | p99 ms (worst player) | server CPU µs per packet, steady | ÷ physical baseline | whole tracks, µs per packet | server CPU ms per player-second | players per core by CPU | OS threads (server) | RSS per idle player | RSS per playing player | verified sessions' failures | listener CPU µs per packet, steady |"
+        "| players | packets > 5 ms late | p99 ms (worst player) | server CPU µs per packet, steady | ÷ physical baseline | whole tracks, µs per packet | server CPU ms per player-second | players per core by CPU | OS threads (server) | RSS per idle player | RSS per playing player | verified sessions' failures | listener CPU µs per packet, steady | server µs per packet, steady: lanes / media workers / runtimes / other |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     // The listener's cost at the largest step sustained.
     let mut listener_us: f64 = 0.0;
     for n in steps(STEPS) {
         let s = step(&h, &pid, base.rss, n, Mode::Passthrough).await;
         let (per_packet, steady) = (s.cpu_us_per_packet(), s.steady_us_per_packet());
         println!(
-            "| {} | {:.2} % | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {} | {} KiB | {} KiB | {} | {:.1} |",
+            "| {} | {:.2} % | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {} | {} KiB | {} KiB | {} | {:.1} | {} |",
             s.players,
             100.0 * s.late_share(),
             s.p99,
@@ -251,6 +274,11 @@ async fn ramp(baseline_us: f64) {
             s.rss_playing >> 10,
             s.verified_failures,
             s.listener_us_per_packet(),
+            s.steady_by_thread
+                .iter()
+                .map(|cpu| format!("{:.1}", cpu.as_secs_f64() * 1e6 / s.steady_packets.max(1) as f64))
+                .collect::<Vec<_>>()
+                .join(" / "),
         );
         if s.late_share() > LATE_BUDGET {
             break;
