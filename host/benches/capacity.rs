@@ -254,7 +254,7 @@ async fn ramp(baseline_us: f64) {
         "| players | packets > 5 ms late | p99 ms (worst player) | server CPU µs per packet, steady | ÷ physical baseline | whole tracks, µs per packet | server CPU ms per player-second | players per core by CPU | OS threads (server) | RSS per idle player | RSS per playing player | verified sessions' failures | listener CPU µs per packet, steady | server µs per packet, steady: lanes / media workers / runtimes / other |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    // The listener's cost at the largest step sustained.
+    // The listener's cost at the largest step sustained (the first step's when none was).
     let mut listener_us: f64 = 0.0;
     for n in steps(STEPS) {
         let s = step(&h, &pid, base.rss, n, Mode::Passthrough).await;
@@ -280,10 +280,13 @@ async fn ramp(baseline_us: f64) {
                 .collect::<Vec<_>>()
                 .join(" / "),
         );
-        if s.late_share() > LATE_BUDGET {
+        let over = s.late_share() > LATE_BUDGET;
+        if !over || listener_us == 0.0 {
+            listener_us = s.listener_us_per_packet();
+        }
+        if over {
             break;
         }
-        listener_us = s.listener_us_per_packet();
     }
     // The listener shares the machine: even a server that cost only the physical baseline
     // could not carry more players than the cores left over allow.
