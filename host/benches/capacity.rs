@@ -146,14 +146,14 @@ async fn step(h: &Harness, pid: &str, base_rss: u64, n: usize, mode: Mode) -> St
     join_all(all.iter().map(|(_, s)| s.wait(LIMIT, |c| c.packets >= 50))).await;
     let playing = usage(pid);
     let threads_playing = cpu_by_thread(pid);
-    let listener_playing = usage(&own_pid());
+    let listener_playing = usage("self");
     let heard = |all: &Players| all.iter().map(|(_, s)| s.counters().packets).sum::<u64>();
     let heard_at_playing = heard(&all);
     // Every player past 4 of the track's 6 seconds, none yet at its end.
     join_all(all.iter().map(|(_, s)| s.wait(LIMIT, |c| c.packets >= STEADY_UNTIL))).await;
     let steady = usage(pid);
     let threads_steady = cpu_by_thread(pid);
-    let listener_steady = usage(&own_pid());
+    let listener_steady = usage("self");
     let steady_packets = heard(&all) - heard_at_playing;
     // The silence after each track says it ended (not the event stream: past capacity, a
     // client that falls behind loses events, by design). Together, under one time limit: an
@@ -195,10 +195,6 @@ fn by_kind(before: &BTreeMap<String, Duration>, after: &BTreeMap<String, Duratio
         kinds[kind] += spent;
     }
     kinds
-}
-
-fn own_pid() -> String {
-    std::process::id().to_string()
 }
 
 async fn server(max_players: usize, plugins: Option<&std::path::Path>) -> (Harness, String, std::path::PathBuf) {

@@ -47,11 +47,15 @@ pub struct Usage {
 
 pub fn usage(pid: &str) -> Usage {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    Usage { cpu: stat_cpu(&stat), rss: status_field(pid, "VmRSS:") * 1024, threads: status_field(pid, "Threads:") }
+}
+
+/// CPU time (user and system) in a `/proc/…/stat` line.
+fn stat_cpu(stat: &str) -> std::time::Duration {
     // Fields after the command (which may hold spaces): utime and stime are 14th and 15th.
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let cpu = std::time::Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0);
-    Usage { cpu, rss: status_field(pid, "VmRSS:") * 1024, threads: status_field(pid, "Threads:") }
+    std::time::Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0)
 }
 
 /// CPU time each of a process's threads used, summed by thread name without its number
@@ -61,13 +65,10 @@ pub fn cpu_by_thread(pid: &str) -> std::collections::BTreeMap<String, std::time:
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return by_name };
     for task in tasks.flatten() {
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let Some((head, _)) = stat.rsplit_once(')') else { continue };
         let name =
             head.split_once('(').map_or("", |(_, n)| n).trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let cpu = std::time::Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0);
-        *by_name.entry(name.to_string()).or_default() += cpu;
+        *by_name.entry(name.to_string()).or_default() += stat_cpu(&stat);
     }
     by_name
 }
