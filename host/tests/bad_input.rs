@@ -128,3 +128,60 @@ async fn malformed_requests_get_the_contract_error_body() {
     let huge = h.post("/players/1/queue", json!({"url": "x".repeat(3 * 1024 * 1024)})).await;
     assert_eq!(huge.status, 413, "{huge:?}");
 }
+
+/// Resident and peak resident memory of this process (the server runs in it), in bytes.
+fn resident() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib << 10)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_rate_bombs_enqueued_through_the_api_fail_naming_the_rate_and_cost_no_memory() {
+    use support::hostile::{rate_bomb_flac, rate_bomb_ogg, rate_bomb_wav};
+    const ALLOWANCE: u64 = 100 << 20;
+    let h = Harness::start(FakeVoiceConfig::default()).await;
+    let mut events = h.events().await;
+    let (guild, session) = h.new_player().await;
+    let bombs = [
+        ("bomb-1hz.wav", rate_bomb_wav(1)),
+        ("bomb-4294967291hz.wav", rate_bomb_wav(4_294_967_291)),
+        ("bomb-1hz.flac", rate_bomb_flac(1)),
+        ("bomb-1048575hz.flac", rate_bomb_flac(1_048_575)),
+        ("bomb-1hz.ogg", rate_bomb_ogg(1)),
+        ("bomb-4294967291hz.ogg", rate_bomb_ogg(4_294_967_291)),
+    ];
+    // Queue everything first (a player whose queue runs out leaves), then play.
+    assert_eq!(h.post(&format!("/players/{guild}/stop"), serde_json::Value::Null).await.status, 200);
+    let (before, _) = resident();
+    let mut queued = Vec::new();
+    for (name, bytes) in bombs {
+        support::media::publish_fixture(name, &bytes);
+        let reply = h.enqueue(guild, &h.media.url(name)).await;
+        assert_eq!(reply.status, 200, "{name}: {reply:?}");
+        queued.push((name, enqueued_track_id(&reply.body)));
+    }
+    let t = tone("tone-440.mp3");
+    let good = h.enqueue(guild, &h.media.url(t.file)).await;
+    assert_eq!(h.post(&format!("/players/{guild}/play"), serde_json::Value::Null).await.status, 200);
+    for (name, track) in queued {
+        let ended = events.track_ended(guild, &track).await;
+        let reason = ended["data"]["error"].as_str().unwrap_or_default();
+        assert!(reason.contains("sample rate"), "{name}: {ended}");
+        assert_eq!(h.get("/health").await.status, 200, "{name}");
+        let (now, peak) = resident();
+        assert!(now < before + ALLOWANCE, "{name}: resident {} MiB, was {} MiB", now >> 20, before >> 20);
+        assert!(peak < before + ALLOWANCE, "{name}: peaked at {} MiB, was {} MiB", peak >> 20, before >> 20);
+    }
+    // The player is unharmed: the real track queued after the bombs plays.
+    let ended = events.track_ended(guild, &enqueued_track_id(&good.body)).await;
+    assert!(ended["data"].get("error").is_none(), "{ended}");
+    session.wait(LIMIT, |c| c.silence_packets >= 5).await.expect("silence tail");
+    assert_heard(&session.report(), t.freq_hz, t.seconds);
+}

@@ -6,7 +6,7 @@
 use symphonia::core::codecs::CodecParameters;
 use symphonia::core::codecs::audio::CODEC_ID_NULL_AUDIO;
 use symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
-use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, SeekMode, SeekTo};
@@ -18,6 +18,19 @@ use super::opus_packets;
 
 /// Consecutive undecodable packets tolerated before the track is given up.
 const ERROR_BUDGET: u32 = 20;
+
+/// The sample rates a track may have: what real audio uses, from telephony to studio
+/// masters. A header can declare anything (1 Hz, 4 GHz); the resampler's and the decoder's
+/// memory follow the rate, so nothing outside is opened.
+pub const MIN_SAMPLE_RATE: u32 = 8_000;
+pub const MAX_SAMPLE_RATE: u32 = 384_000;
+/// The most channels a track may have (AAC's 48 and Vorbis's 255 exist on paper only).
+pub const MAX_CHANNELS: usize = 32;
+/// The most frames one decoded packet may hold (FLAC's largest block is 65535), and the
+/// most samples (frames × channels): 4 MiB of `f32`. The decoder's buffers are sized by
+/// them, and so is what one packet becomes at 48 kHz (at most 6 × 65536 stereo frames).
+pub const MAX_PACKET_FRAMES: u64 = 65_536;
+pub const MAX_PACKET_SAMPLES: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -31,6 +44,53 @@ pub enum DecodeError {
     Io(String),
     #[error("too many undecodable packets ({0})")]
     Corrupt(String),
+    /// The media declares something no real audio has; nothing was allocated for it.
+    #[error("{0}")]
+    OutOfBounds(#[from] Unplayable),
+}
+
+/// What a header declared that is outside what a track may be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unplayable {
+    #[error("the media declares a sample rate of {0} Hz; tracks play at {MIN_SAMPLE_RATE}–{MAX_SAMPLE_RATE} Hz")]
+    SampleRate(u32),
+    #[error("the media declares {0} channels; tracks have 1–{MAX_CHANNELS}")]
+    Channels(usize),
+    #[error(
+        "the media declares packets of {0} frames × {1} channels; at most {MAX_PACKET_FRAMES} frames and {MAX_PACKET_SAMPLES} samples are decoded at once"
+    )]
+    PacketSize(u64, usize),
+}
+
+/// Checks a sample rate and channel count a container or a decoded packet declares.
+pub fn check_format(rate: u32, channels: usize) -> Result<(), Unplayable> {
+    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
+        return Err(Unplayable::SampleRate(rate));
+    }
+    if !(1..=MAX_CHANNELS).contains(&channels) {
+        return Err(Unplayable::Channels(channels));
+    }
+    Ok(())
+}
+
+/// Checks what a container says of its audio before a decoder is made for it (the decoder
+/// sizes its buffers by the channels and the largest packet). Unknown fields are checked on
+/// the first decoded packet instead.
+fn check_params(params: &AudioCodecParameters) -> Result<(), Unplayable> {
+    let channels = params.channels.as_ref().map(|c| c.count());
+    if let Some(rate) = params.sample_rate {
+        check_format(rate, channels.unwrap_or(1))?;
+    } else if let Some(channels) = channels {
+        check_format(MIN_SAMPLE_RATE, channels)?;
+    }
+    check_packet(params.max_frames_per_packet.unwrap_or(0), channels.unwrap_or(1))
+}
+
+fn check_packet(frames: u64, channels: usize) -> Result<(), Unplayable> {
+    if frames > MAX_PACKET_FRAMES || frames.saturating_mul(channels as u64) > MAX_PACKET_SAMPLES {
+        return Err(Unplayable::PacketSize(frames, channels));
+    }
+    Ok(())
 }
 
 enum Codec {
@@ -84,8 +144,10 @@ impl SourceDecoder {
             .iter()
             .find_map(|t| match &t.codec_params {
                 Some(CodecParameters::Audio(p)) if p.codec != CODEC_ID_NULL_AUDIO => {
-                    let rate = p.sample_rate.unwrap_or(48_000).max(1) as u64;
-                    let duration_ms = t.num_frames.map(|n| n * 1000 / rate);
+                    let rate = u128::from(p.sample_rate.unwrap_or(48_000).max(1));
+                    // A declared length is a number to show, never a size to allocate.
+                    let duration_ms =
+                        t.num_frames.map(|n| u64::try_from(u128::from(n) * 1000 / rate).unwrap_or(u64::MAX));
                     Some((t.id, p.clone(), duration_ms, t.time_base))
                 }
                 _ => None,
@@ -94,8 +156,10 @@ impl SourceDecoder {
         // Opus's pre-skip is not applied: passed-through packets cannot drop it either, and
         // both ways must line up sample for sample to switch between them.
         let (codec, rate) = if params.codec == CODEC_ID_OPUS {
+            // Decoded (when it is) by libopus at 48 kHz stereo, whatever the header says.
             (Codec::Opus, 48_000)
         } else {
+            check_params(&params)?;
             let decoder = symphonia::default::get_codecs()
                 .make_audio_decoder(&params, &AudioDecoderOptions::default())
                 .map_err(|e| DecodeError::Codec(e.to_string()))?;
@@ -186,7 +250,10 @@ impl SourceDecoder {
             self.out.clear();
             match decoder.decode(&packet) {
                 Ok(buf) => {
-                    let channels = buf.spec().channels().count().max(1);
+                    // A stream may change its format mid-way (MP3 frames each carry theirs).
+                    let channels = buf.spec().channels().count();
+                    check_format(buf.spec().rate(), channels)?;
+                    check_packet(buf.frames() as u64, channels)?;
                     self.rate = buf.spec().rate();
                     buf.copy_to_vec_interleaved(&mut self.scratch);
                     to_stereo(&self.scratch, channels, &mut self.out);

@@ -178,7 +178,11 @@ fn start(
     let opening = work.clone();
     let runtime = config.fetch.runtime.clone();
     runtime.spawn_blocking(move || {
-        let opened = span.in_scope(|| open(&config, &cancel));
+        // A container reader that panics on hostile media ends this track, not the opening
+        // thread with the track left waiting forever.
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| span.in_scope(|| open(&config, &cancel))))
+                .unwrap_or_else(|_| Err("the media could not be read (its container reader failed)".into()));
         opening.opened(opened);
     });
     TrackFrames { ring, _work: work }

@@ -115,14 +115,7 @@ impl Decoding {
                 }
                 Ok(Some(Decoded::Pcm { rate, samples })) => (rate, samples),
             };
-            let resampler = match self.resampler.as_mut() {
-                Some(r) => r,
-                None => match To48k::new(rate) {
-                    Ok(r) => self.resampler.insert(r),
-                    Err(e) => return Produced::Ended(Err(e.to_string())),
-                },
-            };
-            if let Err(e) = resampler.push(samples, &mut self.pcm) {
+            if let Err(e) = resample(&mut self.resampler, rate, samples, &mut self.pcm) {
                 return Produced::Ended(Err(e.to_string()));
             }
             if let Err(e) = self.blocks(pending, false) {
@@ -184,6 +177,25 @@ impl Decoding {
         self.pcm.drain(..start);
         Ok(())
     }
+}
+
+/// Appends `samples` at `rate` to `pcm` at 48 kHz. A stream that changes its rate mid-way
+/// (concatenated MP3s do) gets a resampler for the new rate once the old one is flushed.
+fn resample(
+    resampler: &mut Option<To48k>,
+    rate: u32,
+    samples: &[f32],
+    pcm: &mut Vec<f32>,
+) -> Result<(), crate::audio::resample::ResampleError> {
+    if let Some(old) = resampler.as_mut().filter(|r| r.input_rate() != rate) {
+        old.finish(pcm)?;
+        *resampler = None;
+    }
+    let resampler = match resampler {
+        Some(r) => r,
+        None => resampler.insert(To48k::new(rate)?),
+    };
+    resampler.push(samples, pcm)
 }
 
 type Waker = Arc<dyn Fn() + Send + Sync>;

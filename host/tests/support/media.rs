@@ -68,6 +68,16 @@ pub const TONES: &[Tone] = &[
         codec_args: &["-c:a", "flac"],
         left_only: false,
     },
+    // AAC in its bare ADTS framing, as internet radios send it.
+    Tone {
+        file: "tone-660.aac",
+        freq_hz: 660.0,
+        rate: 44_100,
+        channels: 2,
+        seconds: 2.0,
+        codec_args: &["-c:a", "aac", "-b:a", "128k", "-f", "adts"],
+        left_only: false,
+    },
     Tone {
         file: "tone-770.ogg",
         freq_hz: 770.0,
@@ -231,6 +241,11 @@ fn write_hls(dir: &Path, file: &str) {
     }
     playlist.push_str("#EXT-X-ENDLIST\n");
     publish(&hls.join(format!("{stem}.m3u8")), playlist.as_bytes());
+}
+
+/// Adds a file made by the test to what the media server serves, as `name`.
+pub fn publish_fixture(name: &str, bytes: &[u8]) {
+    publish(&fixtures().join(name), bytes);
 }
 
 /// Writes under a private name and renames, so test processes sharing the directory

@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub mod dns;
+pub mod hostile;
 pub mod media;
 pub mod plugins;
 pub mod process;
