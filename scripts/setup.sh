@@ -43,13 +43,14 @@ pip_install() {
     python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$@"
 }
 
-# yt-dlp changes with the sites it reads: the newest is installed when it is missing or older
-# than the one the tests were last run with (they use its --plugin-dirs and plugin overrides).
-ytdlp_at_least="2026.10.26"
-ytdlp_installed="$(yt-dlp --version 2>/dev/null || echo 0)"
-if [ "$(printf '%s\n%s\n' "$ytdlp_at_least" "$ytdlp_installed" | sort -V | head -n1)" != "$ytdlp_at_least" ]; then
-  echo "setup: installing yt-dlp (at least $ytdlp_at_least) from PyPI"
-  pip_install --upgrade "yt-dlp>=$ytdlp_at_least"
+# yt-dlp is pinned: the argument policy reads command lines with a table generated from this
+# version's --help (host/src/plugins/capabilities/yt-dlp.options; a test compares them), and
+# the tests use its --plugin-dirs and plugin overrides. Upgrading: change the version here,
+# run the test with MESASTREAM_WRITE_OPTION_TABLES=1 and review what changed.
+ytdlp_version="2026.11.23"
+if [ "$(yt-dlp --version 2>/dev/null)" != "$ytdlp_version" ]; then
+  echo "setup: installing yt-dlp $ytdlp_version from PyPI"
+  pip_install "yt-dlp==$ytdlp_version"
 fi
 
 $tests || exit 0

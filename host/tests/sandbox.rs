@@ -165,6 +165,12 @@ async fn a_granted_program_runs_confined_and_dangerous_options_are_refused() {
         ("--config-locations|/etc/passwd".into(), "option --config-locations is refused"),
         ("--batch-file|/etc/passwd".into(), "option --batch-file is refused"),
         ("--plugin-dirs|/tmp".into(), "option --plugin-dirs is refused"),
+        // `-i` takes no value: what follows it in a cluster is read as options too.
+        (format!("-iP{}|-o|x|https://example.com/a", elsewhere.path().display()), "option -P is refused"),
+        ("-ia/etc/hostname".into(), "option -a is refused"),
+        ("-iU".into(), "option -U is refused"),
+        // A value that reads `--` does not end the options for yt-dlp.
+        (format!("--format|--|--exec|touch {}|https://example.com/a", touched.display()), "option --exec is refused"),
     ] {
         let m = probe(&h, guild, &format!("probe:run:yt-dlp|{args}")).await;
         assert!(m.contains("run refused: Error::Denied") && m.contains(why), "{args}: {m}");
@@ -172,7 +178,7 @@ async fn a_granted_program_runs_confined_and_dangerous_options_are_refused() {
     assert!(!touched.exists(), "a refused run ran");
     let metrics = h.metrics().await;
     let yt_dlp = ["plugin=\"prober\"", "program=\"yt-dlp\""];
-    assert_eq!(counter(&metrics, "mesastream_plugin_process_refusals_total", &yt_dlp), 7);
+    assert_eq!(counter(&metrics, "mesastream_plugin_process_refusals_total", &yt_dlp), 11);
     assert_eq!(counter(&metrics, "mesastream_plugin_process_runs_total", &yt_dlp), 0);
     let m = probe(&h, guild, "probe:run:yt-dlp|--ignore-config|--version").await;
     assert!(m.contains("run exited Some(0)"), "{m}");
@@ -290,4 +296,41 @@ async fn a_filter_plugin_replaced_mid_track_keeps_the_audio_continuous() {
     assert!(!events.seen.iter().any(|e| e["type"] == "FilterFailed"), "{:?}", events.seen);
     let plugins: Value = h.get("/plugins").await.body;
     assert_eq!(plugins[0]["version"], "0.1.1");
+}
+
+/// The checked-in table of yt-dlp's options (how the argument policy reads a command line)
+/// is the installed yt-dlp's own: an upgrade that adds, renames or changes an option fails
+/// here. `MESASTREAM_WRITE_OPTION_TABLES=1` rewrites the table from the installed yt-dlp.
+#[test]
+fn yt_dlp_option_table_matches_the_installed_yt_dlp() {
+    use mesastream::plugins::capabilities::option_table::{OptionTable, YT_DLP_TABLE};
+    let run = |arg: &str| {
+        let out = std::process::Command::new("yt-dlp").arg(arg).env("COLUMNS", "10000").output().expect("run yt-dlp");
+        assert!(out.status.success(), "yt-dlp {arg}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let installed = OptionTable::from_help(&run("--help"));
+    let version = run("--version");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/plugins/capabilities/yt-dlp.options");
+    if std::env::var_os("MESASTREAM_WRITE_OPTION_TABLES").is_some() {
+        let header = format!(
+            "# yt-dlp {}: its options, one per line (names, then one = per value word).\n\
+             # Generated from COLUMNS=10000 yt-dlp --help by the sandbox test\n\
+             # yt_dlp_option_table_matches_the_installed_yt_dlp; MESASTREAM_WRITE_OPTION_TABLES=1 rewrites it.\n",
+            version.trim()
+        );
+        std::fs::write(&path, header + &installed.to_text()).expect("write the table");
+        return;
+    }
+    let checked_in = OptionTable::parse(YT_DLP_TABLE);
+    assert!(installed.to_text().lines().count() > 200, "yt-dlp's help was not read: {}", installed.to_text());
+    let (have, want) = (checked_in.to_text(), installed.to_text());
+    let missing: Vec<&str> = want.lines().filter(|l| !have.lines().any(|h| h == *l)).collect();
+    let stale: Vec<&str> = have.lines().filter(|l| !want.lines().any(|w| w == *l)).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "yt-dlp {} reads options differently from the checked-in table (rewrite it with \
+         MESASTREAM_WRITE_OPTION_TABLES=1 and review the refusals): new or changed {missing:?}, gone {stale:?}",
+        version.trim()
+    );
 }

@@ -5,6 +5,7 @@
 mod arguments;
 mod http;
 mod kv;
+pub mod option_table;
 pub(crate) mod process;
 
 use std::collections::{BTreeMap, HashMap};
