@@ -38,21 +38,8 @@ async fn node() -> (Harness, tempfile::TempDir) {
         );
     })
     .await;
-    write_ytdlp_wrapper(&wrapper, &h.media.url("search"));
+    support::plugins::write_ytdlp_wrapper(&wrapper, &[("MESASTREAM_TEST_SEARCH", &h.media.url("search"))]);
     (h, wrapper_dir)
-}
-
-/// The real yt-dlp (from PATH) with the tests' search plugin and where it searches: written
-/// once the media server's address is known, before anything runs it.
-fn write_ytdlp_wrapper(wrapper: &Path, search: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    let plugins = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ytdlp-plugins"));
-    let script = format!(
-        "#!/bin/sh\nexport MESASTREAM_TEST_SEARCH='{search}' PYTHONDONTWRITEBYTECODE=1\nexec yt-dlp --plugin-dirs '{}' \"$@\"\n",
-        plugins.display()
-    );
-    std::fs::write(wrapper, script).expect("write the yt-dlp wrapper");
-    std::fs::set_permissions(wrapper, std::fs::Permissions::from_mode(0o755)).expect("make it executable");
 }
 
 /// Runs `program args` with the call's settings in its environment until it exits; its

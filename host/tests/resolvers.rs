@@ -156,3 +156,42 @@ async fn a_remote_playlist_is_expanded_once_then_served_from_the_cache() {
     assert_eq!(queue_titles(&again.body)[1..], ["Episode 660".to_string(), "Episode 770".to_string()]);
     assert_eq!(h.media.requests("/feed.rss"), 1, "the second enqueue came from the cache, not from yt-dlp");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_named_like_a_youtube_id_never_stands_in_for_the_video_in_the_cache() {
+    const VIDEO: &str = "dQw4w9WgXcQ";
+    let cache = tempfile::tempdir().expect("cache dir");
+    let wrapper_dir = tempfile::tempdir().expect("wrapper dir");
+    let wrapper = wrapper_dir.path().join("yt-dlp");
+    let grants = "[plugins.ytdlp]\nprocess = [\"yt-dlp\"]\n\
+                  patterns = [\"http://127.0.0.1:*/**\", \"https://www.youtube.com/**\"]\n";
+    let h = Harness::with_plugins(FakeVoiceConfig::default(), &["ytdlp"], |c| {
+        c.audio_cache_path = Some(cache.path().to_path_buf());
+        c.yt_dlp_path = Some(wrapper.clone());
+        support::plugins::grant(c.plugins_dir.as_deref().expect("plugins dir"), grants)
+    })
+    .await;
+    // The video is the 440 Hz tone; a stranger's page, named after the video's id, is 660 Hz.
+    let video = tone("tone-440.mp3");
+    support::plugins::write_ytdlp_wrapper(&wrapper, &[("MESASTREAM_TEST_YOUTUBE", &h.media.url(video.file))]);
+    let page = tone("tone-660.flac");
+    let page_file = format!("{VIDEO}.flac");
+    let bytes = std::fs::read(support::media::fixtures().join(page.file)).expect("fixture");
+    support::media::publish_fixture(&page_file, &bytes);
+
+    let (track, report) = play_query(&h, &h.media.url(&page_file)).await;
+    assert_eq!(track["source"], "http", "{track}");
+    assert_heard(&report, page.freq_hz, page.seconds);
+    let youtube = format!("https://www.youtube.com/watch?v={VIDEO}");
+    let (track, report) = play_query(&h, &youtube).await;
+    assert_eq!(track["source"], "youtube", "{track}");
+    assert_heard(&report, video.freq_hz, video.seconds);
+
+    // Each is cached under its own name: played again, both come from the cache as they are.
+    let fetched = h.media.requests(&format!("/{}", video.file));
+    let (_, report) = play_query(&h, &youtube).await;
+    assert_heard(&report, video.freq_hz, video.seconds);
+    let (_, report) = play_query(&h, &h.media.url(&page_file)).await;
+    assert_heard(&report, page.freq_hz, page.seconds);
+    assert_eq!(h.media.requests(&format!("/{}", video.file)), fetched, "the video came from the cache");
+}

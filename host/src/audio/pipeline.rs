@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use prometheus_client::metrics::counter::Counter;
 use symphonia::core::io::MediaSource;
 
@@ -290,10 +291,22 @@ fn locate(config: &PipelineConfig, query: &str, guild_id: Option<String>) -> Res
     Ok((locator, key))
 }
 
-/// The cache key of a resolved track: its resolver and the resolver's own id for it.
+/// The cache key of a resolved track: its resolver, the source the resolver says it is from,
+/// the host of its page, and the resolver's id for it. Two links share cached audio only when
+/// all four agree, so a page elsewhere named like a YouTube id never stands in for the video.
+/// (Keys of earlier versions, `plugin:identifier`, have no `/` after the plugin's name and
+/// are never looked up again; their files expire.)
 pub fn cache_key(track: &ResolvedTrack) -> String {
-    format!("{}:{}", track.plugin, track.identifier)
+    let host = url::Url::parse(&track.uri).ok().and_then(|u| {
+        let host = u.host_str()?.to_ascii_lowercase();
+        Some(u.port().map_or_else(|| host.clone(), |port| format!("{host}:{port}")))
+    });
+    let part = |s: &str| utf8_percent_encode(s, KEY_PART).to_string();
+    format!("{}/{}/{}/{}", track.plugin, part(&track.source_name), host.unwrap_or_default(), track.identifier)
 }
+
+/// What a key part may not hold as is: its separator and the escape itself.
+const KEY_PART: &AsciiSet = &CONTROLS.add(b'/').add(b'%');
 
 /// The cache key of a direct link played without resolvers: the link is its identity.
 pub fn direct_cache_key(url: &str) -> String {

@@ -29,3 +29,18 @@ pub fn install_into(dir: &Path, names: &[&str]) {
 pub fn grant(dir: &Path, toml: &str) {
     std::fs::write(dir.join("plugins.toml"), toml).expect("write grants");
 }
+
+/// Writes an executable `yt-dlp` at `wrapper`: the real yt-dlp (from PATH) with the tests'
+/// yt-dlp plugins (`tests/clients/ytdlp-plugins`, which answer YouTube from the media
+/// server) and `env` in its environment.
+pub fn write_ytdlp_wrapper(wrapper: &Path, env: &[(&str, &str)]) {
+    use std::os::unix::fs::PermissionsExt;
+    let plugins = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ytdlp-plugins"));
+    let exports: String = env.iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect();
+    let script = format!(
+        "#!/bin/sh\n{exports}export PYTHONDONTWRITEBYTECODE=1\nexec yt-dlp --plugin-dirs '{}' \"$@\"\n",
+        plugins.display()
+    );
+    std::fs::write(wrapper, script).expect("write the yt-dlp wrapper");
+    std::fs::set_permissions(wrapper, std::fs::Permissions::from_mode(0o755)).expect("make it executable");
+}

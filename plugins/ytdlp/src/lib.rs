@@ -22,6 +22,9 @@ struct Info {
     #[serde(rename = "_type")]
     kind: Option<String>,
     id: Option<String>,
+    /// The extractor that read the page (`Youtube`, `Generic`…); `ie_key` on flat entries.
+    extractor_key: Option<String>,
+    ie_key: Option<String>,
     title: Option<String>,
     uploader: Option<String>,
     channel: Option<String>,
@@ -96,8 +99,15 @@ fn track(info: Info, source: &str) -> Track {
         }
         _ => None,
     };
+    // The generic extractor names a page after its URL's last segment, which any page can
+    // share with a real video's id: such a page is known by its URL.
+    let extractor = info.extractor_key.as_deref().or(info.ie_key.as_deref());
+    let identifier = match info.id {
+        Some(id) if extractor.is_some_and(|e| e != "Generic") => id,
+        _ => uri.clone(),
+    };
     Track {
-        identifier: info.id.unwrap_or_else(|| uri.clone()),
+        identifier,
         title: info.title.unwrap_or_else(|| uri.clone()),
         author: info.uploader.or(info.channel).unwrap_or_else(|| "Unknown".into()),
         duration_ms: info.duration.filter(|d| d.is_finite() && *d >= 0.0).map(|d| (d * 1000.0).round() as u64),
@@ -210,5 +220,19 @@ mod tests {
         };
         let t = track(entry, "http");
         assert_eq!((t.uri.as_str(), t.identifier.as_str()), ("http://h/a.flac", "http://h/a.flac"));
+    }
+
+    #[test]
+    fn a_generic_page_is_known_by_its_url_and_a_site_video_by_its_id() {
+        let info = |extractor: &str| Info {
+            id: Some("dQw4w9WgXcQ".into()),
+            extractor_key: Some(extractor.into()),
+            webpage_url: Some("https://elsewhere.example/dQw4w9WgXcQ".into()),
+            ..Info::default()
+        };
+        assert_eq!(track(info("Generic"), "http").identifier, "https://elsewhere.example/dQw4w9WgXcQ");
+        assert_eq!(track(info("Youtube"), "youtube").identifier, "dQw4w9WgXcQ");
+        let unnamed = Info { id: Some("x".into()), webpage_url: Some("http://h/x".into()), ..Info::default() };
+        assert_eq!(track(unnamed, "http").identifier, "http://h/x", "no extractor named: the URL");
     }
 }
