@@ -7,7 +7,7 @@ mod support;
 
 use fake_voice::FakeVoiceConfig;
 use serde_json::{Value, json};
-use support::{Harness, LIMIT, Reply, counter};
+use support::{Harness, LIMIT, Reply, TOKEN, counter};
 
 fn assert_limit(reply: &Reply, status: u16, code: &str, names: &str) {
     assert_eq!((reply.status, reply.body["code"].as_str()), (status, Some(code)), "{reply:?}");
@@ -74,6 +74,44 @@ async fn event_stream_clients_stop_at_their_limit() {
         assert!(tokio::time::Instant::now() < deadline, "the freed place never came back");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_event_clients_never_lock_out_the_bot() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    // WS_AUTH is off (the default): anonymous clients are let in, up to the limit.
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.limits.event_clients = 2).await;
+    let url = format!("ws://{}/ws", h.addr);
+    let (mut oldest, _) = tokio_tungstenite::connect_async(&url).await.expect("first anonymous client");
+    let (_newer, _) = tokio_tungstenite::connect_async(&url).await.expect("second anonymous client");
+    let refused = tokio_tungstenite::connect_async(&url).await.map(|(_, r)| r.status());
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 429),
+        "{refused:?}"
+    );
+
+    // The bot, with its token, gets in: the oldest anonymous client is closed for it.
+    let mut request = url.as_str().into_client_request().expect("request");
+    request.headers_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("header"));
+    let (_bot, _) = tokio_tungstenite::connect_async(request).await.expect("the bot's client is let in");
+    let closed = loop {
+        match tokio::time::timeout(LIMIT, oldest.next()).await.expect("the oldest anonymous client is closed") {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1013), "try again later");
+    // And again with the token in the query, as bm-lib's authenticated mode sends it.
+    let with_query = format!("{url}?token={TOKEN}");
+    let (_bot_again, _) = tokio_tungstenite::connect_async(&with_query).await.expect("query token let in");
+    // Two authenticated clients fill the node: no anonymous client takes their place.
+    let refused = tokio_tungstenite::connect_async(&url).await.map(|(_, r)| r.status());
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 429),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

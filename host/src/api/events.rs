@@ -1,8 +1,10 @@
-//! `GET /ws`: every event as one JSON text frame, a ping every 30 s.
+//! `GET /ws`: every event as one JSON text frame, a ping every 30 s. A client presenting the
+//! API token (bearer, `?token=` or an operator-page session) is authenticated even while
+//! `WS_AUTH` is off, and is never turned away by anonymous clients.
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -25,18 +27,17 @@ pub async fn stream(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if app.ws_auth && !super::listen::ui::session_ok(&headers, &app.auth_token) {
-        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        let presented = header.map(str::to_string).or(query.token);
-        match presented {
-            None => return ApiError::unauthorized().into_response(),
-            Some(t) if !super::same(t.trim().as_bytes(), app.auth_token.as_bytes()) => {
-                return ApiError::forbidden().into_response();
-            }
-            Some(_) => {}
-        }
+    let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let presented = header.map(str::to_string).or(query.token);
+    let token_ok = presented.as_deref().is_some_and(|t| super::same(t.trim().as_bytes(), app.auth_token.as_bytes()));
+    let authenticated = token_ok || super::listen::ui::session_ok(&headers, &app.auth_token);
+    if app.ws_auth && !authenticated {
+        return match presented {
+            None => ApiError::unauthorized().into_response(),
+            Some(_) => ApiError::forbidden().into_response(),
+        };
     }
-    let slot = match app.limits.event_client() {
+    let slot = match app.limits.event_client(authenticated) {
         Ok(slot) => slot,
         Err(e) => return e.into_response(),
     };
@@ -44,8 +45,8 @@ pub async fn stream(
     let relayed = app.events.subscribe_relayed();
     let dropped = app.registry.ctx.metrics.events_dropped.clone();
     upgrade.on_upgrade(move |socket| async move {
-        forward(socket, events, relayed, dropped).await;
-        drop(slot);
+        let mut slot = slot;
+        forward(socket, events, relayed, dropped, &mut slot.evicted).await;
     })
 }
 
@@ -54,6 +55,7 @@ async fn forward(
     mut events: tokio::sync::broadcast::Receiver<crate::events::Event>,
     mut relayed: tokio::sync::broadcast::Receiver<std::sync::Arc<str>>,
     dropped: prometheus_client::metrics::counter::Counter,
+    evicted: &mut tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
@@ -85,6 +87,12 @@ async fn forward(
                 }
                 Err(RecvError::Closed) => return,
             },
+            // An authenticated client needed this anonymous client's place.
+            Ok(()) = &mut *evicted => {
+                let close = CloseFrame { code: close_code::AGAIN, reason: "the node's event-stream clients are full".into() };
+                let _ = socket.send(Message::Close(Some(close))).await;
+                return;
+            }
             _ = ping.tick() => {
                 if socket.send(Message::Ping(Default::default())).await.is_err() { return; }
             }

@@ -2,8 +2,12 @@
 //! event-stream clients, and (optionally) requests per minute from one client address. Each
 //! answers the contract's error body with 429 when reached; a slot is given back when its
 //! guard is dropped, however the request ends.
+//!
+//! Event-stream clients that presented the API token are never turned away by anonymous
+//! ones (allowed while `WS_AUTH` is off): when the node is full, the oldest anonymous
+//! client is closed to make room for an authenticated one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -23,8 +27,23 @@ use crate::model::Id;
 pub struct ApiLimits {
     pub limits: Limits,
     resolves: Arc<Mutex<Resolves>>,
-    event_clients: Arc<Mutex<usize>>,
+    event_clients: Arc<Mutex<EventClients>>,
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+/// The event-stream clients connected: authenticated ones counted, anonymous ones listed
+/// oldest first with the means to close them.
+#[derive(Default)]
+struct EventClients {
+    authenticated: usize,
+    anonymous: VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>,
+    next_id: u64,
+}
+
+impl EventClients {
+    fn total(&self) -> usize {
+        self.authenticated + self.anonymous.len()
+    }
 }
 
 #[derive(Default)]
@@ -64,17 +83,34 @@ impl ApiLimits {
         Ok(ResolveSlot { guild, resolves: self.resolves.clone() })
     }
 
-    /// A slot for one event-stream client.
-    pub fn event_client(&self) -> Result<EventClientSlot, ApiError> {
+    /// A slot for one event-stream client; `authenticated` when it presented the API token.
+    pub fn event_client(&self, authenticated: bool) -> Result<EventClientSlot, ApiError> {
         let mut clients = lock(&self.event_clients);
-        if *clients >= self.limits.event_clients {
-            return Err(ApiError::limit(format!(
-                "{} event-stream clients are connected (MAX_EVENT_CLIENTS)",
-                self.limits.event_clients
-            )));
+        if clients.total() >= self.limits.event_clients {
+            // The oldest anonymous client makes room; its stream is closed.
+            let evicted = if authenticated { clients.anonymous.pop_front() } else { None };
+            match evicted {
+                Some((_, close)) => {
+                    let _ = close.send(());
+                }
+                None => {
+                    return Err(ApiError::limit(format!(
+                        "{} event-stream clients are connected (MAX_EVENT_CLIENTS){}",
+                        self.limits.event_clients,
+                        if authenticated { "" } else { "; clients presenting the API token are still let in" }
+                    )));
+                }
+            }
         }
-        *clients += 1;
-        Ok(EventClientSlot { clients: self.event_clients.clone() })
+        let (close, evicted) = tokio::sync::oneshot::channel();
+        let id = clients.next_id;
+        clients.next_id += 1;
+        if authenticated {
+            clients.authenticated += 1;
+        } else {
+            clients.anonymous.push_back((id, close));
+        }
+        Ok(EventClientSlot { id, authenticated, evicted, clients: self.event_clients.clone() })
     }
 
     /// Whether `client` may make another request now; else the error and the seconds until
@@ -116,13 +152,22 @@ impl Drop for ResolveSlot {
 }
 
 pub struct EventClientSlot {
-    clients: Arc<Mutex<usize>>,
+    id: u64,
+    authenticated: bool,
+    /// Resolves when an authenticated client took this anonymous client's place.
+    pub evicted: tokio::sync::oneshot::Receiver<()>,
+    clients: Arc<Mutex<EventClients>>,
 }
 
 impl Drop for EventClientSlot {
     fn drop(&mut self) {
         let mut clients = lock(&self.clients);
-        *clients = clients.saturating_sub(1);
+        if self.authenticated {
+            clients.authenticated = clients.authenticated.saturating_sub(1);
+        } else {
+            // An evicted client's place was already handed over.
+            clients.anonymous.retain(|(id, _)| *id != self.id);
+        }
     }
 }
 
