@@ -6,6 +6,18 @@ use std::fmt;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The longest name (of a mount, and of anything else named by users) the node takes.
+pub const MAX_NAME: usize = 64;
+
+/// The one rule for every user-chosen name that ends up inside a token, a store key or a URL
+/// path: 1 to [`MAX_NAME`] ASCII letters, digits, `-` or `_`. Nothing in such a name can be
+/// read as a separator (`,` `/` `:` `|`), a query or an escape.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A Discord snowflake: written as a JSON string, read from a string or an unsigned integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Id(pub u64);

@@ -293,6 +293,15 @@ async fn listen_tokens_open_exactly_what_they_name() {
     assert_eq!(both.status, 400, "{both:?}");
     let long = h.post("/listen-tokens", json!({ "player_id": "1", "expires_in": 10_000_000 })).await;
     assert_eq!(long.status, 400, "{long:?}");
+
+    // A name is a name: one that spells a batch's separators cannot smuggle in another item.
+    for mount in ["x/any,p:999", "x,p:999/any", "a b", "", "m:x"] {
+        let single = h.post("/listen-tokens", json!({ "mount": mount })).await;
+        assert_eq!((single.status, single.body["code"].as_str()), (400, Some("bad_request")), "{mount:?}: {single:?}");
+        let batch = h.post("/listen-tokens", json!({ "items": [{ "mount": mount }] })).await;
+        assert_eq!(batch.status, 400, "{mount:?}: {batch:?}");
+    }
+    assert_eq!(h.post("/listen-tokens", json!({ "mount": "studio-1_b" })).await.status, 201);
 }
 
 #[tokio::test]
@@ -300,6 +309,24 @@ async fn open_listening_needs_no_token_and_the_bearer_always_works() {
     let open = Harness::start_with(FakeVoiceConfig::default(), |c| c.listen.public = true).await;
     let (guild, _session) = open.new_player().await;
     assert_eq!(status(&open, &format!("/players/{guild}/hls/index.m3u8")).await.0, 200);
+    // The unchecked token of an open node is carried into the playlist as one query value:
+    // it cannot add a key, a segment or any other line.
+    let injected = "t\n#EXT-X-KEY:METHOD=AES-128,URI=\"http://evil.example/k\"\nhttp://evil.example/0.m4s?a=\"b";
+    let playlist = open
+        .http
+        .get(open.url(&format!("/players/{guild}/hls/index.m3u8")))
+        .query(&[("token", injected)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(playlist.starts_with("#EXTM3U"), "{playlist}");
+    let injected_lines = playlist.lines().filter(|l| l.starts_with("#EXT-X-KEY") || l.starts_with("http"));
+    assert_eq!(injected_lines.count(), 0, "{playlist}");
+    assert_eq!(playlist.matches('"').count(), 2, "only the map's own quotes: {playlist}");
+    assert!(playlist.contains("?token=t%0A%23EXT-X-KEY"), "the token is still carried, encoded: {playlist}");
     let closed = harness().await;
     let (guild, _session) = closed.new_player().await;
     let with_bearer = closed

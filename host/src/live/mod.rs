@@ -30,8 +30,6 @@ pub use stage::{Stage, StageError, StageSettings, StageView};
 
 /// The store record holding every mount's settings.
 const RECORD: (&str, &str) = ("live", "mounts");
-/// The longest mount name.
-const MAX_NAME: usize = 64;
 /// Names routes already use under `/live/`.
 const RESERVED: [&str; 1] = ["mounts"];
 /// The formats a mount may be limited to.
@@ -144,16 +142,14 @@ pub fn format_of(content_type: &str) -> Option<&'static str> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), LiveError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && !RESERVED.contains(&name);
-    if ok {
+/// A mount's name: the node's name rule ([`crate::model::is_name`]), and not a route's.
+pub fn check_name(name: &str) -> Result<(), LiveError> {
+    if crate::model::is_name(name) && !RESERVED.contains(&name) {
         Ok(())
     } else {
         Err(LiveError::Invalid(format!(
-            "mount name {name:?}: 1 to {MAX_NAME} letters, digits, '-' or '_' (and not {RESERVED:?})"
+            "mount name {name:?}: 1 to {} letters, digits, '-' or '_' (and not {RESERVED:?})",
+            crate::model::MAX_NAME
         )))
     }
 }

@@ -22,6 +22,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -283,9 +284,12 @@ fn count(app: &AppState, kind: &'static str, source: &'static str) {
     app.registry.ctx.metrics.hls_requests.get_or_create(&HlsLabels { kind, source }).inc();
 }
 
-/// `?token=…` for URIs in a playlist reached with one, else nothing.
+/// `?token=…` for URIs in a playlist reached with one, else nothing. The token is the
+/// request's own text (unchecked when listening is public): percent-encoded, it can only
+/// ever be one query value, never a new playlist line or attribute.
 fn token_suffix(token: Option<&str>) -> String {
-    token.map(|t| format!("?token={t}")).unwrap_or_default()
+    const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    token.map(|t| format!("?token={}", utf8_percent_encode(t, QUERY_VALUE))).unwrap_or_default()
 }
 
 fn segment_number(raw: &str) -> ApiResult<u64> {
@@ -498,7 +502,10 @@ impl TokenItem {
             }
             (None, Some(id), None, None) => Err(ApiError::bad_request(format!("track_id {id:?} is not a track id"))),
             (None, None, Some(query), None) if !query.trim().is_empty() => Ok(Subject::query(query.trim())),
-            (None, None, None, Some(name)) if !name.is_empty() => Ok(Subject::Mount(name.clone())),
+            (None, None, None, Some(name)) => match crate::live::check_name(name) {
+                Ok(()) => Ok(Subject::Mount(name.clone())),
+                Err(e) => Err(ApiError::bad_request(e.to_string())),
+            },
             _ => Err(ApiError::bad_request("name exactly one of player_id, track_id, track or mount")),
         }
     }

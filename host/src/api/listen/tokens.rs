@@ -48,7 +48,7 @@ impl Subject {
             "p" => value.parse().ok().map(|v| Self::Player(Id(v))),
             "t" => Some(Self::Track(value.to_string())),
             "q" => Some(Self::Query(value.to_string())),
-            "m" => Some(Self::Mount(value.to_string())),
+            "m" => crate::model::is_name(value).then(|| Self::Mount(value.to_string())),
             _ => None,
         }
     }
