@@ -258,6 +258,16 @@ async fn a_session_starts_ready_then_stats_and_resumes_with_its_id() {
         }
     }
 
+    // A timeout past the node's cap (an hour) is held to it, and the answer says so.
+    let update = call(
+        &h,
+        reqwest::Method::PATCH,
+        &format!("/v4/sessions/{id}"),
+        Some(PASSWORD),
+        Some(json!({"resuming": true, "timeout": 4_000_000_000u64})),
+    )
+    .await;
+    assert_eq!(update.json(), json!({"resuming": true, "timeout": 3600}));
     let update = call(
         &h,
         reqwest::Method::PATCH,

@@ -412,3 +412,45 @@ async fn on_demand_hls_of_an_endless_stream_is_refused_at_once() {
     assert_eq!(body["code"], "source_unavailable", "{body}");
     assert!(body["message"].as_str().unwrap().contains("cannot be cached"), "{body}");
 }
+
+/// Signs in to the operator page at `base` with `token`; the session cookie it sets.
+async fn sign_in(client: &reqwest::Client, base: &str, token: &str) -> String {
+    let reply = client.post(format!("{base}/ui/session")).form(&[("token", token)]).send().await.expect("sign in");
+    assert_eq!(reply.status(), 303, "{reply:?}");
+    let set = reply.headers()["set-cookie"].to_str().expect("cookie").to_string();
+    set.split(';').next().expect("name=value").to_string()
+}
+
+async fn with_cookie(client: &reqwest::Client, url: &str, cookie: &str) -> u16 {
+    client.get(url).header("cookie", cookie).send().await.expect("request").status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_sessions_end_at_sign_out_and_when_the_token_changes() {
+    use support::process::spawn_server;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let data = tempfile::tempdir().expect("data dir");
+    let env = |token: &str| vec![("DATA_DIR", data.path().display().to_string()), ("AUTH_TOKEN", token.to_string())];
+    let node = spawn_server(&env(TOKEN)).await;
+    let players = format!("{}/players", node.base);
+
+    // Signing out ends the session on the server: a copy of the cookie kept elsewhere is dead.
+    let cookie = sign_in(&client, &node.base, TOKEN).await;
+    assert_eq!(with_cookie(&client, &players, &cookie).await, 200);
+    let out = client.delete(format!("{}/ui/session", node.base)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(out.status(), 204);
+    assert_eq!(with_cookie(&client, &players, &cookie).await, 401, "a signed-out session still worked");
+    let forged = format!("mesastream_ui={}", "A".repeat(43));
+    assert_eq!(with_cookie(&client, &players, &forged).await, 401);
+
+    // A session outlives a restart with the same token, and no restart with another.
+    let kept = sign_in(&client, &node.base, TOKEN).await;
+    drop(node);
+    let node = spawn_server(&env(TOKEN)).await;
+    assert_eq!(with_cookie(&client, &format!("{}/players", node.base), &kept).await, 200);
+    drop(node);
+    let node = spawn_server(&env("a-new-token-for-this-node")).await;
+    assert_eq!(with_cookie(&client, &format!("{}/players", node.base), &kept).await, 401, "the old token's session");
+    let ws = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", node.port)).await;
+    assert!(ws.is_ok(), "anonymous /ws is still open by default");
+}

@@ -225,13 +225,18 @@ async fn wrong_keys_and_unknown_mounts_are_refused_and_repeated_failures_are_lim
         let request = h.http.put(format!("http://{ingest}{path}")).basic_auth("source", Some(password));
         async move { request.body("x").send().await.expect("ingest answers") }
     };
+    // A mount that does not exist answers as a wrong key does: nothing tells which exist.
     let unknown = put("/elsewhere", &key).await;
-    assert_eq!(unknown.status(), 404);
-    let body: Value = unknown.json().await.expect("the contract's error body");
-    assert_eq!(body["code"], "not_found", "{body}");
+    assert_eq!(unknown.status(), 401);
+    assert!(unknown.headers()["www-authenticate"].to_str().unwrap_or("").starts_with("Basic"));
+    let unknown: Value = unknown.json().await.expect("the contract's error body");
+    assert_eq!(unknown["code"], "unauthorized", "{unknown}");
     let refused = put("/studio", "still-wrong").await;
     assert_eq!(refused.status(), 401);
     assert!(refused.headers()["www-authenticate"].to_str().unwrap_or("").starts_with("Basic"));
+    let refused: Value = refused.json().await.expect("the contract's error body");
+    let same = |v: &Value| v["message"].as_str().unwrap_or_default().replace("elsewhere", "studio");
+    assert_eq!(same(&unknown), same(&refused), "{unknown} / {refused}");
     // A rotated key: the new one logs in, the old one no longer does.
     let mut events = h.events().await;
     let rotated = h.post("/live/mounts/studio/key", Value::Null).await;
@@ -247,6 +252,23 @@ async fn wrong_keys_and_unknown_mounts_are_refused_and_repeated_failures_are_lim
     assert_eq!(limited.status(), 429);
     let metrics = h.metrics().await;
     assert!(support::counter(&metrics, "mesastream_ingest_refused_total", &["reason=\"auth\""]) >= 4, "{metrics}");
+}
+
+#[tokio::test]
+async fn metadata_updates_do_not_tell_which_mounts_exist() {
+    let h = harness(|_| {}).await;
+    mount(&h, json!({ "name": "studio" })).await;
+    // Icecast's metadata update answers the same for a missing mount as for a wrong key.
+    let metadata = |mount: &str| {
+        let url = format!("http://{}/admin/metadata?mode=updinfo&mount=/{mount}&song=x", h.addr);
+        let request = h.http.get(url).basic_auth("source", Some("wrong"));
+        async move {
+            let reply = request.send().await.expect("metadata answers");
+            (reply.status().as_u16(), reply.json::<Value>().await.expect("error body")["code"].clone())
+        }
+    };
+    assert_eq!(metadata("studio").await, (401, json!("unauthorized")));
+    assert_eq!(metadata("no-such-mount").await, (401, json!("unauthorized")));
 }
 
 #[tokio::test]

@@ -30,7 +30,8 @@ pub async fn stream(
     let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let presented = header.map(str::to_string).or(query.token);
     let token_ok = presented.as_deref().is_some_and(|t| super::same(t.trim().as_bytes(), app.auth_token.as_bytes()));
-    let authenticated = token_ok || super::listen::ui::session_ok(&headers, &app.auth_token);
+    let authenticated =
+        token_ok || super::listen::ui::session_ok(&headers, &app.auth_token, &app.registry.ctx.store).await;
     if app.ws_auth && !authenticated {
         return match presented {
             None => ApiError::unauthorized().into_response(),

@@ -172,7 +172,11 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let page_may = request.method() == axum::http::Method::GET || request.uri().path() == "/listen-tokens";
     match bearer(request.headers()) {
-        None if page_may && listen::ui::session_ok(request.headers(), &state.auth_token) => next.run(request).await,
+        None if page_may
+            && listen::ui::session_ok(request.headers(), &state.auth_token, &state.registry.ctx.store).await =>
+        {
+            next.run(request).await
+        }
         None => ApiError::unauthorized().into_response(),
         Some(token) if !same(token.trim().as_bytes(), state.auth_token.as_bytes()) => {
             ApiError::forbidden().into_response()

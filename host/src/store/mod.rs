@@ -188,6 +188,24 @@ impl StateStore {
         self.remove(&format!("{protocol}:{key}")).await;
     }
 
+    /// An operator-page session (`ui:session:{digest}`), kept for `ttl`.
+    pub async fn ui_session<T: DeserializeOwned>(&self, digest: &str) -> Result<Option<T>, StoreError> {
+        self.read(&format!("ui:session:{digest}")).await
+    }
+
+    pub async fn save_ui_session<T: Serialize>(
+        &self,
+        digest: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.write(&format!("ui:session:{digest}"), value, Some(ttl)).await
+    }
+
+    pub async fn remove_ui_session(&self, digest: &str) {
+        self.remove(&format!("ui:session:{digest}")).await;
+    }
+
     /// A plugin's own key (`plugin:{id}:kv:{key}`); errors reach the plugin.
     pub async fn plugin_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.key(&format!("plugin:{plugin}:kv:{key}"));

@@ -145,10 +145,12 @@ impl Ingest {
     /// its DJs when the mount is a stage.
     pub fn login(&self, name: &str, authorization: Option<&str>, ip: IpAddr) -> Result<Login, ApiError> {
         self.check_blocked(ip)?;
+        // An unknown mount is refused exactly as a wrong key is: logins never tell a stranger
+        // which mounts exist.
         let Some(mount) = self.mounts.get(name) else {
             self.failed_login(ip);
             self.refused("unknown_mount");
-            return Err(ApiError::not_found(format!("no live mount named {name:?}")));
+            return Err(wrong_login(name));
         };
         let presented = authorization.and_then(basic_credentials);
         if let Some(stage) = self.mounts.stage(name) {
@@ -172,9 +174,7 @@ impl Ingest {
         if !ok {
             self.failed_login(ip);
             self.refused("auth");
-            return Err(ApiError::unauthorized_with(format!(
-                "log in as user {SOURCE_USER:?} with mount {name:?}'s key (HTTP Basic)"
-            )));
+            return Err(wrong_login(name));
         }
         Ok(Login::Source(mount))
     }
@@ -407,4 +407,9 @@ mod tests {
         assert_eq!(&head.rest[..], b"ID3");
         assert!(parse_head(b"PUT /studio HTTP/1.1\r\nHost x\r\n\r\n", Bytes::new()).is_err());
     }
+}
+
+/// The answer to a login that does not open `name`, whether or not the mount exists.
+fn wrong_login(name: &str) -> ApiError {
+    ApiError::unauthorized_with(format!("log in as user {SOURCE_USER:?} with mount {name:?}'s key (HTTP Basic)"))
 }

@@ -2,7 +2,7 @@
 //! client turned resuming on outlives its socket for `timeout` seconds, queueing what it
 //! would have sent (except position updates) until the client comes back with its id.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,6 +20,12 @@ use crate::model::Id;
 
 /// Lavalink's default: a resumable session waits a minute for its client.
 const DEFAULT_TIMEOUT_S: u64 = 60;
+/// The longest a session may wait for its client, whatever it asks: an hour. Longer would
+/// keep a departed client's players, and the events held for it, for as long as it liked.
+pub const MAX_TIMEOUT_S: u64 = 3600;
+/// Events held for an away client at most; beyond it the oldest are dropped (a client
+/// that comes back reads the players' state afresh anyway).
+const MAX_QUEUED: usize = 1000;
 /// Lavalink's default `playerUpdateInterval`.
 const UPDATE_EVERY: Duration = Duration::from_secs(5);
 const ID_LEN: usize = 16;
@@ -36,7 +42,7 @@ struct Link {
     /// Counts sockets, so a detach timer knows whether a newer one took over.
     generation: u64,
     /// Frames kept for a resuming client while none is connected.
-    queued: Vec<Frame>,
+    queued: VecDeque<Frame>,
     /// The session is over (its players are closed).
     ended: bool,
 }
@@ -62,7 +68,13 @@ impl Session {
             Some(socket) => {
                 let _ = socket.send(frame);
             }
-            None if link.resuming && !droppable => link.queued.push(frame),
+            None if link.resuming && !droppable => {
+                if link.queued.len() >= MAX_QUEUED {
+                    link.queued.pop_front();
+                    tracing::warn!(session = %self.id, "too many events held for an away client; the oldest dropped");
+                }
+                link.queued.push_back(frame);
+            }
             None => {}
         }
     }
@@ -182,7 +194,7 @@ impl Sessions {
             timeout_s: DEFAULT_TIMEOUT_S,
             socket: Some(tx),
             generation: 0,
-            queued: Vec::new(),
+            queued: VecDeque::new(),
             ended: false,
         };
         let session = Arc::new(Session { id: id.clone(), user_id, link: Mutex::new(link), players: Mutex::default() });
@@ -226,7 +238,9 @@ impl Sessions {
     /// A session saved by an earlier run of the node, waiting for its client as a resuming
     /// session does (for its timeout); its players are restored by the caller.
     pub fn restore(self: &Arc<Self>, id: &str, user_id: u64, timeout_s: u64) -> Arc<Session> {
-        let link = Link { resuming: true, timeout_s, socket: None, generation: 0, queued: Vec::new(), ended: false };
+        let timeout_s = timeout_s.min(MAX_TIMEOUT_S);
+        let link =
+            Link { resuming: true, timeout_s, socket: None, generation: 0, queued: VecDeque::new(), ended: false };
         let session =
             Arc::new(Session { id: id.to_string(), user_id, link: Mutex::new(link), players: Mutex::default() });
         session.report_positions();
@@ -289,7 +303,7 @@ pub async fn update(
         link.resuming = resuming;
     }
     if let Some(timeout) = update.timeout {
-        link.timeout_s = timeout;
+        link.timeout_s = timeout.min(MAX_TIMEOUT_S);
     }
     Ok(Json(SessionInfo { resuming: link.resuming, timeout: link.timeout_s }))
 }
@@ -313,6 +327,24 @@ mod tests {
         assert!(again.resumed);
         assert_eq!(again.outbox.recv().await.as_deref(), Some("event"));
         assert!(again.outbox.try_recv().is_err(), "position updates are not kept");
+    }
+
+    #[tokio::test]
+    async fn an_away_client_is_held_a_bounded_number_of_events_the_newest() {
+        let sessions = Arc::new(Sessions::default());
+        let first = sessions.attach(7, None);
+        lock(&first.session.link).resuming = true;
+        assert!(sessions.detach(&first).is_none());
+        for n in 0..MAX_QUEUED + 5 {
+            first.session.send(format!("event {n}"), false);
+        }
+        let mut again = sessions.attach(7, Some(&first.session.id));
+        assert_eq!(again.outbox.recv().await.as_deref(), Some("event 5"));
+        let mut rest = 1;
+        while again.outbox.try_recv().is_ok() {
+            rest += 1;
+        }
+        assert_eq!(rest, MAX_QUEUED);
     }
 
     #[tokio::test]

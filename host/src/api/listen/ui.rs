@@ -1,8 +1,11 @@
 //! `GET /ui`: the operator page. A browser cannot send the bearer token with `<audio>` or a
 //! WebSocket, so the page signs in once (`POST /ui/session` with the token) and gets a session
-//! cookie made from it: HMAC-signed with the bearer token itself (changing `AUTH_TOKEN` ends
-//! every session), expiring after [`SESSION_SECS`], `HttpOnly` and `SameSite=Strict`. The
-//! cookie is accepted for reading routes, `/ws` and `POST /listen-tokens` only.
+//! cookie: a random id whose digest the state store keeps for [`SESSION_SECS`], bound to a
+//! digest of the bearer token. A session is checked on every request; signing out deletes it,
+//! and changing `AUTH_TOKEN` ends every session. The cookie is `HttpOnly` and
+//! `SameSite=Strict`, and is accepted for reading routes, `/ws` and `POST /listen-tokens` only.
+
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Form, State};
@@ -11,41 +14,47 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::super::{ApiError, AppState};
 use super::unix_now;
+use crate::store::StateStore;
 
 pub const COOKIE: &str = "mesastream_ui";
 const SESSION_SECS: u64 = 12 * 3600;
 const PAGE: &str = include_str!("ui.html");
 const SIGN_IN: &str = include_str!("ui_sign_in.html");
 
-fn mac(auth_token: &str, text: &str) -> Hmac<Sha256> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(auth_token.as_bytes()).unwrap_or_else(|_| unreachable!());
-    mac.update(b"mesastream-ui-session|");
-    mac.update(text.as_bytes());
-    mac
+/// What the store keeps for a session: which bearer token made it, and until when.
+#[derive(Serialize, Deserialize)]
+struct Session {
+    token: String,
+    expires: u64,
 }
 
-fn session_value(auth_token: &str, expires: u64) -> String {
-    let text = expires.to_string();
-    format!("{text}.{}", B64.encode(mac(auth_token, &text).finalize().into_bytes()))
+fn digest(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether the request carries a live session cookie made from `auth_token`.
-pub fn session_ok(headers: &HeaderMap, auth_token: &str) -> bool {
+/// The session id the request's cookie carries.
+fn cookie_id(headers: &HeaderMap) -> Option<String> {
     let cookies = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
-    let value = cookies
+    cookies
         .flat_map(|c| c.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string());
-    let Some((expires, tag)) = value.as_deref().and_then(|v| v.split_once('.')) else { return false };
-    let Ok(tag) = B64.decode(tag) else { return false };
-    let genuine = mac(auth_token, expires).verify_slice(&tag).is_ok();
-    genuine && expires.parse::<u64>().is_ok_and(|e| e > unix_now())
+        .find(|(name, value)| *name == COOKIE && !value.is_empty())
+        .map(|(_, value)| value.to_string())
+}
+
+/// Whether the request carries a live session made with `auth_token`. A store that does not
+/// answer lets no session in.
+pub async fn session_ok(headers: &HeaderMap, auth_token: &str, store: &StateStore) -> bool {
+    let Some(id) = cookie_id(headers) else { return false };
+    match store.ui_session::<Session>(&digest(&id)).await {
+        Ok(Some(session)) => session.token == digest(auth_token) && session.expires > unix_now(),
+        _ => false,
+    }
 }
 
 pub fn router() -> Router<AppState> {
@@ -56,7 +65,8 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn page(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let signed_in = session_ok(&headers, &app.auth_token) || super::super::bearer_ok(&headers, &app.auth_token);
+    let signed_in = super::super::bearer_ok(&headers, &app.auth_token)
+        || session_ok(&headers, &app.auth_token, &app.registry.ctx.store).await;
     let html = if signed_in { PAGE } else { SIGN_IN };
     ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
@@ -70,10 +80,13 @@ async fn sign_in(State(app): State<AppState>, Form(form): Form<SignIn>) -> Respo
     if !super::super::same(form.token.trim().as_bytes(), app.auth_token.as_bytes()) {
         return ApiError::forbidden().into_response();
     }
-    let cookie = format!(
-        "{COOKIE}={}; Path=/; Max-Age={SESSION_SECS}; HttpOnly; SameSite=Strict",
-        session_value(&app.auth_token, unix_now() + SESSION_SECS)
-    );
+    let id = B64.encode(rand::random::<[u8; 32]>());
+    let session = Session { token: digest(&app.auth_token), expires: unix_now() + SESSION_SECS };
+    let store = &app.registry.ctx.store;
+    if let Err(e) = store.save_ui_session(&digest(&id), &session, Duration::from_secs(SESSION_SECS)).await {
+        return ApiError::service_unavailable(format!("the session cannot be kept: {e}")).into_response();
+    }
+    let cookie = format!("{COOKIE}={id}; Path=/; Max-Age={SESSION_SECS}; HttpOnly; SameSite=Strict");
     let mut response = Redirect::to("/ui").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -81,14 +94,18 @@ async fn sign_in(State(app): State<AppState>, Form(form): Form<SignIn>) -> Respo
     response
 }
 
-async fn sign_out() -> Response {
+async fn sign_out(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(id) = cookie_id(&headers) {
+        app.registry.ctx.store.remove_ui_session(&digest(&id)).await;
+    }
     let cookie = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
     (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
 }
 
 /// What the page shows: every player with its listeners, and the rewind the node keeps.
 async fn ui_state(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    if !session_ok(&headers, &app.auth_token) && !super::super::bearer_ok(&headers, &app.auth_token) {
+    let store = &app.registry.ctx.store;
+    if !super::super::bearer_ok(&headers, &app.auth_token) && !session_ok(&headers, &app.auth_token, store).await {
         return ApiError::unauthorized().into_response();
     }
     let counts = app.listening.hub.counts();
