@@ -183,6 +183,12 @@ pub struct Limits {
     pub resolves_per_node: usize,
     /// `RATE_LIMIT_PER_MINUTE` (unset: off): requests per minute from one client address.
     pub requests_per_minute: Option<u32>,
+    /// `MAX_CONNECTIONS_PER_ADDRESS` (256): open connections from one client address, on the
+    /// API port and `INGEST_PORT` together (each further one gets `429` and is closed).
+    pub connections_per_address: usize,
+    /// `HTTP_HEADER_TIMEOUT_SECONDS` (10): a request head (and, on a kept-alive connection,
+    /// the next one) must arrive within this, or the connection is closed.
+    pub header_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -195,6 +201,8 @@ impl Default for Limits {
             resolves_per_guild: 2,
             resolves_per_node: 32,
             requests_per_minute: None,
+            connections_per_address: 256,
+            header_timeout_secs: 10,
         }
     }
 }
@@ -366,6 +374,18 @@ impl Config {
                         .filter(|v| !v.trim().is_empty())
                         .map(|v| parse("RATE_LIMIT_PER_MINUTE", Some(v), 0u32, at_least_one))
                         .transpose()?,
+                    connections_per_address: parse(
+                        "MAX_CONNECTIONS_PER_ADDRESS",
+                        get("MAX_CONNECTIONS_PER_ADDRESS"),
+                        d.connections_per_address,
+                        at_least_one,
+                    )?,
+                    header_timeout_secs: parse(
+                        "HTTP_HEADER_TIMEOUT_SECONDS",
+                        get("HTTP_HEADER_TIMEOUT_SECONDS"),
+                        d.header_timeout_secs,
+                        at_least_one,
+                    )?,
                 }
             },
             listen: ListenConfig {

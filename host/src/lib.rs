@@ -261,18 +261,20 @@ impl Server {
             Ok::<_, StartError>((listener, local))
         };
         let (listener, addr) = bind(config.port).await?;
-        let listener = api::ingest::split::split(listener, ingest.clone(), api::ingest::split::Port::Api)
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let slots = api::ingest::split::AddressSlots::new(config.limits.connections_per_address);
+        let header_timeout = Duration::from_secs(config.limits.header_timeout_secs);
+        let listener =
+            api::ingest::split::split(listener, ingest.clone(), api::ingest::split::Port::Api, slots.clone());
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let shutdown = shutdown_rx.shared();
         let ingest_server = match config.live.ingest_port {
             Some(port) => {
                 let (listener, ingest_addr) = bind(port).await?;
-                let listener = api::ingest::split::split(listener, ingest.clone(), api::ingest::split::Port::Ingest)
-                    .map_err(|source| StartError::Bind { addr: ingest_addr, source })?;
+                let listener =
+                    api::ingest::split::split(listener, ingest.clone(), api::ingest::split::Port::Ingest, slots);
                 let app = api::ingest::metadata_router().with_state(state.clone());
                 let graceful = shutdown.clone();
-                tokio::spawn(serve(listener, app, async move {
+                tokio::spawn(api::serve::serve(listener, app, header_timeout, async move {
                     let _ = graceful.await;
                 }));
                 Some(ingest_addr)
@@ -280,7 +282,7 @@ impl Server {
             None => None,
         };
         let app = api::router(state, config.lavalink_password.clone());
-        let served = tokio::spawn(serve(listener, app, async move {
+        let served = tokio::spawn(api::serve::serve(listener, app, header_timeout, async move {
             let _ = shutdown.await;
         }));
         Ok(Self {
@@ -308,19 +310,6 @@ impl Server {
         if let Some(served) = self.served.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), served).await;
         }
-    }
-}
-
-/// Serves `app` on `listener` (client addresses included) until `graceful` resolves.
-async fn serve(
-    listener: api::ingest::split::SplitListener,
-    app: axum::Router,
-    graceful: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    use axum::serve::ListenerExt;
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener.tap_io(|_| {}), app).with_graceful_shutdown(graceful).await {
-        tracing::error!(error = %e, "http server stopped");
     }
 }
 

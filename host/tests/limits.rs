@@ -176,3 +176,73 @@ async fn requests_from_one_address_stop_at_the_rate_limit() {
     assert_eq!(body["code"], "limit_exceeded");
     assert!(body["message"].as_str().unwrap_or_default().contains("RATE_LIMIT_PER_MINUTE"), "{body}");
 }
+
+/// Reads `socket` until the server closes it; what it said before closing.
+async fn until_closed(socket: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut said = Vec::new();
+    let read = tokio::time::timeout(LIMIT, socket.read_to_end(&mut said)).await;
+    assert!(read.is_ok(), "the server kept a silent connection open: {:?}", String::from_utf8_lossy(&said));
+    String::from_utf8_lossy(&said).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_no_request_in_time_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| {
+        c.limits.header_timeout_secs = 1;
+        c.live.header_timeout_secs = 1;
+    })
+    .await;
+    // Nothing at all; half a request head; a head that looks like a source's upload.
+    let mut silent = tokio::net::TcpStream::connect(h.addr).await.expect("connect");
+    let mut partial = tokio::net::TcpStream::connect(h.addr).await.expect("connect");
+    partial.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow").await.expect("write");
+    let mut source = tokio::net::TcpStream::connect(h.addr).await.expect("connect");
+    source.write_all(b"SOURCE /live/studio HTTP/1.0\r\nAuthor").await.expect("write");
+    until_closed(&mut silent).await;
+    until_closed(&mut partial).await;
+    assert!(until_closed(&mut source).await.starts_with("HTTP/1.1 408"), "a source's late head is told so");
+    // A kept-alive connection that asks nothing more is closed the same way.
+    let mut idle = tokio::net::TcpStream::connect(h.addr).await.expect("connect");
+    let request = format!("GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    idle.write_all(request.as_bytes()).await.expect("write");
+    let answered = until_closed(&mut idle).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert_eq!(h.get("/health").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_more_connections_than_its_share() {
+    const SHARE: usize = 8;
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| c.limits.connections_per_address = SHARE).await;
+    // This test's own client may hold a connection or two already: open until refused.
+    let mut held = Vec::new();
+    let refusal = loop {
+        assert!(held.len() <= SHARE, "{} connections were let in", held.len());
+        let mut socket = tokio::net::TcpStream::connect(h.addr).await.expect("the port accepts");
+        // A refused connection is answered at once and closed; a held one says nothing.
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(std::time::Duration::from_millis(200), socket.peek(&mut first)).await {
+            Ok(_) => break until_closed(&mut socket).await,
+            Err(_) => held.push(socket),
+        }
+    };
+    assert!(held.len() >= SHARE - 2, "only {} connections were let in", held.len());
+    assert!(refusal.starts_with("HTTP/1.1 429"), "{refusal}");
+    let body: Value = serde_json::from_str(refusal.split("\r\n\r\n").nth(1).unwrap_or_default()).expect("json body");
+    assert_eq!(body["code"], "limit_exceeded", "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("MAX_CONNECTIONS_PER_ADDRESS"), "{body}");
+    // Closing them gives the places back.
+    drop(held);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let reply = reqwest::Client::new().get(h.url("/health")).bearer_auth(TOKEN).send().await;
+        let reply = reply.map(|r| r.status().as_u16());
+        if matches!(reply, Ok(200)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the places never came back: {reply:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -11,6 +11,7 @@ pub mod lavalink;
 pub mod limits;
 pub mod listen;
 mod players;
+pub mod serve;
 
 use std::sync::Arc;
 

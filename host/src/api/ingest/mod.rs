@@ -2,6 +2,7 @@
 //! clients taken Icecast-style (`source`), on the API port or `INGEST_PORT` (`split`), and
 //! Icecast's `/admin/metadata` for titles.
 
+mod connection;
 pub mod source;
 pub mod split;
 mod stages;

@@ -17,8 +17,8 @@ use bytes::{Bytes, BytesMut};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::connection::Connection;
 use crate::api::ApiError;
 use crate::audio::pushed::PushedStream;
 use crate::config::LiveConfig;
@@ -180,7 +180,7 @@ impl Ingest {
     }
 
     /// Serves one source connection to its end.
-    pub async fn serve(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
+    pub async fn serve(self: Arc<Self>, mut stream: Connection, peer: SocketAddr) {
         let head = match tokio::time::timeout(self.header_timeout(), read_head(&mut stream)).await {
             Ok(Ok(head)) => head,
             Ok(Err(e)) => {
@@ -234,7 +234,7 @@ impl Ingest {
     }
 
     /// Puts the source on air and feeds its upload to the mount until it ends.
-    async fn stream(&self, mut stream: TcpStream, rest: Bytes, admitted: Admitted, peer: SocketAddr) {
+    async fn stream(&self, mut stream: Connection, rest: Bytes, admitted: Admitted, peer: SocketAddr) {
         let Admitted { login, content_type, stream_name, expects_continue } = admitted;
         let mount = login.mount();
         let accept: &[u8] =
@@ -313,7 +313,7 @@ pub fn basic_credentials(header: &str) -> Option<(String, String)> {
 }
 
 /// Reads up to the end of the request head.
-async fn read_head(stream: &mut TcpStream) -> Result<Head, String> {
+async fn read_head(stream: &mut Connection) -> Result<Head, String> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -359,8 +359,8 @@ fn parse_head(raw: &[u8], rest: Bytes) -> Result<Head, String> {
     })
 }
 
-/// Answers a refused source with the contract's error body and closes.
-async fn reply(stream: &mut TcpStream, error: &ApiError) {
+/// Answers a refused connection with the contract's error body and closes.
+pub(super) async fn reply(stream: &mut Connection, error: &ApiError) {
     let body = serde_json::json!({ "code": error.code, "message": error.message }).to_string();
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
