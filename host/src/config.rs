@@ -137,6 +137,10 @@ pub struct ListenConfig {
     pub mp3_bitrate_kbps: u32,
     /// `MAX_LISTENERS` (10000): HTTP stream listeners on this node at once.
     pub max_listeners: usize,
+    /// `MAX_LISTENERS_PER_TOKEN` (100): stream listeners one listen token may bring at once.
+    pub max_listeners_per_token: usize,
+    /// `MAX_LISTENERS_PER_ADDRESS` (20): stream listeners from one client address at once.
+    pub max_listeners_per_address: usize,
 }
 
 impl std::fmt::Debug for ListenConfig {
@@ -150,6 +154,8 @@ impl std::fmt::Debug for ListenConfig {
             .field("max_lag_seconds", &self.max_lag_seconds)
             .field("mp3_bitrate_kbps", &self.mp3_bitrate_kbps)
             .field("max_listeners", &self.max_listeners)
+            .field("max_listeners_per_token", &self.max_listeners_per_token)
+            .field("max_listeners_per_address", &self.max_listeners_per_address)
             .finish()
     }
 }
@@ -401,6 +407,18 @@ impl Config {
                     MP3_BITRATES.contains(v).then_some(()).ok_or_else(|| format!("one of {MP3_BITRATES:?}"))
                 })?,
                 max_listeners: parse("MAX_LISTENERS", get("MAX_LISTENERS"), 10_000, at_least_one)?,
+                max_listeners_per_token: parse(
+                    "MAX_LISTENERS_PER_TOKEN",
+                    get("MAX_LISTENERS_PER_TOKEN"),
+                    100,
+                    at_least_one,
+                )?,
+                max_listeners_per_address: parse(
+                    "MAX_LISTENERS_PER_ADDRESS",
+                    get("MAX_LISTENERS_PER_ADDRESS"),
+                    20,
+                    at_least_one,
+                )?,
             },
             live: LiveConfig {
                 ingest_port: get("INGEST_PORT")

@@ -454,3 +454,78 @@ async fn operator_sessions_end_at_sign_out_and_when_the_token_changes() {
     let ws = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/ws", node.port)).await;
     assert!(ws.is_ok(), "anonymous /ws is still open by default");
 }
+
+/// Opens an MP3 stream and waits for its first bytes: its encoder is running by then.
+async fn open_mp3(h: &Harness, url: &str) -> reqwest::Response {
+    let mut stream = h.http.get(url).send().await.expect("listen");
+    assert_eq!(stream.status(), 200, "{url}");
+    let first = tokio::time::timeout(LIMIT, stream.chunk()).await.expect("audio in time").expect("read");
+    assert!(first.is_some_and(|c| !c.is_empty()), "{url} sent nothing");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewound_mp3_listeners_share_one_encoder_per_second_of_rewind() {
+    let h = harness().await;
+    let playing = started(&h, "tone-450-20s.opus").await;
+    // Past five seconds of audio, a rewind of 2 or 3 s is never cut short by what is kept.
+    playing.session.wait(LIMIT, |c| c.packets >= 250).await.expect("five seconds played");
+    let grant = token(&h, json!({ "player_id": playing.guild.to_string(), "format": "mp3" })).await;
+    let url = |rewind: u64| format!("{}&rewind={rewind}", h.url(grant["url"].as_str().unwrap()));
+    let encoders = || async { support::counter(&h.metrics().await, "mesastream_mp3_encoders", &[]) };
+    let mut listeners = Vec::new();
+    for _ in 0..4 {
+        listeners.push(open_mp3(&h, &url(2)).await);
+    }
+    assert_eq!(encoders().await, 1, "four listeners two seconds back share one encoder");
+    listeners.push(open_mp3(&h, &url(3)).await);
+    listeners.push(open_mp3(&h, &url(0)).await);
+    assert_eq!(encoders().await, 3, "one more for three seconds back, one for live");
+    // What a shared rewound feed carries is the player's audio.
+    let pcm = ffmpeg_pcm(&url(2), &[], 3.0).await;
+    assert_tone(&pcm, 450.0, 2000, "rewound mp3");
+    drop(listeners);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_listen_token_and_one_address_bring_a_bounded_number_of_listeners() {
+    let h = Harness::start_with(FakeVoiceConfig::default(), |c| {
+        c.listen.secret = Some(SECRET.into());
+        c.listen.max_listeners_per_token = 2;
+        c.listen.max_listeners_per_address = 3;
+    })
+    .await;
+    let playing = started(&h, "tone-450-20s.opus").await;
+    let mut urls = Vec::new();
+    for format in ["ogg", "mp3"] {
+        let grant = token(&h, json!({ "player_id": playing.guild.to_string(), "format": format })).await;
+        urls.push(h.url(grant["url"].as_str().unwrap()));
+    }
+    let (first, second) = (urls[0].clone(), urls[1].clone());
+    let held = [open_stream(&h, &first).await, open_stream(&h, &first).await];
+    let refused = h.http.get(&first).send().await.expect("answered");
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.expect("the contract's error body");
+    assert_eq!(body["code"], "limit_exceeded", "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("MAX_LISTENERS_PER_TOKEN"), "{body}");
+    // Another token from the same address: one more, then the address is full.
+    let third = open_stream(&h, &second).await;
+    let refused = h.http.get(&second).send().await.expect("answered");
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.expect("the contract's error body");
+    assert!(body["message"].as_str().unwrap_or_default().contains("MAX_LISTENERS_PER_ADDRESS"), "{body}");
+    // A listener that leaves gives its places back.
+    drop(held);
+    drop(third);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while h.http.get(&first).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(tokio::time::Instant::now() < deadline, "the places never came back");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn open_stream(h: &Harness, url: &str) -> reqwest::Response {
+    let stream = h.http.get(url).send().await.expect("listen");
+    assert_eq!(stream.status(), 200, "{url}");
+    stream
+}

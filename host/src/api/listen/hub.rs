@@ -3,8 +3,13 @@
 //! waits on that one value instead of a timer of its own. Once a second the task also looks
 //! for listeners that fell further behind than allowed (a client that stopped reading is
 //! never polled again, so it cannot notice by itself), drops them and counts them.
+//!
+//! The hub also bounds who listens: the node's listeners (`MAX_LISTENERS`), the listeners
+//! one listen token brings (`MAX_LISTENERS_PER_TOKEN`) and those of one client address
+//! (`MAX_LISTENERS_PER_ADDRESS`).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -29,6 +34,51 @@ pub struct Slot {
     /// How far behind live it listens by choice (its rewind, less the burst).
     pub delay_ticks: u64,
     pub dropped: AtomicBool,
+    who: Who,
+}
+
+/// Who a listener is, as the caps count it: the listen token it came with (by digest) and
+/// its client's address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Who {
+    pub token: Option<[u8; 16]>,
+    pub address: Option<IpAddr>,
+}
+
+impl Who {
+    pub fn new(token: Option<&str>, address: Option<IpAddr>) -> Self {
+        use sha2::Digest;
+        let token = token.map(|t| {
+            let digest = sha2::Sha256::digest(t.as_bytes());
+            let mut short = [0u8; 16];
+            short.copy_from_slice(&digest[..16]);
+            short
+        });
+        Self { token, address }
+    }
+}
+
+/// How many listeners the node, one token and one address may have.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerCaps {
+    pub node: usize,
+    pub per_token: usize,
+    pub per_address: usize,
+}
+
+#[derive(Default)]
+struct WhoCounts {
+    by_token: HashMap<[u8; 16], usize>,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+fn count_down<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 /// What a listener listens to.
@@ -60,10 +110,12 @@ impl Audience {
 
 pub struct Hub {
     audiences: Mutex<HashMap<Audience, Vec<Arc<Slot>>>>,
+    /// Locked after `audiences` when both are.
+    who: Mutex<WhoCounts>,
     events: EventBus,
     metrics: Arc<Metrics>,
     pub max_lag_ticks: u64,
-    pub max_listeners: usize,
+    pub caps: ListenerCaps,
 }
 
 /// Leaves the hub when the listener's stream is dropped.
@@ -80,21 +132,51 @@ impl Drop for Membership {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("this node serves at most {0} listeners at once (MAX_LISTENERS)")]
-pub struct HubFull(pub usize);
+pub enum HubFull {
+    #[error("this node serves at most {0} listeners at once (MAX_LISTENERS)")]
+    Node(usize),
+    #[error("this listen token already has {0} listeners (MAX_LISTENERS_PER_TOKEN)")]
+    Token(usize),
+    #[error("{1} already has {0} listeners (MAX_LISTENERS_PER_ADDRESS)")]
+    Address(usize, IpAddr),
+}
 
 impl Hub {
-    pub fn new(events: EventBus, metrics: Arc<Metrics>, max_lag_ticks: u64, max_listeners: usize) -> Self {
-        Self { audiences: Mutex::default(), events, metrics, max_lag_ticks, max_listeners }
+    pub fn new(events: EventBus, metrics: Arc<Metrics>, max_lag_ticks: u64, caps: ListenerCaps) -> Self {
+        Self { audiences: Mutex::default(), who: Mutex::default(), events, metrics, max_lag_ticks, caps }
     }
 
-    pub fn join(self: &Arc<Self>, audience: Audience, cursor: u64, delay_ticks: u64) -> Result<Membership, HubFull> {
-        let slot = Arc::new(Slot { cursor: AtomicU64::new(cursor), delay_ticks, dropped: AtomicBool::new(false) });
+    pub fn join(
+        self: &Arc<Self>,
+        audience: Audience,
+        who: Who,
+        cursor: u64,
+        delay_ticks: u64,
+    ) -> Result<Membership, HubFull> {
         let mut audiences = self.audiences.lock();
         let total: usize = audiences.values().map(Vec::len).sum();
-        if total >= self.max_listeners {
-            return Err(HubFull(self.max_listeners));
+        if total >= self.caps.node {
+            return Err(HubFull::Node(self.caps.node));
         }
+        let mut counts = self.who.lock();
+        if let Some(token) = who.token
+            && counts.by_token.get(&token).copied().unwrap_or(0) >= self.caps.per_token
+        {
+            return Err(HubFull::Token(self.caps.per_token));
+        }
+        if let Some(address) = who.address
+            && counts.by_address.get(&address).copied().unwrap_or(0) >= self.caps.per_address
+        {
+            return Err(HubFull::Address(self.caps.per_address, address));
+        }
+        if let Some(token) = who.token {
+            *counts.by_token.entry(token).or_insert(0) += 1;
+        }
+        if let Some(address) = who.address {
+            *counts.by_address.entry(address).or_insert(0) += 1;
+        }
+        drop(counts);
+        let slot = Arc::new(Slot { cursor: AtomicU64::new(cursor), delay_ticks, dropped: AtomicBool::new(false), who });
         let slots = audiences.entry(audience.clone()).or_default();
         slots.push(slot.clone());
         let count = slots.len();
@@ -117,6 +199,14 @@ impl Hub {
         if count == 0 {
             audiences.remove(audience);
         }
+        let mut counts = self.who.lock();
+        if let Some(token) = &slot.who.token {
+            count_down(&mut counts.by_token, token);
+        }
+        if let Some(address) = &slot.who.address {
+            count_down(&mut counts.by_address, address);
+        }
+        drop(counts);
         drop(audiences);
         self.metrics.listeners.dec();
         if dropped {
@@ -190,11 +280,11 @@ mod tests {
         let events = EventBus::new(16);
         let mut seen = events.subscribe();
         let metrics = Arc::new(Metrics::new());
-        let hub = Arc::new(Hub::new(events, metrics.clone(), 100, 10));
+        let hub = Arc::new(Hub::new(events, metrics.clone(), 100, caps(10)));
         let player = Audience::Player { guild_id: Id(1), player_id: Id(2) };
-        let keeping_up = hub.join(player.clone(), 1000, 0).unwrap();
-        let rewound = hub.join(player.clone(), 500, 450).unwrap();
-        let stalled = hub.join(player.clone(), 800, 0).unwrap();
+        let keeping_up = hub.join(player.clone(), Who::default(), 1000, 0).unwrap();
+        let rewound = hub.join(player.clone(), Who::default(), 500, 450).unwrap();
+        let stalled = hub.join(player.clone(), Who::default(), 800, 0).unwrap();
         assert_eq!(hub.count(&player), 3);
         // Live is at 1000 + LIVE_DELAY: the stalled one is 200 ticks behind, the rewound one
         // 50 behind where it chose to be.
@@ -215,10 +305,36 @@ mod tests {
         assert_eq!(left, vec![(true, 2)]);
     }
 
+    fn caps(node: usize) -> ListenerCaps {
+        ListenerCaps { node, per_token: node, per_address: node }
+    }
+
     #[test]
     fn a_node_takes_at_most_its_listeners() {
-        let hub = Arc::new(Hub::new(EventBus::new(16), Arc::new(Metrics::new()), 100, 1));
-        let _one = hub.join(Audience::Player { guild_id: Id(1), player_id: Id(2) }, 0, 0).unwrap();
-        assert!(hub.join(Audience::Mount("studio".into()), 0, 0).is_err());
+        let hub = Arc::new(Hub::new(EventBus::new(16), Arc::new(Metrics::new()), 100, caps(1)));
+        let _one = hub.join(Audience::Player { guild_id: Id(1), player_id: Id(2) }, Who::default(), 0, 0).unwrap();
+        assert!(hub.join(Audience::Mount("studio".into()), Who::default(), 0, 0).is_err());
+    }
+
+    #[test]
+    fn one_token_and_one_address_take_at_most_their_share_and_get_it_back() {
+        let caps = ListenerCaps { node: 100, per_token: 2, per_address: 3 };
+        let hub = Arc::new(Hub::new(EventBus::new(64), Arc::new(Metrics::new()), 100, caps));
+        let studio = || Audience::Mount("studio".into());
+        let here = Some(IpAddr::from([10, 0, 0, 1]));
+        let (a, b) = (Who::new(Some("token-a"), here), Who::new(Some("token-b"), here));
+        let first = hub.join(studio(), a.clone(), 0, 0).unwrap();
+        let _second = hub.join(studio(), a.clone(), 0, 0).unwrap();
+        assert!(matches!(hub.join(studio(), a.clone(), 0, 0), Err(HubFull::Token(2))));
+        let _third = hub.join(studio(), b.clone(), 0, 0).unwrap();
+        assert!(matches!(hub.join(studio(), b.clone(), 0, 0), Err(HubFull::Address(3, _))), "the address is full");
+        let elsewhere = Who::new(Some("token-b"), Some(IpAddr::from([10, 0, 0, 2])));
+        let _fourth = hub.join(studio(), elsewhere, 0, 0).unwrap();
+        drop(first);
+        let _again = hub.join(studio(), a, 0, 0).unwrap();
+        // A listener dropped for lagging gives its places back too.
+        hub.sweep(10_000);
+        assert_eq!(hub.count(&studio()), 0);
+        assert!(hub.join(studio(), b, 0, 0).is_ok());
     }
 }

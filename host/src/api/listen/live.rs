@@ -4,12 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::Response;
 
-use super::hub::Audience;
+use super::hub::{Audience, Who};
 use super::tokens::Subject;
 use super::{ApiResult, ListenQuery, admit_hls, count, hls, listen_params, mp4_response, playlist_response};
 use crate::api::{ApiError, AppState};
@@ -23,6 +25,7 @@ pub(super) async fn listen(
     State(app): State<AppState>,
     Path(name): Path<String>,
     Query(query): Query<ListenQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let (format, rewind_secs) = listen_params(&query)?;
@@ -36,6 +39,7 @@ pub(super) async fn listen(
         audience,
         format,
         rewind_secs,
+        Who::new(query.token.as_deref(), Some(peer.ip())),
         &headers,
         &format!("mesastream live {name}"),
     )

@@ -12,12 +12,13 @@ mod stream;
 pub mod tokens;
 pub mod ui;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -36,7 +37,7 @@ use crate::model::Id;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::HlsLabels;
 use crate::voice::Scheduler;
-use hub::{Audience, Hub, LIVE_DELAY_TICKS};
+use hub::{Audience, Hub, LIVE_DELAY_TICKS, ListenerCaps, Who};
 use stream::{BURST_TICKS, Encoding, Icy, Listener, Mp3Feed};
 use tokens::{Batch, Format, Grant, Signer, Subject, TokenError};
 
@@ -59,9 +60,9 @@ pub struct Listening {
     scheduler: Arc<Scheduler>,
     metrics: Arc<Metrics>,
     mp3_bitrate: u32,
-    /// Each player's shared MP3 encoder while it has live MP3 listeners, by the player's
-    /// recording (a player made again under the same id gets a feed of its own).
-    mp3_feeds: parking_lot::Mutex<std::collections::HashMap<usize, std::sync::Weak<Mp3Feed>>>,
+    /// Each player's shared MP3 encoders while they have listeners, by the player's recording
+    /// (a player made again under the same id gets feeds of its own) and the rewind in ticks.
+    mp3_feeds: parking_lot::Mutex<std::collections::HashMap<(usize, u64), std::sync::Weak<Mp3Feed>>>,
 }
 
 impl Listening {
@@ -76,7 +77,12 @@ impl Listening {
             }
         };
         let signer = Signer::new(&secret, config.previous_secret.as_deref().map(str::as_bytes));
-        let hub = Arc::new(Hub::new(events, metrics.clone(), config.max_lag_seconds * 50, config.max_listeners));
+        let caps = ListenerCaps {
+            node: config.max_listeners,
+            per_token: config.max_listeners_per_token,
+            per_address: config.max_listeners_per_address,
+        };
+        let hub = Arc::new(Hub::new(events, metrics.clone(), config.max_lag_seconds * 50, caps));
         let pulse = hub::start_pulse(hub.clone(), scheduler.clone());
         Self {
             signer,
@@ -108,18 +114,20 @@ impl Listening {
         self.signer.check(token, unix_now(), subject, format).map(Some).map_err(ApiError::forbidden_with)
     }
 
-    fn mp3_feed(&self, recording: &Arc<Recording>) -> ApiResult<Arc<Mp3Feed>> {
+    /// The MP3 feed of `recording` `delay_ticks` behind live, shared by every listener there.
+    fn mp3_feed(&self, recording: &Arc<Recording>, delay_ticks: u64) -> ApiResult<Arc<Mp3Feed>> {
         // The feed holds the recording: its address is not reused while the feed lives.
-        let key = Arc::as_ptr(recording) as usize;
+        let key = (Arc::as_ptr(recording) as usize, delay_ticks);
         let mut feeds = self.mp3_feeds.lock();
         if let Some(feed) = feeds.get(&key).and_then(std::sync::Weak::upgrade) {
             return Ok(feed);
         }
         let encoder = Mp3Encoder::new(self.mp3_bitrate).map_err(ApiError::internal)?;
         let now = self.scheduler.now_tick();
-        let from = recording.oldest(now).max(now.saturating_sub(LIVE_DELAY_TICKS + BURST_TICKS));
+        let from = recording.oldest(now).max(now.saturating_sub(LIVE_DELAY_TICKS + delay_ticks + BURST_TICKS));
         let keep = BURST_TICKS + self.hub.max_lag_ticks;
-        let feed = Mp3Feed::start(recording.clone(), self.pulse.clone(), encoder, from, keep, self.metrics.clone());
+        let (pulse, metrics) = (self.pulse.clone(), self.metrics.clone());
+        let feed = Mp3Feed::start(recording.clone(), pulse, encoder, from, delay_ticks, keep, metrics);
         feeds.retain(|_, f| f.strong_count() > 0);
         feeds.insert(key, Arc::downgrade(&feed));
         Ok(feed)
@@ -182,6 +190,7 @@ async fn listen(
     State(app): State<AppState>,
     PlayerId(id): PlayerId,
     Query(query): Query<ListenQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let (format, rewind_secs) = listen_params(&query)?;
@@ -195,6 +204,7 @@ async fn listen(
         audience,
         format,
         rewind_secs,
+        Who::new(query.token.as_deref(), Some(peer.ip())),
         &headers,
         &format!("mesastream player {id}"),
     )
@@ -211,25 +221,25 @@ impl Listening {
         audience: Audience,
         format: Format,
         rewind_secs: u64,
+        who: Who,
         headers: &HeaderMap,
         name: &str,
     ) -> ApiResult<Response> {
         let now = self.scheduler.now_tick();
         let live = now.saturating_sub(LIVE_DELAY_TICKS);
-        let start = live.saturating_sub(rewind_secs.saturating_mul(50).max(BURST_TICKS)).max(recording.oldest(now));
-        // A rewound listener stays where it started, less the burst.
-        let delay = live.saturating_sub(start).saturating_sub(BURST_TICKS);
-        let membership = self.hub.join(audience, start, delay).map_err(ApiError::limit)?;
+        let asked = live.saturating_sub(rewind_secs.saturating_mul(50).max(BURST_TICKS)).max(recording.oldest(now));
+        // A rewound listener stays where it started, less the burst, in whole seconds: every
+        // listener at one rewind then shares one MP3 encoder.
+        let delay = live.saturating_sub(asked).saturating_sub(BURST_TICKS) / 50 * 50;
+        let start = live.saturating_sub(delay + BURST_TICKS).max(recording.oldest(now));
+        let membership = self.hub.join(audience, who, start, delay).map_err(ApiError::limit)?;
         let wants_icy = headers.get("icy-metadata").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1");
         let icy = (format == Format::Mp3 && wants_icy).then(Icy::new);
         let encoding = match format {
-            Format::Mp3 if delay == 0 => Encoding::Mp3(self.mp3_feed(&recording)?, icy),
-            Format::Mp3 => {
-                Encoding::Mp3Own(Box::new(Mp3Encoder::new(self.mp3_bitrate).map_err(ApiError::internal)?), icy)
-            }
+            Format::Mp3 => Encoding::Mp3(self.mp3_feed(&recording, delay)?, icy),
             _ => Encoding::Ogg(ogg_pages::OggStream::new(rand::random())),
         };
-        let has_icy = matches!(encoding, Encoding::Mp3(_, Some(_)) | Encoding::Mp3Own(_, Some(_)));
+        let has_icy = matches!(encoding, Encoding::Mp3(_, Some(_)));
         let listener =
             Listener::new(recording, self.pulse.clone(), membership, encoding, start, app.registry.ctx.metrics.clone());
         let body = futures_util::stream::unfold(listener, |mut listener| async move {

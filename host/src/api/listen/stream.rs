@@ -48,14 +48,14 @@ pub(super) fn packets(recording: &Recording, from: u64, to: u64, out: &mut Vec<B
 
 pub enum Encoding {
     Ogg(OggStream),
-    /// MP3 from the player's shared encoder.
+    /// MP3 from the encoder shared by the player's MP3 listeners at the same rewind.
     Mp3(Arc<Mp3Feed>, Option<Icy>),
-    /// MP3 from an encoder of its own (a rewound listener).
-    Mp3Own(Box<Mp3Encoder>, Option<Icy>),
 }
 
-/// A player's MP3 stream, encoded once for every live MP3 listener by one task that follows
-/// the clock; it keeps what listeners may still read (a burst plus the allowed lag).
+/// A player's MP3 stream, encoded once for every MP3 listener at one rewind (live, or a
+/// whole number of seconds behind) by one task that follows the clock that far behind; it
+/// keeps what listeners may still read (a burst plus the allowed lag). However many
+/// listeners a link brings, a player costs one encoder per rewind in use.
 pub struct Mp3Feed {
     chunks: parking_lot::Mutex<std::collections::VecDeque<Mp3Chunk>>,
     keep_ticks: u64,
@@ -74,6 +74,7 @@ impl Mp3Feed {
         mut pulse: watch::Receiver<u64>,
         encoder: Mp3Encoder,
         from: u64,
+        delay_ticks: u64,
         keep_ticks: u64,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Arc<Self> {
@@ -84,7 +85,7 @@ impl Mp3Feed {
             let (mut encoder, mut cursor, mut scratch, mut out) = (encoder, from, Vec::new(), Vec::new());
             while pulse.changed().await.is_ok() {
                 let Some(feed) = weak.upgrade() else { break };
-                let target = pulse.borrow_and_update().saturating_sub(LIVE_DELAY_TICKS);
+                let target = pulse.borrow_and_update().saturating_sub(LIVE_DELAY_TICKS + delay_ticks);
                 if target <= cursor {
                     continue;
                 }
@@ -190,9 +191,6 @@ impl Listener {
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Self {
         let format = if matches!(encoding, Encoding::Ogg(_)) { "ogg" } else { "mp3" };
-        if matches!(encoding, Encoding::Mp3Own(..)) {
-            metrics.mp3_encoders.inc();
-        }
         Self {
             recording,
             pulse,
@@ -246,14 +244,6 @@ impl Listener {
                 self.cursor = to;
                 return ogg.take();
             }
-            Encoding::Mp3Own(encoder, icy) => {
-                packets(&self.recording, from, to, &mut self.scratch);
-                let title = icy.as_ref().and_then(|_| self.recording.title_at(to - 1));
-                for packet in &self.scratch {
-                    put_audio(encoder.push(packet), icy.as_mut(), title.as_ref(), &mut self.out);
-                }
-                self.cursor = to;
-            }
             Encoding::Mp3(feed, icy) => {
                 let Some(end) = feed.after(from, &mut self.scratch) else { return Bytes::new() };
                 let title = icy.as_ref().and_then(|_| self.recording.title_at(end - 1));
@@ -271,14 +261,6 @@ fn put_audio(audio: &[u8], icy: Option<&mut Icy>, title: Option<&Arc<str>>, out:
     match icy {
         Some(icy) => icy.interleave(audio, title, out),
         None => out.put_slice(audio),
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if matches!(self.encoding, Encoding::Mp3Own(..)) {
-            self.metrics.mp3_encoders.dec();
-        }
     }
 }
 
