@@ -390,6 +390,11 @@ pub(super) async fn reply(stream: &mut Connection, error: &ApiError) {
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
+/// The answer to a login that does not open `name`, whether or not the mount exists.
+fn wrong_login(name: &str) -> ApiError {
+    ApiError::unauthorized_with(format!("log in as user {SOURCE_USER:?} with mount {name:?}'s key (HTTP Basic)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,9 +412,4 @@ mod tests {
         assert_eq!(&head.rest[..], b"ID3");
         assert!(parse_head(b"PUT /studio HTTP/1.1\r\nHost x\r\n\r\n", Bytes::new()).is_err());
     }
-}
-
-/// The answer to a login that does not open `name`, whether or not the mount exists.
-fn wrong_login(name: &str) -> ApiError {
-    ApiError::unauthorized_with(format!("log in as user {SOURCE_USER:?} with mount {name:?}'s key (HTTP Basic)"))
 }
