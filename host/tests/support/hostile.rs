@@ -257,20 +257,9 @@ fn granules(bytes: &[u8]) -> Vec<Field> {
         .collect()
 }
 
-const OGG_CRC: crc::Algorithm<u32> = crc::Algorithm {
-    width: 32,
-    poly: 0x04c1_1db7,
-    init: 0,
-    refin: false,
-    refout: false,
-    xorout: 0,
-    check: 0x89a1_897f,
-    residue: 0,
-};
-
 /// Every whole page's checksum, recomputed.
 pub fn fix_ogg_crcs(bytes: &mut [u8]) {
-    let crc = crc::Crc::<u32>::new(&OGG_CRC);
+    let crc = crc::Crc::<u32>::new(&mesastream::api::listen::ogg_pages::OGG_CRC);
     let pages = ogg_pages(bytes);
     for (i, &start) in pages.iter().enumerate() {
         let segments = bytes[start + 26] as usize;

@@ -7,7 +7,7 @@ pub mod fmp4;
 mod hls;
 pub mod hub;
 mod live;
-mod ogg_pages;
+pub mod ogg_pages;
 mod stream;
 pub mod tokens;
 pub mod ui;

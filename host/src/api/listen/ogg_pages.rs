@@ -93,7 +93,7 @@ impl OggStream {
 
 /// Ogg's CRC-32: polynomial 0x04c11db7, no reflection, zero start, no final xor. Sliced by
 /// 16 tables: every listener checksums a page every 100 ms.
-const OGG_CRC: crc::Algorithm<u32> = crc::Algorithm {
+pub const OGG_CRC: crc::Algorithm<u32> = crc::Algorithm {
     width: 32,
     poly: 0x04c1_1db7,
     init: 0,
