@@ -1,14 +1,18 @@
 //! Configuration from the environment, with mesastream's variable names and defaults. Bad
 //! values stop startup with a message naming the variable (no silent fallbacks).
 
+mod listening;
+
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use std::collections::BTreeMap;
+pub use listening::{ListenConfig, LiveConfig, MP3_BITRATES};
 
 use crate::egress::AllowList;
 use crate::plugins::grants::ProgramPolicy;
+use listening::listen_secret;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
@@ -98,78 +102,6 @@ pub struct Config {
     /// `CLUSTER_URL` (`http://<BIND_ADDRESS or 127.0.0.1>:<PORT>`): where the other nodes reach
     /// its API. `NODE_LEASE_MS` (3000): how long its record and its players' leases last.
     pub cluster: Option<crate::cluster::ClusterSettings>,
-}
-
-/// Live sources: Icecast-style ingest into mounts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveConfig {
-    /// `INGEST_PORT`: a second port for source clients (`/{mount}` as Icecast takes it, and
-    /// `/admin/metadata`). Unset: sources use the API port's `/live/{mount}` only.
-    pub ingest_port: Option<u16>,
-    /// `INGEST_HEADER_TIMEOUT_SECONDS` (5): a source's request head must arrive within this.
-    pub header_timeout_secs: u64,
-    /// `INGEST_IDLE_SECONDS` (10): a source that sends nothing for this long is dropped.
-    pub idle_secs: u64,
-    /// `LIVE_GRACE_SECONDS` (15): how long a `live:` track waits for its source to come back.
-    pub grace_secs: u64,
-    /// `INGEST_FAILURES_PER_MINUTE` (10): failed source logins allowed per address a minute;
-    /// one more, and the address is refused (429) until the allowance refills.
-    pub failures_per_minute: u32,
-}
-
-/// Listening over HTTP: `/players/{id}/listen`, HLS, listen tokens.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ListenConfig {
-    /// `LISTEN_PUBLIC` (false): listener routes need no token.
-    pub public: bool,
-    /// `LISTEN_SECRET`: the key listen tokens are signed with (at least 32 characters).
-    /// Unset: a random key per start, so tokens end with the process.
-    pub secret: Option<String>,
-    /// `LISTEN_SECRET_PREVIOUS`: a key rotated out; tokens it signed are still accepted.
-    pub previous_secret: Option<String>,
-    /// `REWIND_SECONDS` (300): audio each player keeps for `?rewind=` and live HLS.
-    pub rewind_seconds: u64,
-    /// `REWIND_MAX_BYTES` (512 MiB): what all players' rewind buffers hold together.
-    pub rewind_max_bytes: usize,
-    /// `LISTEN_MAX_LAG_SECONDS` (30): a listener further behind than this is dropped.
-    pub max_lag_seconds: u64,
-    /// `LISTEN_MP3_BITRATE` (128): kbit/s of `?format=mp3` streams.
-    pub mp3_bitrate_kbps: u32,
-    /// `MAX_LISTENERS` (10000): HTTP stream listeners on this node at once.
-    pub max_listeners: usize,
-    /// `MAX_LISTENERS_PER_TOKEN` (100): stream listeners one listen token may bring at once.
-    pub max_listeners_per_token: usize,
-    /// `MAX_LISTENERS_PER_ADDRESS` (20): stream listeners from one client address at once.
-    pub max_listeners_per_address: usize,
-}
-
-impl std::fmt::Debug for ListenConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ListenConfig")
-            .field("public", &self.public)
-            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
-            .field("previous_secret", &self.previous_secret.as_ref().map(|_| "<set>"))
-            .field("rewind_seconds", &self.rewind_seconds)
-            .field("rewind_max_bytes", &self.rewind_max_bytes)
-            .field("max_lag_seconds", &self.max_lag_seconds)
-            .field("mp3_bitrate_kbps", &self.mp3_bitrate_kbps)
-            .field("max_listeners", &self.max_listeners)
-            .field("max_listeners_per_token", &self.max_listeners_per_token)
-            .field("max_listeners_per_address", &self.max_listeners_per_address)
-            .finish()
-    }
-}
-
-/// The MP3 bit rates LAME takes in MPEG-1 Layer III at 48 kHz.
-pub const MP3_BITRATES: [u32; 13] = [32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320];
-
-fn listen_secret(name: &'static str, raw: Option<String>) -> Result<Option<String>, ConfigError> {
-    match raw.filter(|v| !v.trim().is_empty()) {
-        Some(v) if v.trim().len() < 32 => {
-            Err(ConfigError::Invalid { name, value: "<hidden>".into(), why: "use at least 32 characters".into() })
-        }
-        other => Ok(other.map(|v| v.trim().to_string())),
-    }
 }
 
 /// How much one node takes on; each bound answers a clear error when reached.
@@ -262,10 +194,6 @@ fn ok<T>(_: &T) -> Result<(), String> {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let auth_token =
             get("AUTH_TOKEN").filter(|t| !t.trim().is_empty()).ok_or(ConfigError::Missing("AUTH_TOKEN"))?;
@@ -482,52 +410,4 @@ fn cluster_settings(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_lookup(|k| map.get(k).cloned())
-    }
-
-    #[test]
-    fn defaults_match_the_original() {
-        let c = with(&[("AUTH_TOKEN", "t")]).unwrap();
-        assert_eq!((c.port, c.bitrate_kbps, c.source_channel_capacity), (8080, 128, 16));
-    }
-
-    #[test]
-    fn a_cached_tracks_read_buffer_is_small_by_default_and_floored_as_the_original() {
-        assert_eq!(with(&[("AUTH_TOKEN", "t")]).unwrap().cache_reader_buffer_bytes, 8192);
-        let set = |v: &str| with(&[("AUTH_TOKEN", "t"), ("CACHE_READER_BUFFER_BYTES", v)]).unwrap();
-        assert_eq!(set("65536").cache_reader_buffer_bytes, 65536);
-        assert_eq!(set("100").cache_reader_buffer_bytes, 6000);
-    }
-
-    #[test]
-    fn bad_values_are_named() {
-        assert_eq!(with(&[]).unwrap_err(), ConfigError::Missing("AUTH_TOKEN"));
-        let e = with(&[("AUTH_TOKEN", "t"), ("PORT", "eighty")]).unwrap_err();
-        assert!(e.to_string().starts_with("PORT=\"eighty\" is invalid"), "{e}");
-        assert!(with(&[("AUTH_TOKEN", "t"), ("ENCODING_BITRATE", "1000")]).is_err());
-        assert!(with(&[("AUTH_TOKEN", "t"), ("SOURCE_STREAM_CHANNEL_CAPACITY", "0")]).is_err());
-        let e = with(&[("AUTH_TOKEN", "t"), ("MEDIA_ALLOW_HOSTS", "media.lan,http://x")]).unwrap_err();
-        assert!(e.to_string().starts_with("MEDIA_ALLOW_HOSTS=\"media.lan,http://x\" is invalid"), "{e}");
-        assert!(with(&[("AUTH_TOKEN", "t"), ("MEDIA_DNS_SERVER", "localhost")]).is_err());
-    }
-
-    #[test]
-    fn a_cluster_node_needs_redis_and_a_plain_name() {
-        assert_eq!(with(&[("AUTH_TOKEN", "t")]).unwrap().cluster, None);
-        let e = with(&[("AUTH_TOKEN", "t"), ("NODE_ID", "a")]).unwrap_err();
-        assert!(e.to_string().contains("set REDIS_URI too"), "{e}");
-        let redis = ("REDIS_URI", "redis://127.0.0.1/");
-        assert!(with(&[("AUTH_TOKEN", "t"), redis, ("NODE_ID", "a b")]).is_err());
-        assert!(with(&[("AUTH_TOKEN", "t"), redis, ("NODE_ID", "a"), ("CLUSTER_URL", "node-a:8080")]).is_err());
-        let c = with(&[("AUTH_TOKEN", "t"), redis, ("NODE_ID", "node-a"), ("PORT", "9000")]).unwrap();
-        let cluster = c.cluster.expect("cluster settings");
-        assert_eq!((cluster.node_id.as_str(), cluster.url.as_str()), ("node-a", "http://127.0.0.1:9000"));
-        assert_eq!(cluster.lease, Duration::from_secs(3));
-    }
-}
+mod tests;

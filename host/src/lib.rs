@@ -19,6 +19,7 @@ pub mod scaffold;
 pub mod store;
 pub mod telemetry;
 pub mod voice;
+pub mod wall_clock;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -209,7 +210,7 @@ impl Server {
             config.live.clone(),
         ));
         let registry = Registry::new(ctx);
-        tokio::spawn(player::registry::save_positions(Arc::downgrade(&registry)));
+        tokio::spawn(player::tasks::positions::save_positions(Arc::downgrade(&registry)));
         let state = api::AppState {
             registry: registry.clone(),
             events: events.clone(),

@@ -257,7 +257,7 @@ async fn move_player(
         cluster.generation_of(id).ok_or_else(|| ApiError::service_unavailable("this node does not hold the player"))?;
     let snapshot = player.snapshot().await;
     let playing = snapshot.status == crate::model::PlayerStatus::Playing;
-    let switch_at_ms = crate::cluster::unix_ms() + SWITCH_LEAD_MS;
+    let switch_at_ms = crate::wall_clock::unix_ms() + SWITCH_LEAD_MS;
     let position_ms = snapshot.position_ms + if playing { SWITCH_LEAD_MS } else { 0 };
     let take =
         TakeRequest { snapshot, from: cluster.node_id().to_string(), generation, switch_at_ms, position_ms, playing };
@@ -302,7 +302,7 @@ async fn move_player(
 
 /// How long from now until the Unix time `at_ms`.
 fn until_unix_ms(at_ms: u64) -> Duration {
-    Duration::from_millis(at_ms.saturating_sub(crate::cluster::unix_ms()))
+    Duration::from_millis(at_ms.saturating_sub(crate::wall_clock::unix_ms()))
 }
 
 /// `POST /cluster/players/{id}/take` (from the node giving the player): prepares the player
@@ -317,7 +317,7 @@ pub async fn take(
         return Err(ApiError::bad_request("the snapshot is another player's"));
     }
     let player = app.registry.prepare_take_over(&take.snapshot, take.position_ms).await?;
-    if crate::cluster::unix_ms() >= take.switch_at_ms {
+    if crate::wall_clock::unix_ms() >= take.switch_at_ms {
         app.registry.abandon(player).await;
         return Err(ApiError::service_unavailable("the player was not ready here before the switch"));
     }

@@ -22,7 +22,7 @@ pub async fn plugins(State(app): State<AppState>) -> Json<Vec<PluginInfo>> {
 
 pub async fn get_filters(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<Vec<FilterEntry>>> {
     let player = app.registry.get(id)?;
-    Ok(Json(player.state.lock().await.filters.clone()))
+    Ok(Json(player.lock().await.filters().to_vec()))
 }
 
 pub async fn put_filters(
@@ -35,10 +35,9 @@ pub async fn put_filters(
     }
     let player = app.registry.get(id)?;
     validate(&app, &chain).await?;
-    let mut state = player.state.lock().await;
-    player.set_filters(&mut state, chain);
-    player.persist(&state);
-    Ok(Json(state.filters.clone()))
+    let mut guard = player.lock().await;
+    guard.set_filters(chain);
+    Ok(Json(guard.commit().filters))
 }
 
 pub async fn equalizer(
@@ -53,10 +52,9 @@ pub async fn equalizer(
     if !request.is_flat() {
         validate(&app, &[request.entry()]).await?;
     }
-    let mut state = player.state.lock().await;
-    player.set_equalizer(&mut state, request);
-    player.persist(&state);
-    Ok(Json(player.snapshot_of(&state)))
+    let mut guard = player.lock().await;
+    guard.set_equalizer(request);
+    Ok(Json(guard.commit()))
 }
 
 /// The chain checked by the plugins themselves, in the contract's errors.

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderValue;
@@ -18,6 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use parking_lot::Mutex;
 
 use super::{ApiError, AppState};
 use crate::config::Limits;
@@ -52,10 +53,6 @@ struct Resolves {
     per_guild: HashMap<Id, usize>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl ApiLimits {
     pub fn new(limits: Limits) -> Self {
         let rate =
@@ -65,7 +62,7 @@ impl ApiLimits {
 
     /// A slot for resolving an enqueue for `guild`.
     pub fn resolve_slot(&self, guild: Id) -> Result<ResolveSlot, ApiError> {
-        let mut resolves = lock(&self.resolves);
+        let mut resolves = self.resolves.lock();
         if resolves.node >= self.limits.resolves_per_node {
             return Err(ApiError::limit(format!(
                 "this node is resolving {} queries at once (RESOLVES_PER_NODE); try again shortly",
@@ -85,7 +82,7 @@ impl ApiLimits {
 
     /// A slot for one event-stream client; `authenticated` when it presented the API token.
     pub fn event_client(&self, authenticated: bool) -> Result<EventClientSlot, ApiError> {
-        let mut clients = lock(&self.event_clients);
+        let mut clients = self.event_clients.lock();
         if clients.total() >= self.limits.event_clients {
             // The oldest anonymous client makes room; its stream is closed.
             let evicted = if authenticated { clients.anonymous.pop_front() } else { None };
@@ -140,7 +137,7 @@ pub struct ResolveSlot {
 
 impl Drop for ResolveSlot {
     fn drop(&mut self) {
-        let mut resolves = lock(&self.resolves);
+        let mut resolves = self.resolves.lock();
         resolves.node = resolves.node.saturating_sub(1);
         if let Some(n) = resolves.per_guild.get_mut(&self.guild) {
             *n = n.saturating_sub(1);
@@ -161,7 +158,7 @@ pub struct EventClientSlot {
 
 impl Drop for EventClientSlot {
     fn drop(&mut self) {
-        let mut clients = lock(&self.clients);
+        let mut clients = self.clients.lock();
         if self.authenticated {
             clients.authenticated = clients.authenticated.saturating_sub(1);
         } else {

@@ -116,14 +116,9 @@ async fn not_found(request: Request) -> ApiError {
 async fn metrics(State(state): State<AppState>) -> Response {
     let ctx = &state.registry.ctx;
     let players = state.registry.all();
-    let mut playing = 0;
-    for p in &players {
-        if p.state.lock().await.status == crate::model::PlayerStatus::Playing {
-            playing += 1;
-        }
-    }
+    let playing = crate::player::count_playing(&players).await;
     ctx.metrics.players.set(players.len() as i64);
-    ctx.metrics.playing.set(playing);
+    ctx.metrics.playing.set(playing as i64);
     ctx.metrics.rewind_bytes.set(ctx.rewind_budget.held() as i64);
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],

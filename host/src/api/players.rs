@@ -16,7 +16,7 @@ use crate::model::{
 };
 use crate::player::KnownSource;
 use crate::player::lookup::DirectError;
-use crate::player::{Player, State as PlayerState, format_ms, track};
+use crate::player::{PlayerGuard, format_ms, track};
 use crate::plugins::resolver::{ResolveFailure, Resolved};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -90,13 +90,12 @@ pub async fn enqueue(
             (player, entries)
         }
     };
-    let mut state = player.state.lock().await;
+    let mut guard = player.lock().await;
     for track in &tracks {
         tracing::info!(player = %id, track = %track.id, url = %track.source_url, "track_enqueued");
     }
-    player.enqueue(&mut state, tracks, locators).map_err(ApiError::limit)?;
-    player.persist(&state);
-    Ok(Json(player.snapshot_of(&state)))
+    guard.enqueue(tracks, locators).map_err(ApiError::limit)?;
+    Ok(Json(guard.commit()))
 }
 
 /// What `query` names, found as an enqueue finds it (for routes that take a query but play
@@ -180,60 +179,52 @@ fn queue_entries(resolved: Resolved, query: &str, max_tracks: usize) -> ApiResul
 
 pub async fn get_queue(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<Vec<Track>>> {
     let player = app.registry.get(id)?;
-    let state = player.state.lock().await;
-    Ok(Json(state.queue.iter().cloned().collect()))
+    Ok(Json(player.lock().await.queue().cloned().collect()))
 }
 
 pub async fn play(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
     let player = app.registry.get(id)?;
     app.registry.ensure_voice(&player).await?;
-    let mut state = player.state.lock().await;
-    player.play(&mut state);
-    player.persist(&state);
-    Ok(Json(player.snapshot_of(&state)))
+    let mut guard = player.lock().await;
+    guard.play();
+    Ok(Json(guard.commit()))
 }
 
 pub async fn stop(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
-    let player = app.registry.get(id)?;
-    let mut state = player.state.lock().await;
-    player.stop(&mut state);
-    player.persist(&state);
-    Ok(Json(player.snapshot_of(&state)))
+    control(&app, id, |p| p.stop()).await
 }
 
 /// Runs a control that cannot fail on the player's state and answers with the snapshot.
 async fn control(
     app: &AppState,
     id: crate::model::Id,
-    act: impl FnOnce(&Player, &mut PlayerState),
+    act: impl FnOnce(&mut PlayerGuard<'_>),
 ) -> ApiResult<Json<PlayerSnapshot>> {
     let player = app.registry.get(id)?;
-    let mut state = player.state.lock().await;
-    act(&player, &mut state);
-    player.persist(&state);
-    Ok(Json(player.snapshot_of(&state)))
+    let mut guard = player.lock().await;
+    act(&mut guard);
+    Ok(Json(guard.commit()))
 }
 
 pub async fn clear_queue(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
-    control(&app, id, |p, state| p.clear_queue(state)).await
+    control(&app, id, |p| p.clear_queue()).await
 }
 
 pub async fn pause(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
-    control(&app, id, |p, state| p.set_paused(state, true)).await
+    control(&app, id, |p| p.set_paused(true)).await
 }
 
 pub async fn resume(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
-    control(&app, id, |p, state| p.set_paused(state, false)).await
+    control(&app, id, |p| p.set_paused(false)).await
 }
 
 pub async fn skip(State(app): State<AppState>, PlayerId(id): PlayerId) -> ApiResult<Json<PlayerSnapshot>> {
     let player = app.registry.get(id)?;
-    let mut state = player.state.lock().await;
+    let mut guard = player.lock().await;
     // As in the original, the answer shows the player before the skip.
-    let before = player.snapshot_of(&state);
-    let advance = player.skip(&mut state);
-    player.persist(&state);
-    drop(state);
+    let before = guard.snapshot();
+    let advance = guard.skip();
+    drop(guard);
     app.registry.after(&player, advance).await;
     Ok(Json(before))
 }
@@ -244,8 +235,8 @@ pub async fn seek(
     JsonBody(request): JsonBody<SeekRequest>,
 ) -> ApiResult<Json<PlayerSnapshot>> {
     let player = app.registry.get(id)?;
-    let mut state = player.state.lock().await;
-    let Some(current) = state.current.as_ref() else {
+    let mut guard = player.lock().await;
+    let Some(current) = guard.current() else {
         return Err(ApiError::bad_request("no track is playing"));
     };
     let duration = current.metadata.duration_ms;
@@ -257,9 +248,8 @@ pub async fn seek(
         )));
     }
     tracing::info!(player = %id, position_ms = request.position_ms, "seek_started");
-    player.seek(&mut state, request.position_ms);
-    player.persist(&state);
-    Ok(Json(player.snapshot_of(&state)))
+    guard.seek(request.position_ms);
+    Ok(Json(guard.commit()))
 }
 
 pub async fn volume(
@@ -270,7 +260,7 @@ pub async fn volume(
     if !(0.0..=2.0).contains(&request.volume) {
         return Err(ApiError::bad_request("volume must be between 0.0 and 2.0"));
     }
-    control(&app, id, |p, state| p.set_volume(state, request.volume)).await
+    control(&app, id, |p| p.set_volume(request.volume)).await
 }
 
 pub async fn current(
@@ -278,9 +268,9 @@ pub async fn current(
     PlayerId(id): PlayerId,
 ) -> ApiResult<Json<Option<CurrentTrackResponse>>> {
     let player = app.registry.get(id)?;
-    let state = player.state.lock().await;
-    let Some(track) = state.current.clone() else { return Ok(Json(None)) };
-    let position_ms = player.position_ms(&state);
+    let guard = player.lock().await;
+    let Some(track) = guard.current().cloned() else { return Ok(Json(None)) };
+    let position_ms = guard.position_ms();
     let duration_ms = track.metadata.duration_ms;
     Ok(Json(Some(CurrentTrackResponse {
         track,
@@ -331,7 +321,7 @@ pub async fn save_playlist(
 ) -> ApiResult<Json<PlaylistSnapshot>> {
     let name = playlist_name(&raw)?;
     let player = app.registry.get(id)?;
-    let tracks: Vec<Track> = player.state.lock().await.queue.iter().cloned().collect();
+    let tracks: Vec<Track> = player.lock().await.queue().cloned().collect();
     let limit = app.limits.limits.playlist_tracks;
     if tracks.len() > limit {
         return Err(ApiError::payload_too_large(format!(
@@ -357,8 +347,7 @@ pub async fn enqueue_playlist(
     let playlist = stored
         .map_err(ApiError::store_unavailable)?
         .ok_or_else(|| ApiError::not_found(format!("playlist {name} not found")))?;
-    let mut state = player.state.lock().await;
-    player.enqueue(&mut state, playlist.tracks, Vec::new()).map_err(ApiError::limit)?;
-    player.persist(&state);
-    Ok(Json(player.snapshot_of(&state)))
+    let mut guard = player.lock().await;
+    guard.enqueue(playlist.tracks, Vec::new()).map_err(ApiError::limit)?;
+    Ok(Json(guard.commit()))
 }

@@ -1,5 +1,6 @@
 //! From a URL to 20 ms Opus frames: fetch, decode, resample, filter, encode.
 
+pub mod controls;
 pub mod decode;
 pub mod encode;
 pub mod fetch;
@@ -8,6 +9,7 @@ pub mod frames;
 pub mod inflow;
 pub mod live_follow;
 pub mod mp3;
+pub mod opening;
 pub mod opus_packets;
 pub mod pipeline;
 pub mod process_stream;
@@ -18,4 +20,6 @@ pub mod track_work;
 pub mod transcode;
 pub mod workers;
 
-pub use pipeline::{Controls, Gain, PipelineConfig, TrackFrames, TrackInfo, TrackRequest, TrackSource};
+pub use controls::{Controls, Gain};
+pub use opening::{PipelineConfig, TrackInfo};
+pub use pipeline::{TrackFrames, TrackRequest, TrackSource};

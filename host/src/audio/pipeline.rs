@@ -4,24 +4,18 @@
 //! workers (see `track_work`) and reaches the clock through the track's frame ring.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use prometheus_client::metrics::counter::Counter;
-use symphonia::core::io::MediaSource;
 
+use super::controls::Controls;
 use super::decode::SourceDecoder;
-use super::encode::EncoderSettings;
-use super::fetch::{FetchOptions, HttpSource};
-use super::filter_chain::{ChainControl, FailureReport};
 use super::frames::FrameRing;
 use super::live_follow::{LiveFollower, LiveSource};
-use super::process_stream;
+use super::opening::{PipelineConfig, TrackInfo, open_stream};
 use super::pushed::PushedStream;
 use super::track_work::{Decoding, Source, TrackWork};
-use super::workers::Workers;
-use crate::cache::store::{AudioCache, Plan};
-use crate::plugins::PluginHost;
+use crate::cache::store::Plan;
 use crate::plugins::resolver::{Locator, ResolvedTrack};
 
 /// Frames asked for before a track starts: the clock starts it once they are ready.
@@ -32,80 +26,6 @@ pub const START_FRAMES: u64 = 2;
 pub struct TrackFrames {
     pub ring: Arc<FrameRing>,
     _work: Arc<TrackWork>,
-}
-
-/// Settings shared by every track.
-#[derive(Clone)]
-pub struct PipelineConfig {
-    pub fetch: FetchOptions,
-    pub encoder: EncoderSettings,
-    /// Decoded 20 ms blocks kept ready ahead of the encoder.
-    pub frames_ahead: usize,
-    /// Where filters come from; none runs every chain empty.
-    pub plugins: Option<Arc<PluginHost>>,
-    /// Where played tracks are kept; none streams every time.
-    pub cache: Option<Arc<AudioCache>>,
-    /// Where every track's decoding, filtering and encoding runs.
-    pub workers: Arc<Workers>,
-    /// Counts Opus packets decoded (an Opus source re-encoded, a follower filtered).
-    pub decodes: Counter,
-}
-
-/// Facts learned when the source opens.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TrackInfo {
-    pub duration_ms: Option<u64>,
-}
-
-/// Linear gain shared with the player so volume changes reach the next encoded frame.
-#[derive(Debug)]
-pub struct Gain(AtomicU32);
-
-impl Gain {
-    fn bits(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl Gain {
-    pub fn new(v: f32) -> Self {
-        Self(AtomicU32::new(v.to_bits()))
-    }
-    pub fn get(&self) -> f32 {
-        f32::from_bits(self.0.load(Ordering::Relaxed))
-    }
-    pub fn set(&self, v: f32) {
-        self.0.store(v.to_bits(), Ordering::Relaxed);
-    }
-}
-
-/// What a player lets its track pipeline read while it runs.
-pub struct Controls {
-    pub gain: Gain,
-    pub filters: ChainControl,
-    /// Told when a filter fails and is taken out of the chain.
-    pub on_filter_failure: FailureReport,
-}
-
-impl Controls {
-    /// Volume 1 and no filters: a track's audio as it is (a cache fill, a live mount's source).
-    pub fn unchanged() -> Arc<Self> {
-        Arc::new(Self { gain: Gain::default(), filters: ChainControl::default(), on_filter_failure: Arc::new(|_| {}) })
-    }
-
-    /// Changes whenever the volume, the chain or the loaded plugins change: what a
-    /// passed-through packet is checked against (see `frames`). The chain's and the plugins'
-    /// counters would have to move by exactly 2^16 between two looks to go unnoticed.
-    pub fn version(&self, plugins: Option<&PluginHost>) -> u64 {
-        let generation = plugins.map_or(0, PluginHost::generation);
-        u64::from(self.gain.bits()) ^ (self.filters.version() << 32) ^ (generation << 48)
-    }
-}
-
-impl Default for Gain {
-    fn default() -> Self {
-        Self::new(1.0)
-    }
 }
 
 /// Where a track's media comes from.
@@ -224,59 +144,11 @@ fn open(
         }
         Plan::Fill(writer) => {
             open_stream(&locator, request.duration_hint_ms, start_ms, Some(writer), config, cancel, on_open)
+                .map(|opened| Source::decoding(opened, config))
         }
-        Plan::Stream => open_stream(&locator, request.duration_hint_ms, start_ms, None, config, cancel, on_open),
+        Plan::Stream => open_stream(&locator, request.duration_hint_ms, start_ms, None, config, cancel, on_open)
+            .map(|opened| Source::decoding(opened, config)),
     }
-}
-
-/// Connects to the media (or starts the program), probes its format and seeks to `start_ms`.
-pub(super) fn open_stream(
-    locator: &Locator,
-    duration_hint_ms: Option<u64>,
-    start_ms: u64,
-    mut fill: Option<crate::cache::store::FillWriter>,
-    config: &PipelineConfig,
-    cancel: &Arc<AtomicBool>,
-    on_open: impl FnOnce(TrackInfo) + 'static,
-) -> Result<Source, String> {
-    // Whether the source says where it ends: a length, or (for a program's output) a
-    // duration its resolver gave. Without one it may be live and never end.
-    let (media, readiness, content_type, sized): (Box<dyn MediaSource>, _, Option<String>, bool) = match locator {
-        Locator::Process { plugin, program, args } => {
-            let host = config.plugins.as_ref().ok_or("process streams need the plugin host")?;
-            let run = host.stream_command(plugin, program, args)?;
-            let stream = process_stream::spawn(
-                run.command,
-                run.workdir,
-                &config.fetch.runtime,
-                cancel.clone(),
-                config.fetch.stalls.clone(),
-            )
-            .map_err(|e| format!("cannot start {program}: {e}"))?;
-            let readiness = stream.readiness();
-            (Box::new(stream), readiness, None, duration_hint_ms.is_some())
-        }
-        Locator::Http { url, headers } => {
-            let http = HttpSource::open(url, headers.clone(), config.fetch.clone(), cancel.clone())
-                .map_err(|e| e.to_string())?;
-            let content_type = http.content_type().map(str::to_string);
-            let sized = http.byte_len().is_some();
-            let readiness = http.readiness();
-            (Box::new(http), readiness, content_type, sized)
-        }
-    };
-    let mut decoder = SourceDecoder::open(media, content_type.as_deref()).map_err(|e| e.to_string())?;
-    on_open(TrackInfo { duration_ms: decoder.duration_ms() });
-    if fill.is_some() && !sized && decoder.duration_ms().is_none() {
-        // A live or endless stream is played, not cached: a fill would grow without end in
-        // memory and on disk. Dropping it keeps nothing; anyone following streams for itself.
-        tracing::info!("the source has no known end; it is not cached");
-        fill = None;
-    }
-    if start_ms > 0 {
-        decoder.seek_ms(start_ms);
-    }
-    Ok(Source::Decoding(Box::new(Decoding::new(decoder, readiness, fill, config.encoder.clone()))))
 }
 
 /// Resolves a query to where its first track's media is, and the key it is cached under.

@@ -10,13 +10,14 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
+use super::controls::Controls;
 use super::decode::{SourceDecoder, Unit as Decoded};
 use super::encode::{EncoderSettings, FRAME_LEN, OpusEncoder};
 use super::filter_chain::FilterChain;
 use super::frames::{FrameRing, PASS_AHEAD};
 use super::inflow::Readiness;
 use super::live_follow::{LiveFollower, LiveNext};
-use super::pipeline::{Controls, PipelineConfig, open_stream};
+use super::opening::{OpenedStream, PipelineConfig, open_stream};
 use super::resample::To48k;
 use super::transcode::{Outcome, Transcoder, Unit};
 use super::workers::{Urgency, Work, WorkSlot};
@@ -45,6 +46,14 @@ pub enum Source {
     /// A live mount's packets, read behind its live edge.
     Live(LiveFollower),
     Ended,
+}
+
+impl Source {
+    /// An opened stream, to be decoded with the pipeline's encoder settings.
+    pub fn decoding(opened: OpenedStream, config: &PipelineConfig) -> Self {
+        let OpenedStream { decoder, readiness, fill } = opened;
+        Self::Decoding(Box::new(Decoding::new(decoder, readiness, fill, config.encoder.clone())))
+    }
 }
 
 /// What a source did when asked for more.
@@ -446,8 +455,9 @@ impl TrackWork {
         };
         self.config.fetch.runtime.spawn_blocking(move || {
             let span = me.span.clone();
-            let opened =
-                span.in_scope(|| open_stream(&locator, duration_hint_ms, position_ms, None, &config, &cancel, |_| {}));
+            let opened = span
+                .in_scope(|| open_stream(&locator, duration_hint_ms, position_ms, None, &config, &cancel, |_| {}))
+                .map(|opened| Source::decoding(opened, &config));
             me.opened(opened);
         });
     }

@@ -11,11 +11,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::controls::Controls;
 use super::encode::{EncoderSettings, FRAME_LEN, OpusEncoder};
 use super::filter_chain::FilterChain;
 use super::frames::{FrameRing, PASS_AHEAD};
 use super::opus_packets::{self, OpusDecodeError, PacketDecoder};
-use super::pipeline::Controls;
 use prometheus_client::metrics::counter::Counter;
 
 /// One unit of a track's decoded input, in order.

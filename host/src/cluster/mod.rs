@@ -11,7 +11,7 @@ mod relay;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
@@ -92,11 +92,6 @@ pub struct Cluster {
     pub counters: ClusterCounters,
 }
 
-/// Milliseconds since the Unix epoch: the time nodes agree on (a migration's switch).
-pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Cluster {
     /// Joins the cluster on the Redis at `uri` (keys under `prefix`). The node's record is
     /// written by the heartbeat ([`Self::spawn`]).
@@ -112,7 +107,7 @@ impl Cluster {
             gate: Arc::new(SendGate::shut()),
             redis,
             prefix: format!("{prefix}:"),
-            started_ms: unix_ms(),
+            started_ms: crate::wall_clock::unix_ms(),
             held: Mutex::default(),
             players: AtomicUsize::new(0),
             draining: AtomicBool::new(false),

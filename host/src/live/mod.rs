@@ -6,6 +6,7 @@
 pub mod keys;
 pub mod mount;
 pub mod stage;
+pub mod stop_reason;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::voice::Scheduler;
 use crate::voice::scheduler::Registration;
 pub use mount::{Mount, MountSettings, MountView, SourceSession};
 pub use stage::{Stage, StageError, StageSettings, StageView};
+pub use stop_reason::SourceStop;
 
 /// The store record holding every mount's settings.
 const RECORD: (&str, &str) = ("live", "mounts");
@@ -280,7 +282,7 @@ impl Mounts {
             max_duration_secs: None,
             formats: Vec::new(),
             stage: true,
-            created_at: mount::unix_now(),
+            created_at: crate::wall_clock::unix_secs(),
         };
         let mount = self.insert(settings);
         let stage_settings = StageSettings {
@@ -347,7 +349,7 @@ impl Mounts {
             max_duration_secs: new.max_duration_secs,
             formats,
             stage: false,
-            created_at: mount::unix_now(),
+            created_at: crate::wall_clock::unix_secs(),
         };
         let mount = self.insert(settings);
         if let Err(e) = self.save().await {

@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::stop_reason::SourceStop;
 use crate::audio::TrackFrames;
 use crate::audio::encode::{EncoderSettings, FRAME_LEN, OpusEncoder};
 use crate::audio::frames::Taken;
@@ -59,7 +59,7 @@ struct OnAir {
     started: bool,
     stop: Arc<Notify>,
     /// Why it was told to go.
-    reason: Arc<Mutex<Option<String>>>,
+    reason: Arc<Mutex<Option<SourceStop>>>,
     /// Its recent packets (no codec state until a crossfade needs its PCM).
     decoder: PacketDecoder,
     content_type: Option<String>,
@@ -68,8 +68,8 @@ struct OnAir {
 }
 
 impl OnAir {
-    fn tell_to_go(&self, reason: &str) {
-        self.reason.lock().get_or_insert_with(|| reason.to_string());
+    fn tell_to_go(&self, reason: SourceStop) {
+        self.reason.lock().get_or_insert(reason);
         self.stop.notify_one();
     }
 }
@@ -95,7 +95,7 @@ struct Fade {
     /// Made for the handover (a mount that never hands over holds none).
     encoder: Option<OpusEncoder>,
     /// Why `from` goes once the fade is over, if it was told to go meanwhile.
-    then_stop: Option<String>,
+    then_stop: Option<SourceStop>,
 }
 
 impl Sources {
@@ -118,7 +118,7 @@ impl Sources {
     }
 
     /// Takes a source off and tells it why.
-    fn remove(&mut self, session: u64, reason: &str) {
+    fn remove(&mut self, session: u64, reason: SourceStop) {
         if let Some(gone) = self.detach(session) {
             gone.tell_to_go(reason);
         }
@@ -169,7 +169,7 @@ pub struct SourceSession {
     id: u64,
     /// Told when the source must go (replaced by another, its turn over, the mount removed).
     pub stop: Arc<Notify>,
-    reason: Arc<Mutex<Option<String>>>,
+    reason: Arc<Mutex<Option<SourceStop>>>,
 }
 
 impl SourceSession {
@@ -178,7 +178,7 @@ impl SourceSession {
     }
 
     /// Why the source was told to go, once it was.
-    pub fn reason(&self) -> Option<String> {
+    pub fn reason(&self) -> Option<SourceStop> {
         self.reason.lock().clone()
     }
 }
@@ -215,10 +215,6 @@ pub struct MountCounters {
     pub underruns: Counter,
     pub encoder: EncoderSettings,
     pub decodes: Counter,
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Mount {
@@ -279,14 +275,14 @@ impl Mount {
             decoder: PacketDecoder::counted(self.decodes.clone()),
             content_type,
             stream_name,
-            since: unix_now(),
+            since: crate::wall_clock::unix_secs(),
         };
         let mut sources = self.sources.lock();
         let mut replaced = false;
         if exclusive {
             *self.last_failure.lock() = None;
             for old in sources.connected.drain(..) {
-                old.tell_to_go("replaced");
+                old.tell_to_go(SourceStop::Replaced);
                 replaced = true;
             }
             sources.current = Some(id);
@@ -322,10 +318,10 @@ impl Mount {
     }
 
     /// Tells a connected source to go, saying why (once it has faded out, when it is).
-    pub fn stop_source(&self, session: u64, reason: &str) {
+    pub fn stop_source(&self, session: u64, reason: SourceStop) {
         let mut sources = self.sources.lock();
         if let Some(fade) = sources.fade.as_mut().filter(|f| f.from == session) {
-            fade.then_stop = Some(reason.to_string());
+            fade.then_stop = Some(reason.clone());
             return;
         }
         sources.remove(session, reason);
@@ -352,7 +348,7 @@ impl Mount {
         self.removed.store(true, Ordering::Release);
         let mut sources = self.sources.lock();
         for air in sources.connected.drain(..) {
-            air.tell_to_go("removed");
+            air.tell_to_go(SourceStop::Removed);
         }
         sources.current = None;
         drop(sources);
@@ -444,8 +440,8 @@ impl Tickable for Mount {
                         self.underruns.inc();
                     }
                 }
-                Frame::Ended(Ok(())) => ended.push((air.session, "ended".to_string())),
-                Frame::Ended(Err(e)) => ended.push((air.session, format!("failed: {e}"))),
+                Frame::Ended(Ok(())) => ended.push((air.session, SourceStop::Ended)),
+                Frame::Ended(Err(e)) => ended.push((air.session, SourceStop::Failed(e.to_string()))),
             }
         }
         let recorded = match sources.fade.is_some() {
@@ -464,11 +460,11 @@ impl Tickable for Mount {
             }
         }
         for (session, reason) in ended {
-            if let Some(e) = reason.strip_prefix("failed: ") {
-                *self.last_failure.lock() = Some(e.to_string());
+            if let SourceStop::Failed(e) = &reason {
+                *self.last_failure.lock() = Some(e.clone());
             }
             // The source's connection sees its reader gone and closes.
-            sources.remove(session, &reason);
+            sources.remove(session, reason);
         }
         drop(guard);
         if !recorded {
@@ -529,7 +525,7 @@ impl Mount {
             let (from, then_stop) = (fade.from, fade.then_stop.take());
             sources.fade = None;
             if let Some(reason) = then_stop {
-                sources.remove(from, &reason);
+                sources.remove(from, reason);
             }
         }
         recorded

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use super::keys;
 use super::mount::{Mount, SourceSession};
+use super::stop_reason::SourceStop;
 use crate::audio::TrackFrames;
 use crate::events::{Event, EventBus};
 use crate::store::StateStore;
@@ -132,10 +133,6 @@ pub struct BlockedView {
     pub until_ms: u64,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 pub struct Stage {
     pub name: String,
     mount: Arc<Mount>,
@@ -191,7 +188,7 @@ impl Drop for DjPresence {
         let mut connected = self.stage.connected.lock();
         if connected.get(&self.dj).is_some_and(|c| c.session == self.session) {
             connected.remove(&self.dj);
-            self.stage.gone_since.lock().insert(self.dj.clone(), now_ms());
+            self.stage.gone_since.lock().insert(self.dj.clone(), crate::wall_clock::unix_ms());
         }
         drop(connected);
         self.stage.changed.notify_one();
@@ -216,7 +213,7 @@ impl Stage {
             }
             None => fresh,
         };
-        let now = now_ms();
+        let now = crate::wall_clock::unix_ms();
         let gone_since = kept.queue.iter().map(|dj| (dj.clone(), now)).collect();
         Arc::new(Self {
             name: mount.name.to_string(),
@@ -266,7 +263,7 @@ impl Stage {
                 () = self.changed.notified() => {}
                 () = self.mount.slot_over.notified() => {}
             }
-            self.step(now_ms());
+            self.step(crate::wall_clock::unix_ms());
             self.save().await;
         }
     }
@@ -297,8 +294,11 @@ impl Stage {
             .iter()
             .find(|d| keys::matches(key, &d.key_digest) && (user == "source" || user == d.name))
             .ok_or(StageError::BadKey)?;
-        if let Some(until) = kept.blocked.get(&dj.name).filter(|until| **until > now_ms()) {
-            return Err(StageError::Blocked { dj: dj.name.clone(), seconds: (until - now_ms()).div_ceil(1000) });
+        if let Some(until) = kept.blocked.get(&dj.name).filter(|until| **until > crate::wall_clock::unix_ms()) {
+            return Err(StageError::Blocked {
+                dj: dj.name.clone(),
+                seconds: (until - crate::wall_clock::unix_ms()).div_ceil(1000),
+            });
         }
         Ok(dj.name.clone())
     }
@@ -307,7 +307,7 @@ impl Stage {
     pub fn joined(self: &Arc<Self>, dj: &str, session: u64) -> DjPresence {
         let old = self.connected.lock().insert(dj.to_string(), Connection { session });
         if let Some(old) = old {
-            self.mount.stop_source(old.session, "replaced");
+            self.mount.stop_source(old.session, SourceStop::Replaced);
         }
         self.gone_since.lock().remove(dj);
         {
@@ -325,7 +325,7 @@ impl Stage {
         let mut kept = self.kept.lock();
         kept.settings.slot_secs = slot_secs;
         if reset && let Some(slot) = kept.slot.as_mut() {
-            slot.deadline_ms = now_ms() + slot_secs * 1000;
+            slot.deadline_ms = crate::wall_clock::unix_ms() + slot_secs * 1000;
             slot.warned = false;
         }
         drop(kept);
@@ -359,7 +359,7 @@ impl Stage {
                 return Err(StageError::NoDj(name));
             }
             let reason = if kick { "kicked" } else { "skipped" };
-            self.off_air(&mut kept, &name, reason, true, now_ms(), &mut events);
+            self.off_air(&mut kept, &name, reason, true, crate::wall_clock::unix_ms(), &mut events);
             name
         };
         for event in events {
@@ -370,13 +370,13 @@ impl Stage {
     }
 
     /// Takes `dj` out of the queue (and off air), blocking them when asked and the toggle is on.
-    fn off_air(&self, kept: &mut Kept, dj: &str, reason: &str, block: bool, now: u64, events: &mut Vec<Event>) {
+    fn off_air(&self, kept: &mut Kept, dj: &str, reason: &'static str, block: bool, now: u64, events: &mut Vec<Event>) {
         kept.queue.retain(|d| d != dj);
         if kept.slot.as_ref().is_some_and(|s| s.dj == dj) {
             kept.slot = None;
         }
         if let Some(connection) = self.connected.lock().remove(dj) {
-            self.mount.stop_source(connection.session, reason);
+            self.mount.stop_source(connection.session, SourceStop::OffAir(reason));
         }
         self.gone_since.lock().insert(dj.to_string(), now);
         events.push(Event::OffAir { stage: self.name.clone(), dj: dj.to_string(), reason: reason.to_string() });
@@ -492,7 +492,7 @@ impl Stage {
     pub fn view(&self) -> StageView {
         let kept = self.kept.lock();
         let connected = self.connected.lock();
-        let now = now_ms();
+        let now = crate::wall_clock::unix_ms();
         let on_air = kept.slot.as_ref().map(|s| OnAirView {
             dj: s.dj.clone(),
             deadline_ms: s.deadline_ms,

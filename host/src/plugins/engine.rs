@@ -22,6 +22,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginError;
 use super::capabilities::Capabilities;
+use super::grants::Limits;
 use super::guest_stderr::GuestStderr;
 use super::memory_watch::MemoryWatch;
 
@@ -177,14 +178,6 @@ fn write_cache(component: &Component, key: &CacheKey, path: &Path) -> std::io::R
     std::fs::rename(&tmp, checksum_path(path))?;
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
-}
-
-/// Per-plugin bounds, from the operator's configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Limits {
-    pub memory_bytes: usize,
-    /// Guest compute time per call.
-    pub call_time: Duration,
 }
 
 /// Accounts for the CPU time a call spends in the guest, as opposed to in host calls.

@@ -24,8 +24,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::PluginError;
-use super::engine::Limits;
 use super::manifest::{Capability, Kind};
+
+/// Per-plugin bounds, from the operator's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    /// Guest compute time per call.
+    pub call_time: Duration,
+}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -24,7 +24,8 @@ use serde::Serialize;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-use engine::{Limits, PluginState};
+use engine::PluginState;
+use grants::Limits;
 use grants::{Grants, OperatorConfig};
 use manifest::{Capability, Kind, Manifest};
 

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use redb::{Database, TableDefinition};
@@ -20,10 +20,6 @@ use tokio::sync::oneshot;
 use super::StoreError;
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 fn err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Backend(e.into().to_string())
@@ -105,13 +101,13 @@ impl EmbeddedKv {
             let (expiry, data) =
                 bytes.split_at_checked(8).ok_or_else(|| StoreError::Backend("corrupt entry".into()))?;
             let expiry = u64::from_be_bytes(expiry.try_into().unwrap_or([0; 8]));
-            Ok((expiry == 0 || expiry > now_ms()).then(|| data.to_vec()))
+            Ok((expiry == 0 || expiry > crate::wall_clock::unix_ms()).then(|| data.to_vec()))
         })
         .await
     }
 
     pub async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), StoreError> {
-        let expiry = ttl.map_or(0, |t| now_ms() + t.as_millis() as u64);
+        let expiry = ttl.map_or(0, |t| crate::wall_clock::unix_ms() + t.as_millis() as u64);
         let mut stored = expiry.to_be_bytes().to_vec();
         stored.extend_from_slice(&value);
         self.write(key, Some(stored)).await

@@ -1,8 +1,8 @@
 //! This process and its machine as the kernel reports them (`/proc`), for the stats a
 //! protocol shows its clients. Anything unreadable reads as 0.
-
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// Resident memory of this process, in bytes.
 pub fn rss_bytes() -> u64 {
@@ -58,7 +58,7 @@ impl CpuShare {
     pub fn read(&self) -> f64 {
         let now = Instant::now();
         let cpu = cpu_time::ProcessTime::try_now().map_or(Duration::ZERO, |t| t.as_duration());
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last.lock();
         match *last {
             None => {
                 *last = Some((now, cpu, 0.0));

@@ -6,6 +6,8 @@ mod close_codes;
 mod crypto;
 mod dave;
 mod gateway;
+mod gateway_socket;
+mod ip_discovery;
 pub mod scheduler;
 mod send_gate;
 mod sender;

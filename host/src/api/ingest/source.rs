@@ -23,7 +23,7 @@ use crate::api::ApiError;
 use crate::audio::pushed::PushedStream;
 use crate::config::LiveConfig;
 use crate::events::{Event, EventBus};
-use crate::live::{Mount, Mounts, Stage, StageError, format_of, keys};
+use crate::live::{Mount, Mounts, SourceStop, Stage, StageError, format_of, keys};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::ReasonLabels;
 
@@ -273,30 +273,29 @@ impl Ingest {
             let mut buf = BytesMut::with_capacity(READ_CHUNK);
             tokio::select! {
                 read = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => match read {
-                    Err(_) => break "stalled".to_string(),
-                    Ok(Ok(0)) | Ok(Err(_)) => break "disconnected".to_string(),
+                    Err(_) => break SourceStop::Stalled,
+                    Ok(Ok(0)) | Ok(Err(_)) => break SourceStop::Disconnected,
                     Ok(Ok(_)) => first = Some(buf.freeze()),
                 },
-                () = session.stop.notified() => break session.reason().unwrap_or_else(|| "replaced".into()),
-                () = &mut cut_off => break "max_duration".to_string(),
+                () = session.stop.notified() => break session.reason().unwrap_or(SourceStop::Replaced),
+                () = &mut cut_off => break SourceStop::MaxDuration,
             }
         };
         cancel.store(true, Ordering::Release);
         drop(session);
         drop(tx);
-        tracing::info!(mount = %name, %peer, reason, "live source gone");
+        tracing::info!(mount = %name, %peer, %reason, "live source gone");
         self.metrics.live_sources.dec();
-        let label = reason.split(':').next().unwrap_or("failed").to_string();
-        self.metrics.live_source_drops.get_or_create(&ReasonLabels { reason: label }).inc();
-        self.events.emit(Event::LiveSourceDisconnected { mount: name, reason });
+        self.metrics.live_source_drops.get_or_create(&ReasonLabels { reason: reason.kind().to_string() }).inc();
+        self.events.emit(Event::LiveSourceDisconnected { mount: name, reason: reason.to_string() });
     }
 }
 
 /// Why a source's stream stopped being read, when nobody told it to go.
-fn failed(mount: &Mount) -> String {
+fn failed(mount: &Mount) -> SourceStop {
     match mount.last_failure() {
-        Some(e) => format!("failed: {e}"),
-        None => "ended".into(),
+        Some(e) => SourceStop::Failed(e),
+        None => SourceStop::Ended,
     }
 }
 

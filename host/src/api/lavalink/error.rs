@@ -60,9 +60,7 @@ pub async fn with_error_body(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let Some(error) = response.extensions().get::<LavalinkError>().cloned() else { return response };
     let body = Body {
-        timestamp: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        timestamp: crate::wall_clock::unix_ms(),
         status: error.status.as_u16(),
         error: error.status.canonical_reason().unwrap_or(""),
         // There is no JVM stack to show; the trace is the message with where it happened.

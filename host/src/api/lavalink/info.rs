@@ -9,9 +9,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::error::LavalinkError;
-use super::players::FILTER_ORDER;
+use super::player_update::FILTER_ORDER;
 use super::{LavalinkState, Node};
-use crate::model::PlayerStatus;
 use crate::plugins::PluginHost;
 use crate::plugins::manifest::Kind;
 use crate::telemetry::process;
@@ -120,12 +119,7 @@ pub struct Cpu {
 /// of this node's, whatever protocol made them, as Lavalink counts all sessions'.
 pub async fn node_stats(state: &LavalinkState) -> Stats {
     let players = state.app.registry.all();
-    let mut playing = 0;
-    for p in &players {
-        if p.state.lock().await.status == PlayerStatus::Playing {
-            playing += 1;
-        }
-    }
+    let playing = crate::player::count_playing(&players).await;
     let node: &Node = &state.node;
     let rss = process::rss_bytes();
     let cores = process::cores();

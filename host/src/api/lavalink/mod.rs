@@ -11,6 +11,8 @@ mod error;
 mod extract;
 mod info;
 mod persist;
+mod player;
+mod player_update;
 mod players;
 mod sessions;
 mod tracks;

@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::LavalinkState;
-use super::players::{self, VoiceState};
+use super::player::SavedPlayer;
+use super::player_update;
+use crate::model::Id;
 
 const PROTOCOL: &str = "lavalink";
 const RECORD: &str = "sessions";
@@ -26,24 +27,6 @@ pub struct SavedSession {
     pub user_id: u64,
     pub timeout_s: u64,
     pub players: Vec<SavedPlayer>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedPlayer {
-    pub guild: u64,
-    pub voice: Option<VoiceState>,
-    pub track: Option<SavedTrack>,
-    pub paused: bool,
-    pub volume: u16,
-    pub filters: BTreeMap<String, Value>,
-    pub end_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedTrack {
-    pub encoded: String,
-    pub user_data: Value,
-    pub position_ms: u64,
 }
 
 /// Restores what the last run saved, then keeps the record up to date for as long as the
@@ -83,10 +66,18 @@ pub async fn run(state: LavalinkState) {
 async fn restore(state: &LavalinkState, id: &str, saved: &SavedSession) {
     let session = state.node.sessions.restore(id, saved.user_id, saved.timeout_s);
     tracing::info!(session = %id, players = saved.players.len(), "lavalink session restored; waiting for its client");
-    for player in saved.players.clone() {
-        let guild = player.guild;
-        if let Err(e) = players::restore(state, &session, player).await {
-            tracing::warn!(session = %id, guild, error = %e.message, "a saved lavalink player could not be restored");
+    for saved in saved.players.clone() {
+        let guild = saved.guild;
+        let restored = match session.player_or_create(Id(guild), state) {
+            Ok(made) => player_update::restore(state, session.user_id, &made, saved).await,
+            Err(e) => Err(e),
+        };
+        match restored {
+            Ok(Some(frame)) => session.send(frame, true),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(session = %id, guild, error = %e.message, "a saved lavalink player could not be restored");
+            }
         }
     }
 }

@@ -3,11 +3,12 @@
 //! would have sent (except position updates) until the client comes back with its id.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use parking_lot::Mutex;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 use super::LavalinkState;
 use super::error::{LavalinkError, LavalinkResult};
 use super::extract::JsonBody;
-use super::players::{LavalinkPlayer, new_player};
+use super::player::{FrameSink, LavalinkPlayer, new_player};
 use crate::model::Id;
 
 /// Lavalink's default: a resumable session waits a minute for its client.
@@ -55,15 +56,17 @@ pub struct Session {
     players: Mutex<HashMap<Id, Arc<LavalinkPlayer>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+impl FrameSink for Session {
+    fn send(&self, frame: Frame, droppable: bool) {
+        Session::send(self, frame, droppable);
+    }
 }
 
 impl Session {
     /// Sends a frame to the client, or keeps it for a resuming client that is away.
     /// `droppable` frames (position updates) are not kept: fresh ones follow a resume.
     pub fn send(&self, frame: Frame, droppable: bool) {
-        let mut link = lock(&self.link);
+        let mut link = self.link.lock();
         match &link.socket {
             Some(socket) => {
                 let _ = socket.send(frame);
@@ -80,33 +83,34 @@ impl Session {
     }
 
     pub fn players(&self) -> Vec<Arc<LavalinkPlayer>> {
-        let mut all: Vec<_> = lock(&self.players).values().cloned().collect();
+        let mut all: Vec<_> = self.players.lock().values().cloned().collect();
         all.sort_by_key(|p| p.guild_id);
         all
     }
 
     pub fn player(&self, guild: Id) -> Option<Arc<LavalinkPlayer>> {
-        lock(&self.players).get(&guild).cloned()
+        self.players.lock().get(&guild).cloned()
     }
 
     pub fn remove_player(&self, guild: Id) -> Option<Arc<LavalinkPlayer>> {
-        lock(&self.players).remove(&guild)
+        self.players.lock().remove(&guild)
     }
 
     /// The guild's player, made now when there is none.
     pub fn player_or_create(self: &Arc<Self>, guild: Id, state: &LavalinkState) -> LavalinkResult<Arc<LavalinkPlayer>> {
-        let mut players = lock(&self.players);
+        let mut players = self.players.lock();
         if let Some(p) = players.get(&guild) {
             return Ok(p.clone());
         }
-        let player = Arc::new(new_player(state, self, guild)?);
+        let sink: std::sync::Weak<dyn FrameSink> = Arc::downgrade(self) as _;
+        let player = Arc::new(new_player(state, sink, self.user_id, guild)?);
         players.insert(guild, player.clone());
         Ok(player)
     }
 
     /// The session ended: its players stop and let go of their voice connections.
     pub async fn close_players(&self) {
-        let players: Vec<_> = lock(&self.players).drain().map(|(_, p)| p).collect();
+        let players: Vec<_> = self.players.lock().drain().map(|(_, p)| p).collect();
         for player in players {
             player.close().await;
         }
@@ -122,7 +126,7 @@ impl Session {
             loop {
                 every.tick().await;
                 let Some(session) = session.upgrade() else { return };
-                if lock(&session.link).ended {
+                if session.link.lock().ended {
                     return;
                 }
                 for player in session.players() {
@@ -139,12 +143,12 @@ impl Session {
 
     /// Adds a restored player.
     pub fn insert_player(&self, player: Arc<LavalinkPlayer>) {
-        lock(&self.players).insert(player.guild_id, player);
+        self.players.lock().insert(player.guild_id, player);
     }
 
     /// Whether the session may wait for its client after the socket closes, and how long.
     pub fn resuming(&self) -> (bool, u64) {
-        let link = lock(&self.link);
+        let link = self.link.lock();
         (link.resuming, link.timeout_s)
     }
 }
@@ -167,13 +171,13 @@ impl Sessions {
     /// client (its queued frames go out first), else to a new session.
     pub fn attach(&self, user_id: u64, resume: Option<&str>) -> Attached {
         let (tx, outbox) = mpsc::unbounded_channel();
-        let mut by_id = lock(&self.by_id);
+        let mut by_id = self.by_id.lock();
         let waiting = resume.and_then(|id| by_id.get(id)).filter(|s| {
-            let link = lock(&s.link);
+            let link = s.link.lock();
             link.socket.is_none() && link.resuming && s.user_id == user_id
         });
         if let Some(session) = waiting.cloned() {
-            let mut link = lock(&session.link);
+            let mut link = session.link.lock();
             for frame in link.queued.drain(..) {
                 let _ = tx.send(frame);
             }
@@ -207,7 +211,7 @@ impl Sessions {
     /// other is gone now. Returns the session when it ended.
     pub fn detach(self: &Arc<Self>, attached: &Attached) -> Option<Arc<Session>> {
         let session = &attached.session;
-        let mut link = lock(&session.link);
+        let mut link = session.link.lock();
         if link.generation != attached.generation {
             // A newer socket took the session over.
             return None;
@@ -244,7 +248,7 @@ impl Sessions {
         let session =
             Arc::new(Session { id: id.to_string(), user_id, link: Mutex::new(link), players: Mutex::default() });
         session.report_positions();
-        lock(&self.by_id).insert(id.to_string(), session.clone());
+        self.by_id.lock().insert(id.to_string(), session.clone());
         self.expire_unless_resumed(id, 0, Duration::from_secs(timeout_s));
         session
     }
@@ -258,19 +262,19 @@ impl Sessions {
     }
 
     fn remove_when(&self, id: &str, end: impl Fn(&Link) -> bool) -> Option<Arc<Session>> {
-        let mut by_id = lock(&self.by_id);
-        let session = by_id.get(id).filter(|s| end(&lock(&s.link)))?.clone();
+        let mut by_id = self.by_id.lock();
+        let session = by_id.get(id).filter(|s| end(&s.link.lock()))?.clone();
         by_id.remove(id);
-        lock(&session.link).ended = true;
+        session.link.lock().ended = true;
         Some(session)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        lock(&self.by_id).get(id).cloned()
+        self.by_id.lock().get(id).cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<Session>> {
-        lock(&self.by_id).values().cloned().collect()
+        self.by_id.lock().values().cloned().collect()
     }
 }
 
@@ -298,7 +302,7 @@ pub async fn update(
     JsonBody(update): JsonBody<SessionUpdate>,
 ) -> LavalinkResult<Json<SessionInfo>> {
     let session = state.node.sessions.get(&id).ok_or_else(|| LavalinkError::not_found("Session not found"))?;
-    let mut link = lock(&session.link);
+    let mut link = session.link.lock();
     if let Some(resuming) = update.resuming {
         link.resuming = resuming;
     }
@@ -318,7 +322,7 @@ mod tests {
         let first = sessions.attach(7, None);
         assert_eq!(first.session.id.len(), ID_LEN);
         assert!(first.session.id.bytes().all(|b| ID_CHARS.contains(&b)));
-        lock(&first.session.link).resuming = true;
+        first.session.link.lock().resuming = true;
         assert!(sessions.detach(&first).is_none(), "it waits for its client");
         first.session.send("event".into(), false);
         first.session.send("playerUpdate".into(), true);
@@ -333,7 +337,7 @@ mod tests {
     async fn an_away_client_is_held_a_bounded_number_of_events_the_newest() {
         let sessions = Arc::new(Sessions::default());
         let first = sessions.attach(7, None);
-        lock(&first.session.link).resuming = true;
+        first.session.link.lock().resuming = true;
         assert!(sessions.detach(&first).is_none());
         for n in 0..MAX_QUEUED + 5 {
             first.session.send(format!("event {n}"), false);

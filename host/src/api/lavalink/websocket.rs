@@ -30,11 +30,11 @@ struct FrameStats {
 }
 
 impl FrameStats {
-    async fn since_last(&mut self, players: &[std::sync::Arc<super::players::LavalinkPlayer>]) -> serde_json::Value {
+    async fn since_last(&mut self, players: &[std::sync::Arc<super::player::LavalinkPlayer>]) -> serde_json::Value {
         let now = std::time::Instant::now();
         let mut counts = Counts::new();
         for p in players {
-            if p.player.state.lock().await.status == crate::model::PlayerStatus::Playing {
+            if p.player.is_playing().await {
                 counts.insert(p.guild_id, p.player.output.frame_counts());
             }
         }

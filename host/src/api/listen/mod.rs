@@ -14,7 +14,6 @@ pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -111,7 +110,10 @@ impl Listening {
         }
         let token = token
             .ok_or_else(|| ApiError::unauthorized_with("a listen token (?token=) or the bearer token is required"))?;
-        self.signer.check(token, unix_now(), subject, format).map(Some).map_err(ApiError::forbidden_with)
+        self.signer
+            .check(token, crate::wall_clock::unix_secs(), subject, format)
+            .map(Some)
+            .map_err(ApiError::forbidden_with)
     }
 
     /// The MP3 feed of `recording` `delay_ticks` behind live, shared by every listener there.
@@ -132,10 +134,6 @@ impl Listening {
         feeds.insert(key, Arc::downgrade(&feed));
         Ok(feed)
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The listening routes: listener routes check tokens themselves; token issuing and the
@@ -429,7 +427,7 @@ async fn query_playlist(
     let suffix = if app.listening.public {
         String::new()
     } else {
-        let expires = grant.map_or_else(|| unix_now() + DEFAULT_TTL_SECS, |g| g.expires);
+        let expires = grant.map_or_else(|| crate::wall_clock::unix_secs() + DEFAULT_TTL_SECS, |g| g.expires);
         let token =
             app.listening.signer.sign(&Grant { subject: Subject::Track(id.clone()), format: Format::Hls, expires });
         token_suffix(Some(&token))
@@ -579,7 +577,7 @@ fn issue_one(signer: &Signer, item: TokenItem, expires: u64) -> ApiResult<Issued
 /// batch (`items`, `batch_expires_in`).
 async fn issue(State(app): State<AppState>, body: axum::body::Bytes) -> ApiResult<Response> {
     let request: IssueRequest = serde_json::from_slice(&body).map_err(ApiError::bad_request)?;
-    let now = unix_now();
+    let now = crate::wall_clock::unix_secs();
     let token_ttl = ttl(request.expires_in, "expires_in")?;
     let signer = &app.listening.signer;
     let named =
@@ -629,7 +627,7 @@ struct UnlockRequest {
 /// `POST /listen-tokens/unlock`: a fresh token for one item of a batch while the batch lives
 /// (it never outlives the batch); 410 once the batch expired.
 async fn unlock(State(app): State<AppState>, JsonBody(request): JsonBody<UnlockRequest>) -> ApiResult<Response> {
-    let now = unix_now();
+    let now = crate::wall_clock::unix_secs();
     let batch = match app.listening.signer.verify_batch(&request.batch, now) {
         Ok(batch) => batch,
         Err(TokenError::Expired) => return Err(ApiError::gone("the batch expired")),

@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::super::{ApiError, AppState};
-use super::unix_now;
 use crate::store::StateStore;
 
 pub const COOKIE: &str = "mesastream_ui";
@@ -52,7 +51,7 @@ fn cookie_id(headers: &HeaderMap) -> Option<String> {
 pub async fn session_ok(headers: &HeaderMap, auth_token: &str, store: &StateStore) -> bool {
     let Some(id) = cookie_id(headers) else { return false };
     match store.ui_session::<Session>(&digest(&id)).await {
-        Ok(Some(session)) => session.token == digest(auth_token) && session.expires > unix_now(),
+        Ok(Some(session)) => session.token == digest(auth_token) && session.expires > crate::wall_clock::unix_secs(),
         _ => false,
     }
 }
@@ -81,7 +80,7 @@ async fn sign_in(State(app): State<AppState>, Form(form): Form<SignIn>) -> Respo
         return ApiError::forbidden().into_response();
     }
     let id = B64.encode(rand::random::<[u8; 32]>());
-    let session = Session { token: digest(&app.auth_token), expires: unix_now() + SESSION_SECS };
+    let session = Session { token: digest(&app.auth_token), expires: crate::wall_clock::unix_secs() + SESSION_SECS };
     let store = &app.registry.ctx.store;
     if let Err(e) = store.save_ui_session(&digest(&id), &session, Duration::from_secs(SESSION_SECS)).await {
         return ApiError::service_unavailable(format!("the session cannot be kept: {e}")).into_response();

@@ -9,8 +9,10 @@ pub mod option_table;
 pub(crate) mod process;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use super::grants::{Grants, LimitSettings, ProgramPolicy};
 use crate::egress::Egress;

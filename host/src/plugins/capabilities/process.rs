@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::arguments;
@@ -130,7 +131,7 @@ pub struct RunSlot {
 
 impl RunSlot {
     fn take(running: &Arc<Mutex<HashMap<String, usize>>>, plugin: &str, cap: usize) -> Option<Self> {
-        let mut counts = running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = running.lock();
         let count = counts.entry(plugin.to_string()).or_insert(0);
         if *count >= cap {
             return None;
@@ -142,7 +143,7 @@ impl RunSlot {
 
 impl Drop for RunSlot {
     fn drop(&mut self) {
-        let mut counts = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.running.lock();
         if let Some(count) = counts.get_mut(&self.plugin) {
             *count = count.saturating_sub(1);
         }

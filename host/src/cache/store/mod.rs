@@ -7,19 +7,25 @@
 //! temporary file and renamed into place only once it is complete and verifies, so nothing
 //! that reads as complete is ever a partial download.
 
+mod disk;
+mod fills;
+
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use sha2::Digest;
 
-use super::ogg_opus::{Index, OggOpusError, OggOpusReader, OggOpusWriter, PACKETS_PER_PAGE, verify};
+pub use fills::{FillFollower, FillNext, FillWriter};
+
+use super::ogg_opus::{Index, OggOpusError, OggOpusReader, OggOpusWriter, verify};
 use crate::telemetry::metrics::{CacheLabels, Metrics};
+use disk::{Active, DiskJob, DiskOp, DiskWriter, FILL_IDS};
 
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
@@ -387,266 +393,5 @@ impl AudioCache {
         state.entries.insert(stem.to_string(), Entry { path, bytes, last_played: SystemTime::now(), checked });
         self.evict(&mut state, Some(stem));
         Ok(())
-    }
-}
-
-/// Packets queued for a fill's disk writer (about 20 s at 20 ms): if the disk falls that
-/// far behind, the fill is given up rather than holding up the track.
-const DISK_QUEUE: usize = 1024;
-
-static FILL_IDS: AtomicU64 = AtomicU64::new(0);
-
-/// A fill being written: its file, what was written, and who follows it.
-struct Active {
-    stem: String,
-    partial: PathBuf,
-    writer: OggOpusWriter<BufWriter<File>>,
-    failed: Option<String>,
-    /// Bytes counted against the cap so far.
-    written: u64,
-    fill: Arc<Fill>,
-}
-
-enum DiskOp {
-    Start(Box<Active>),
-    Packet(Arc<[u8]>, Arc<AtomicUsize>),
-    /// The track ended by itself: keep the file if it verifies.
-    Finish,
-    /// Cut off, cancelled or given up: drop the file.
-    Abandon,
-}
-
-struct DiskJob {
-    id: u64,
-    op: DiskOp,
-}
-
-/// Writes every fill in progress on one thread, so the number of threads does not grow with
-/// the tracks being cached and a slow or full disk never holds up playback. A partial file
-/// counts against the size cap as it grows.
-struct DiskWriter {
-    cache: Weak<AudioCache>,
-    active: HashMap<u64, Active>,
-}
-
-impl DiskWriter {
-    fn run(mut self, jobs: &crossbeam_channel::Receiver<DiskJob>) {
-        for DiskJob { id, op } in jobs {
-            let Some(cache) = self.cache.upgrade() else { return };
-            match op {
-                DiskOp::Start(active) => {
-                    self.active.insert(id, *active);
-                }
-                DiskOp::Packet(packet, queued) => {
-                    queued.fetch_sub(1, Ordering::AcqRel);
-                    if let Some(active) = self.active.get_mut(&id) {
-                        cache.write(active, &packet);
-                    }
-                }
-                DiskOp::Finish => {
-                    if let Some(active) = self.active.remove(&id) {
-                        cache.end_fill(active, true);
-                    }
-                }
-                DiskOp::Abandon => {
-                    if let Some(active) = self.active.remove(&id) {
-                        cache.end_fill(active, false);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Bytes a packet takes in the file, counted against the cap as it is written (Ogg adds a
-/// little per page; the file's real size replaces the count when it is kept).
-fn packet_bytes(packet: &[u8]) -> u64 {
-    packet.len() as u64 + 1
-}
-
-impl AudioCache {
-    fn write(&self, active: &mut Active, packet: &[u8]) {
-        if active.failed.is_some() {
-            return;
-        }
-        let before = active.writer.written();
-        if let Err(e) = active.writer.push(packet) {
-            active.failed = Some(e.to_string());
-            active.fill.update(|p| p.complete = Some(false));
-            return;
-        }
-        let written = active.writer.written();
-        if written != before && written.is_multiple_of(PACKETS_PER_PAGE as u64) {
-            // A page just ended: followers may read up to it.
-            if let Err(e) = active.writer.flush() {
-                active.failed = Some(e.to_string());
-                active.fill.update(|p| p.complete = Some(false));
-                return;
-            }
-            active.fill.update(|p| p.durable = written);
-        }
-        let bytes = packet_bytes(packet);
-        active.written += bytes;
-        let mut state = self.state.lock();
-        state.bytes += bytes;
-        if state.bytes > self.settings.max_bytes {
-            self.evict(&mut state, None);
-        }
-    }
-
-    /// Keeps the file only if the track ended by itself, every packet was written and the
-    /// file verifies; either way the fill stops counting as partial.
-    fn end_fill(&self, active: Active, complete: bool) {
-        let Active { stem, partial, writer, failed, written, fill } = active;
-        self.state.lock().bytes -= written;
-        let finished = match (complete, failed) {
-            (false, _) => Err("the track did not play to its end".to_string()),
-            (true, Some(e)) => Err(e),
-            (true, None) => writer
-                .finish()
-                .map_err(|e| e.to_string())
-                .and_then(|(buf, index)| Ok((buf.into_inner().map_err(|e| e.to_string())?, index)))
-                .and_then(|(mut file, index)| {
-                    file.flush().and_then(|()| file.sync_all()).map_err(|e| e.to_string())?;
-                    Ok(index)
-                }),
-        };
-        // Followers may read to the end before the file is checked and put in place.
-        let kept = match finished {
-            Ok(index) => {
-                fill.update(|p| {
-                    p.durable = index.packets;
-                    p.complete = Some(true);
-                });
-                self.publish(&stem, &partial)
-            }
-            Err(e) => {
-                fill.update(|p| p.complete = Some(false));
-                Err(e)
-            }
-        };
-        if let Err(e) = kept {
-            tracing::debug!(stem, error = %e, "cache fill not kept");
-            self.metrics.cache_fill_failures.inc();
-            let _ = std::fs::remove_file(&partial);
-        }
-        let mut state = self.state.lock();
-        if state.fills.get(&stem).is_some_and(|f| f.as_ptr() == Arc::as_ptr(&fill)) {
-            state.fills.remove(&stem);
-        }
-        drop(state);
-        // Whoever waits for the outcome (see `wait_filled`) looks again: the entry is in place
-        // or the fill is gone.
-        fill.update(|_| {});
-    }
-}
-
-/// Feeds a fill while the track plays: its packets go to the disk writer through a queue;
-/// followers read them from the file.
-pub struct FillWriter {
-    stem: String,
-    id: u64,
-    /// None once the disk writer fell behind: followers are still fed.
-    disk: Option<crossbeam_channel::Sender<DiskJob>>,
-    /// Packets sent to the disk writer and not yet written.
-    queued: Arc<AtomicUsize>,
-    finished: bool,
-}
-
-impl FillWriter {
-    pub fn push(&mut self, packet: &[u8]) {
-        let Some(disk) = &self.disk else { return };
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= DISK_QUEUE {
-            // Followers are told the fill broke and stream for themselves.
-            tracing::warn!(stem = %self.stem, "cache writer fell behind; this track will not be cached");
-            let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Abandon });
-            self.disk = None;
-        } else {
-            let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Packet(Arc::from(packet), self.queued.clone()) });
-        }
-    }
-
-    /// The track ended by itself: the disk writer keeps the file if it verifies.
-    pub fn finish(mut self) {
-        self.finished = true;
-        if let Some(disk) = self.disk.take() {
-            let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Finish });
-        }
-    }
-}
-
-impl Drop for FillWriter {
-    fn drop(&mut self) {
-        if !self.finished {
-            // Cut off, cancelled or failed: the disk writer drops the file; followers are told.
-            if let Some(disk) = self.disk.take() {
-                let _ = disk.send(DiskJob { id: self.id, op: DiskOp::Abandon });
-            }
-        }
-    }
-}
-
-/// What a follower found.
-pub enum FillNext {
-    Packet(Vec<u8>),
-    /// Not there yet: the waker passed is called when it is.
-    Pending,
-    /// The end of a complete fill.
-    End,
-    /// The fill broke off.
-    Broken(String),
-}
-
-/// Reads a fill in progress from its file, as it grows.
-pub struct FillFollower {
-    fill: Arc<Fill>,
-    reader: OggOpusReader<BufReader<File>>,
-    /// Packets read so far.
-    next: u64,
-    /// Packets to read past before playing (a start after the beginning).
-    skip: u64,
-    /// A waker of this follower's is waiting to be called: no need for another.
-    armed: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl FillFollower {
-    /// The next packet, or [`FillNext::Pending`] and `wake` called once there is more.
-    pub fn poll_packet(&mut self, wake: impl FnOnce() + Send + 'static) -> FillNext {
-        loop {
-            let mut progress = self.fill.progress.lock();
-            if self.next < progress.durable {
-                drop(progress);
-                match self.reader.next_packet() {
-                    Ok(Some(packet)) => {
-                        self.next += 1;
-                        if self.next > self.skip {
-                            return FillNext::Packet(packet);
-                        }
-                        continue;
-                    }
-                    Ok(None) => return FillNext::End,
-                    Err(e) => return FillNext::Broken(format!("reading the shared fill: {e}")),
-                }
-            }
-            return match progress.complete {
-                Some(true) => FillNext::End,
-                Some(false) => FillNext::Broken("the shared download of this track failed".into()),
-                None => {
-                    if !self.armed.swap(true, Ordering::AcqRel) {
-                        let armed = self.armed.clone();
-                        progress.waiting.push(Box::new(move || {
-                            armed.store(false, Ordering::Release);
-                            wake();
-                        }));
-                    }
-                    FillNext::Pending
-                }
-            };
-        }
-    }
-
-    /// Skips the packets before `ms`.
-    pub fn skip_ms(&mut self, ms: u64) {
-        self.skip = ms / 20;
     }
 }
