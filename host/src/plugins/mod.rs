@@ -8,6 +8,7 @@ pub mod engine;
 pub mod filter;
 pub mod grants;
 mod guest_stderr;
+mod host_functions;
 pub mod manifest;
 mod memory_watch;
 pub mod resolver;
@@ -436,28 +437,4 @@ fn files_of(folder: &Path) -> Vec<PathBuf> {
         files.extend(wasm);
     }
     files
-}
-
-impl filter::bindings::mesastream::plugin0_1_0::log::Host for PluginState {
-    fn log(&mut self, level: filter::bindings::mesastream::plugin0_1_0::log::Level, message: String) {
-        use filter::bindings::mesastream::plugin0_1_0::log::Level;
-        if !self.log {
-            return;
-        }
-        let message: String = message.chars().take(1024).collect();
-        let plugin = &*self.plugin_id;
-        match level {
-            Level::Trace => tracing::trace!(plugin, "{message}"),
-            Level::Debug => tracing::debug!(plugin, "{message}"),
-            Level::Info => tracing::info!(plugin, "{message}"),
-            Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => tracing::error!(plugin, "{message}"),
-        }
-    }
-}
-
-impl filter::bindings::mesastream::plugin0_2_0::settings::Host for PluginState {
-    fn get(&mut self, name: String) -> Option<String> {
-        self.settings.get(&name).cloned()
-    }
 }

@@ -11,9 +11,10 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::Response;
 
+use super::hls_routes::admit_hls;
 use super::hub::{Audience, Who};
 use super::tokens::Subject;
-use super::{ApiResult, ListenQuery, admit_hls, count, hls, listen_params, mp4_response, playlist_response};
+use super::{ApiResult, ListenQuery, count, hls, listen_params, mp4_response, playlist_response};
 use crate::api::{ApiError, AppState};
 use crate::live::Mount;
 
@@ -72,7 +73,7 @@ pub(super) async fn playlist(State(app): State<AppState>, hls: MountHls) -> ApiR
 }
 
 pub(super) async fn init(State(app): State<AppState>, _hls: MountHls) -> ApiResult<Response> {
-    super::init_response(&app, "mount")
+    super::hls_routes::init_response(&app, "mount")
 }
 
 pub(super) async fn segment(
@@ -80,9 +81,9 @@ pub(super) async fn segment(
     hls: MountHls,
     path: Path<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let n = super::segment_of(&path)?;
+    let n = super::hls_routes::segment_of(&path)?;
     count(&app, "segment", "mount");
     let now = app.listening.scheduler.now_tick();
-    let bytes = hls::live_segment(hls.mount.recording(), now, n).map_err(super::segment_error)?;
+    let bytes = hls::live_segment(hls.mount.recording(), now, n).map_err(super::hls_routes::segment_error)?;
     Ok(mp4_response(bytes, "max-age=600"))
 }
