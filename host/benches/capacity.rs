@@ -210,6 +210,8 @@ async fn server(max_players: usize, plugins: Option<&std::path::Path>) -> (Harne
         ("AUDIO_CACHE_PATH", cache.display().to_string()),
         ("MAX_PLAYERS", max_players.to_string()),
         ("RESOLVES_PER_NODE", "4096".to_string()),
+        // Every player's requests come from this one address, as a big bot's would.
+        ("MAX_CONNECTIONS_PER_ADDRESS", "65536".to_string()),
         ("PLUGINS_DIR", plugins_dir),
     ];
     let h = Harness::binary(voice, &env).await;

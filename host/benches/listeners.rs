@@ -76,7 +76,13 @@ fn steps() -> Vec<usize> {
 }
 
 async fn server() -> (Harness, String) {
-    let env = [("LISTEN_PUBLIC", "true".to_string()), ("PLUGINS_DIR", "none".to_string())];
+    // Every listener comes from this one address.
+    let env = [
+        ("LISTEN_PUBLIC", "true".to_string()),
+        ("PLUGINS_DIR", "none".to_string()),
+        ("MAX_LISTENERS_PER_ADDRESS", "10000".to_string()),
+        ("MAX_CONNECTIONS_PER_ADDRESS", "65536".to_string()),
+    ];
     let h = Harness::binary(FakeVoiceConfig { keep_pcm: false, ..Default::default() }, &env).await;
     let pid = h.server_pid();
     (h, pid)

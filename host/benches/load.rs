@@ -266,6 +266,8 @@ async fn passthrough(voice: FakeVoiceConfig) -> Passthrough {
     let pass = Harness::start_with(voice, move |c| {
         c.audio_cache_path = Some(cached_dir);
         c.limits.resolves_per_node = 4096;
+        // Every player's requests come from this one address, as a big bot's would.
+        c.limits.connections_per_address = 65536;
     })
     .await;
     step(&pass, 1, "tone-600-long.opus", &json!([])).await;
@@ -300,6 +302,8 @@ async fn transcode(voice: FakeVoiceConfig) -> (Vec<Step>, Duration) {
     let trans = Harness::with_plugins(voice, &["lavalink-filters"], |c| {
         c.audio_cache_max_bytes = 0;
         c.limits.resolves_per_node = 4096;
+        // Every player's requests come from this one address, as a big bot's would.
+        c.limits.connections_per_address = 65536;
     })
     .await;
     let latency = first_packet(&trans, "tone-440.mp3", 7).await;
