@@ -26,7 +26,7 @@ pub struct PlayerGuard<'a> {
 impl Drop for PlayerGuard<'_> {
     fn drop(&mut self) {
         if self.changed {
-            self.player.persist(&self.state, self.snapshot());
+            self.save();
         }
     }
 }
@@ -84,8 +84,8 @@ impl PlayerGuard<'_> {
     /// Saves what changed (if anything did) and answers what the player shows.
     pub fn commit(mut self) -> PlayerSnapshot {
         let snapshot = self.snapshot();
-        if std::mem::take(&mut self.changed) {
-            self.player.persist(&self.state, snapshot.clone());
+        if std::mem::take(&mut self.changed) && self.player.is_saved() {
+            self.player.persist(self.view_with(snapshot.clone()));
         }
         snapshot
     }
@@ -127,15 +127,27 @@ impl PlayerGuard<'_> {
 
     /// What the store keeps of the player now.
     pub(super) fn persist_view(&self) -> super::PersistView {
+        self.view_with(self.snapshot())
+    }
+
+    /// What the store keeps, around `snapshot`: the queue with the playing track at its head.
+    fn view_with(&self, snapshot: PlayerSnapshot) -> super::PersistView {
         let state = &self.state;
         let queue = state.current.iter().chain(state.queue.iter()).cloned().collect();
-        super::PersistView { queue, position_ms: self.position_ms(), snapshot: self.snapshot(), revision: 0 }
+        super::PersistView { queue, position_ms: snapshot.position_ms, snapshot, revision: 0 }
+    }
+
+    /// Hands the player as it is to the store writer, if anything stores it.
+    fn save(&self) {
+        if self.player.is_saved() {
+            self.player.persist(self.persist_view());
+        }
     }
 
     /// Saves the position alone: what a playing player's periodic save changes.
     pub(super) fn persist_position(&self) {
         if !self.player.persist_position(self.position_ms()) {
-            self.player.persist(&self.state, self.snapshot());
+            self.save();
         }
     }
 }
@@ -295,7 +307,7 @@ impl PlayerGuard<'_> {
     /// Tears the player down. The store keeps what it held as it was (the playing track at
     /// the head of its queue), for the guild's next player; nothing after is saved.
     pub fn shut_down(self) {
-        self.player.persist(&self.state, self.snapshot());
+        self.save();
         self.shut_down_unsaved();
     }
 

@@ -118,15 +118,13 @@ pub fn format_ms(ms: u64) -> String {
 }
 
 impl Player {
-    /// Hands `snapshot` and the rest of what the store keeps to the store writer (nobody
-    /// listens for a player another protocol owns).
-    fn persist(&self, state: &State, snapshot: PlayerSnapshot) {
-        if self.persist_tx.is_closed() {
-            return;
-        }
-        let queue = state.current.iter().chain(state.queue.iter()).cloned().collect();
-        let position_ms = snapshot.position_ms;
-        let mut view = PersistView { queue, position_ms, snapshot, revision: 0 };
+    /// Whether anything stores this player (nothing does for one another protocol owns).
+    fn is_saved(&self) -> bool {
+        !self.persist_tx.is_closed()
+    }
+
+    /// Hands `view` to the store writer.
+    fn persist(&self, mut view: PersistView) {
         self.persist_tx.send_modify(|last| {
             view.revision = last.as_ref().map_or(0, |last| last.revision.wrapping_add(1));
             *last = Some(view);
